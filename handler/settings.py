@@ -1,0 +1,147 @@
+"""The ``handler:`` section of ``model-config.yaml``, read once at load into a frozen object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from handler.errors import ConfigurationError
+from handler.parameters import ParamSpec, check_value, json_type
+from handler.tasks import Task
+
+_DTYPES = ("float32", "float16", "bfloat16")
+_QUANTIZATION = ("none", "dynamic_int8")
+_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """Every key the ``handler:`` section accepts; the defaults are what an absent key means."""
+
+    # The mode to serve; None infers it from config.json "architectures".
+    task: Task | None = None
+    # Inputs are truncated (or windowed) at min(max_length, the model's own limit).
+    max_length: int = 512
+    # None: multi-label exactly when config.json says problem_type "multi_label_classification".
+    multi_label: bool | None = None
+    # Per-label sigmoid thresholds for multi-label models; others use parameters.threshold.
+    label_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Defaults for the request "parameters" object; same names and rules as requests.
+    parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Overlap in tokens between windows of long texts (token classification); None: max_length // 4.
+    stride: int | None = None
+    # One TorchServe batch is sorted by length and run in forward passes of at most this many inputs...
+    micro_batch_size: int = 16
+    # ...and at most this many padded tokens (batch rows x longest row).
+    max_batch_tokens: int = 16384
+    sort_by_length: bool = True
+    # Threads per worker for torch; None keeps torch's default (one per physical core).
+    torch_num_threads: int | None = None
+    max_inputs_per_request: int = 64
+    # Long texts beyond this many windows are cut (the response header says so).
+    max_windows_per_input: int = 32
+    # Hard cap on generated tokens, so no request can exceed TorchServe's responseTimeout or
+    # max_response_size (a response over that kills the worker).
+    max_new_tokens_limit: int = 256
+    # Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is set.
+    allow_pickle_weights: bool = False
+    dtype: str = "float32"
+    quantization: str = "none"
+    torch_compile: bool = False
+    attn_implementation: str | None = None
+    # Integrated-gradients steps for /explanations.
+    explain_steps: int = 32
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> HandlerSettings:
+        """Validate ``model_yaml_config["handler"]``; every problem is named in one error."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigurationError(
+                f"model-config.yaml: the handler section must be a mapping, got {json_type(raw)}"
+            )
+        problems: list[str] = []
+        unknown = sorted(str(key) for key in raw if key not in _VALIDATORS)
+        if unknown:
+            problems.append(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_VALIDATORS))})")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in _VALIDATORS:
+                try:
+                    values[key] = _VALIDATORS[key](f"handler.{key}", value)
+                except ValueError as error:
+                    problems.append(str(error))
+        if problems:
+            raise ConfigurationError("model-config.yaml: " + "; ".join(problems))
+        return cls(**values)
+
+    def effective_max_length(self, model_limit: int | None) -> int:
+        if model_limit is None or model_limit <= 0:
+            return self.max_length
+        return min(self.max_length, model_limit)
+
+
+def _scalar(spec: ParamSpec) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        return check_value(name, value, spec)
+
+    return check
+
+
+def _task(name: str, value: Any) -> Task | None:
+    if value is None:
+        return None
+    try:
+        return Task.parse(value)
+    except ConfigurationError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _label_thresholds(name: str, value: Any) -> Mapping[str, float]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map label names to thresholds, got {json_type(value)}")
+    checked: dict[str, float] = {}
+    for label, threshold in value.items():
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"{name}.{label} must be a number between 0 and 1, got {threshold!r}")
+        checked[str(label)] = float(threshold)
+    return MappingProxyType(checked)
+
+
+def _parameters(name: str, value: Any) -> Mapping[str, Any]:
+    # Contents are checked against the task's parameter schema once the task is known.
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping of request parameter defaults, got {json_type(value)}")
+    return MappingProxyType(dict(value))
+
+
+_VALIDATORS = {
+    "task": _task,
+    "max_length": _scalar(ParamSpec("int", minimum=2, maximum=1_000_000)),
+    "multi_label": _scalar(ParamSpec("bool", nullable=True)),
+    "label_thresholds": _label_thresholds,
+    "parameters": _parameters,
+    "stride": _scalar(ParamSpec("int", minimum=0, nullable=True)),
+    "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
+    "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),
+    "sort_by_length": _scalar(ParamSpec("bool")),
+    "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
+    "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
+    "max_windows_per_input": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
+    "max_new_tokens_limit": _scalar(ParamSpec("int", minimum=1, maximum=1_000_000)),
+    "allow_pickle_weights": _scalar(ParamSpec("bool")),
+    "dtype": _scalar(ParamSpec("choice", choices=_DTYPES)),
+    "quantization": _scalar(ParamSpec("choice", choices=_QUANTIZATION)),
+    "torch_compile": _scalar(ParamSpec("bool")),
+    "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
+    "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=1024)),
+}
+
+assert set(_VALIDATORS) == {f.name for f in fields(HandlerSettings)}, "every setting needs a validator"

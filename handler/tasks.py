@@ -1,0 +1,67 @@
+"""The task modes the handler serves, and how a model's config names them."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+from handler.errors import ConfigurationError
+
+
+class Task(str, enum.Enum):
+    """A serving mode; the value is what ``handler.task`` and ``archive.py --task`` accept."""
+
+    SEQUENCE_CLASSIFICATION = "sequence_classification"
+    TOKEN_CLASSIFICATION = "token_classification"
+    QUESTION_ANSWERING = "question_answering"
+    TEXT_GENERATION = "text_generation"
+
+    @classmethod
+    def parse(cls, value: object) -> Task:
+        if isinstance(value, Task):
+            return value
+        for task in cls:
+            if value == task.value:
+                return task
+        valid = ", ".join(task.value for task in cls)
+        raise ConfigurationError(f"unknown task {value!r}; valid tasks are: {valid}")
+
+    @property
+    def uses_label_mapping(self) -> bool:
+        return self in (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
+
+
+# Architecture class-name suffixes, as written in a model's config.json "architectures".
+_ARCHITECTURE_SUFFIXES: dict[str, Task] = {
+    "ForSequenceClassification": Task.SEQUENCE_CLASSIFICATION,
+    "ForTokenClassification": Task.TOKEN_CLASSIFICATION,
+    "ForQuestionAnswering": Task.QUESTION_ANSWERING,
+    "ForCausalLM": Task.TEXT_GENERATION,
+    "LMHeadModel": Task.TEXT_GENERATION,
+}
+
+
+def task_of_architecture(architecture: str) -> Task | None:
+    for suffix, task in _ARCHITECTURE_SUFFIXES.items():
+        if architecture.endswith(suffix):
+            return task
+    return None
+
+
+def resolve_task(requested: Task | None, architectures: Sequence[str] | None) -> Task:
+    """The task to serve: the requested one, checked against what the model was built for."""
+    declared = [task for task in map(task_of_architecture, architectures or ()) if task is not None]
+    if requested is None:
+        if not declared:
+            valid = ", ".join(task.value for task in Task)
+            raise ConfigurationError(
+                f"cannot infer the task from the model's architectures {list(architectures or [])}; "
+                f"set handler.task in model-config.yaml (one of: {valid})"
+            )
+        return declared[0]
+    if declared and requested not in declared:
+        raise ConfigurationError(
+            f"the model config declares {architectures[0]} ({declared[0].value}) "  # type: ignore[index]
+            f"but the task is {requested.value}; archive a {requested.value} model or change the task"
+        )
+    return requested

@@ -1,0 +1,129 @@
+"""Token classification (NER, POS): per-token labels or aggregated entities with character
+offsets, over overlapping windows so a long text is read to its end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForTokenClassification
+
+from handler.errors import ConfigurationError
+from handler.model_loading import LoadedModel
+from handler.parameters import ParamSpec
+from handler.request_parsing import RequestBody, parse_inputs, parse_text
+from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window
+from handler.scoring import softmax
+from handler.settings import HandlerSettings
+from handler.tasks import Task
+from handler.token_aggregation import (
+    AggregationStrategy,
+    WindowTokens,
+    aggregate,
+    drop_ignored,
+    gather_predictions,
+    merge_overlapping,
+    to_json,
+)
+
+
+@dataclass(frozen=True)
+class TokenParams:
+    aggregation_strategy: AggregationStrategy
+    ignore_labels: tuple[str, ...]
+
+
+class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
+    task = Task.TOKEN_CLASSIFICATION
+    auto_model_class = AutoModelForTokenClassification
+    needs_fast_tokenizer = True
+    token_level_outputs = True
+    parameter_schema = {
+        "aggregation_strategy": ParamSpec("choice", choices=tuple(s.value for s in AggregationStrategy)),
+        "ignore_labels": ParamSpec("str_list", max_items=1024),
+    }
+
+    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+        super().__init__(loaded, settings, labels)
+        assert labels is not None, "token classification needs labels"
+        self.label_names = labels
+        content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        self.stride = settings.stride if settings.stride is not None else content_length // 4
+        if not 0 <= self.stride < content_length:
+            raise ConfigurationError(
+                f"handler.stride={self.stride} must be below the {content_length} text tokens "
+                f"that fit in one window of max_length={self.max_length}"
+            )
+        # Window k starts this many tokens after window k-1 in the whole text's token sequence.
+        self.window_step = content_length - self.stride
+        backend_model = getattr(getattr(self.tokenizer, "_tokenizer", None), "model", None)
+        self.uses_subword_prefix = bool(getattr(backend_model, "continuing_subword_prefix", None))
+        self.unk_token_id = self.tokenizer.unk_token_id
+        self.default_strategy = AggregationStrategy(self.default_parameters.get("aggregation_strategy", "simple"))
+        self.default_ignore = tuple(self.default_parameters.get("ignore_labels", ("O",)))
+
+    def parse(self, body: RequestBody) -> ParsedRequest[str, TokenParams]:
+        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
+        params = self.parameters_for(body)
+        return ParsedRequest(
+            inputs,
+            is_list,
+            TokenParams(
+                AggregationStrategy(params.get("aggregation_strategy", self.default_strategy)),
+                tuple(params.get("ignore_labels", self.default_ignore)),
+            ),
+        )
+
+    def encode(self, inputs: Sequence[str], params: Sequence[TokenParams]) -> list[EncodeResult]:
+        encoding = self.tokenizer(
+            list(inputs),
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
+        windows_of: list[list[int]] = [[] for _ in inputs]
+        for row, owner in enumerate(encoding["overflow_to_sample_mapping"]):
+            windows_of[owner].append(row)
+        type_ids = encoding.get("token_type_ids")
+        results: list[EncodeResult] = []
+        for rows in windows_of:
+            kept = rows[: self.settings.max_windows_per_input]
+            windows = []
+            for k, row in enumerate(kept):
+                ids = encoding["input_ids"][row]
+                windows.append(
+                    Window(
+                        ids,
+                        type_ids[row] if type_ids is not None else None,
+                        extra={
+                            "tokens": WindowTokens(
+                                token_ids=ids,
+                                tokens=self.tokenizer.convert_ids_to_tokens(ids),
+                                offsets=encoding["offset_mapping"][row],
+                                special_tokens_mask=encoding["special_tokens_mask"][row],
+                                index_offset=k * self.window_step,
+                            )
+                        },
+                    )
+                )
+            results.append(EncodedInput(windows, truncated=len(kept) < len(rows)))
+        return results
+
+    def finish(self, item: str, params: TokenParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]) -> Any:
+        entities = []
+        for window, output in zip(encoded.windows, outputs):
+            predictions = gather_predictions(
+                item, window.extra["tokens"], softmax(output["logits"]), self.uses_subword_prefix, self.unk_token_id
+            )
+            grouped = aggregate(
+                predictions, params.aggregation_strategy, self.label_names, self.tokenizer.convert_tokens_to_string
+            )
+            entities.extend(drop_ignored(grouped, params.ignore_labels))
+        if len(encoded.windows) > 1:
+            entities = merge_overlapping(entities)
+        return to_json(entities)

@@ -1,0 +1,253 @@
+"""Start, wait for, and stop a TorchServe instance; shared by serve.py, the demo, tests and benchmarks.
+
+Each instance lives in its own run folder: TorchServe writes its pid file under TMPDIR and its
+token file (key_file.json) and logs in its working folder, so pointing both at the run folder
+lets several instances (a demo and a test run, say) coexist on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+JAVA_HINT = (
+    "TorchServe's frontend needs Java 17 (a JDK). Install it, e.g. "
+    "`sudo apt-get install -y openjdk-17-jdk-headless` (Debian/Ubuntu) or `brew install openjdk@17` (macOS), "
+    "then make sure `java -version` works"
+)
+MIN_JAVA = 11
+
+
+class ServeError(Exception):
+    pass
+
+
+def java_version() -> int:
+    """The installed Java's major version; raises ServeError with install advice if there is none."""
+    java = shutil.which("java")
+    if java is None:
+        raise ServeError(f"no `java` on PATH. {JAVA_HINT}")
+    result = subprocess.run([java, "-version"], capture_output=True, text=True)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if result.returncode != 0 or match is None:
+        raise ServeError(f"`java -version` failed. {JAVA_HINT}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise ServeError(f"Java {major} is too old for TorchServe 0.12. {JAVA_HINT}")
+    return major
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    properties = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def write_properties(path: Path, properties: dict[str, str]) -> None:
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()), encoding="utf-8")
+
+
+def torchserve_command() -> str:
+    beside_python = Path(sys.executable).with_name("torchserve")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("torchserve")
+    if found is None:
+        raise ServeError("torchserve is not installed in this environment (run `make venv`)")
+    return found
+
+
+@dataclass
+class Server:
+    run_dir: Path
+    inference_url: str
+    management_url: str
+    metrics_url: str
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / "key_file.json"
+
+    def _keys(self) -> dict:
+        if not self.key_file.exists():
+            return {}
+        return json.loads(self.key_file.read_text(encoding="utf-8"))
+
+    @property
+    def inference_token(self) -> str | None:
+        return self._keys().get("inference", {}).get("key")
+
+    @property
+    def management_token(self) -> str | None:
+        return self._keys().get("management", {}).get("key")
+
+    def auth(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def predictions_url(self, model: str) -> str:
+        return f"{self.inference_url}/predictions/{model}"
+
+    def describe_model(self, model: str) -> list[dict]:
+        response = requests.get(
+            f"{self.management_url}/models/{model}", headers=self.auth(self.management_token), timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def ready_workers(self, model: str) -> int:
+        try:
+            description = self.describe_model(model)
+        except (requests.RequestException, ValueError):
+            return 0
+        return sum(1 for worker in description[0].get("workers", []) if worker.get("status") == "READY")
+
+    def log_tail(self, name: str = "model_log.log", lines: int = 40) -> str:
+        path = self.run_dir / "logs" / name
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def load_failures(self) -> list[str]:
+        """The handler's one-line load errors from the model log."""
+        path = self.run_dir / "logs" / "model_log.log"
+        if not path.exists():
+            return []
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return sorted({match.strip() for match in re.findall(r"model load failed: (.*)", text)})
+
+    def curl_example(self, model: str, text: str = "I really enjoyed this!") -> str:
+        token = self.inference_token
+        auth = f'-H "Authorization: Bearer {token}" ' if token else ""
+        return (
+            f"curl {auth}-H 'Content-Type: application/json' "
+            f"-d '{json.dumps({'inputs': text})}' {self.predictions_url(model)}"
+        )
+
+
+def _environment(run_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TMPDIR=str(run_dir / "tmp"),
+        LOG_LOCATION=str(run_dir / "logs"),
+        METRICS_LOCATION=str(run_dir / "logs"),
+        # Everything the handler loads is in the archive; never reach for a hub.
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def server_for(config: Path, run_dir: Path) -> Server:
+    properties = read_properties(config)
+    return Server(
+        run_dir=run_dir,
+        inference_url=properties.get("inference_address", "http://127.0.0.1:8080"),
+        management_url=properties.get("management_address", "http://127.0.0.1:8081"),
+        metrics_url=properties.get("metrics_address", "http://127.0.0.1:8082"),
+    )
+
+
+def start(
+    config: Path,
+    model_store: Path,
+    models: list[str],
+    run_dir: Path,
+    timeout: float = 300.0,
+    wait_for: list[str] | None = None,
+) -> Server:
+    """Start TorchServe and return once every model in ``wait_for`` (default: all) has a READY worker."""
+    java_version()
+    run_dir = run_dir.resolve()
+    for folder in (run_dir, run_dir / "tmp", run_dir / "logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+    server = server_for(config, run_dir)
+    command = [
+        torchserve_command(), "--start", "--ncs",
+        "--model-store", str(model_store.resolve()),
+        "--ts-config", str(config.resolve()),
+        "--models", *models,
+    ]  # fmt: skip
+    with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:
+        result = subprocess.run(command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise ServeError(f"torchserve --start failed; see {run_dir / 'logs' / 'launcher.log'}")
+    names = wait_for if wait_for is not None else [spec.split("=", 1)[0] for spec in models]
+    try:
+        wait_until_ready(server, names, timeout)
+    except ServeError:
+        stop(run_dir)
+        raise
+    return server
+
+
+def wait_until_ready(server: Server, models: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(server.ready_workers(model) > 0 for model in models):
+            return
+        failures = server.load_failures()
+        if failures:
+            raise ServeError("the model failed to load: " + " | ".join(failures))
+        if not is_running(server.run_dir):
+            raise ServeError(f"torchserve exited during start-up:\n{server.log_tail('ts_log.log')}")
+        time.sleep(0.5)
+    raise ServeError(f"models {models} not ready after {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def _pid(run_dir: Path) -> int | None:
+    pid_file = run_dir / "tmp" / ".model_server.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        return int(pid_file.read_text().strip())
+    except ValueError:
+        return None
+
+
+def is_running(run_dir: Path) -> bool:
+    pid = _pid(run_dir)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop(run_dir: Path, timeout: float = 60.0) -> bool:
+    """Stop the instance of ``run_dir``; True if one was running."""
+    run_dir = run_dir.resolve()
+    if not is_running(run_dir):
+        return False
+    pid = _pid(run_dir)
+    subprocess.run(
+        [torchserve_command(), "--stop"], cwd=run_dir, env=_environment(run_dir),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid is not None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return True

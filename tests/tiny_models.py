@@ -1,0 +1,166 @@
+"""Tiny models with random weights and tokenizers trained on a few sentences, built into a folder.
+
+Nothing is downloaded: tokenizers are trained here with ``tokenizers``, weights are random (fixed
+seed), and the folder is what ``save_pretrained`` writes, safetensors included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+CORPUS = [
+    "The service was wonderful and the staff were friendly.",
+    "I hated the food, it was cold and bland.",
+    "The package arrived on Tuesday in Paris.",
+    "Alice Johnson works for Acme Corporation in Berlin.",
+    "Bob moved to New York City last year with his family.",
+    "The weather in London is rainy and grey today.",
+    "What a fantastic movie, I would watch it again!",
+    "The meeting was fine, nothing special happened.",
+    "Marie Curie won the Nobel Prize in Physics and Chemistry.",
+    "Our train to Amsterdam was delayed by two hours.",
+    "Where was the treaty signed? It was signed in Versailles in 1919.",
+    "Customers love the new update, but some find it confusing.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Transformers read text as tokens and predict labels for them.",
+    "Unbelievably, the unexpected outcome surprised everybody involved.",
+]
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def wordpiece_tokenizer(model_max_length: int = 64, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def byte_bpe_tokenizer(model_max_length: int = 128, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _bert_config(vocab_size: int, **extra: object) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        # Wider than BERT's 0.02 so random logits differ clearly between labels.
+        initializer_range=0.3,
+        **extra,
+    )
+
+
+def _label_maps(labels: Sequence[str]) -> dict[str, object]:
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
+def build_sequence_classifier(
+    folder: Path,
+    labels: Sequence[str] = ("negative", "positive"),
+    problem_type: str | None = None,
+    default_label_names: bool = False,
+    seed: int = 0,
+    model_max_length: int = 64,
+) -> Path:
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    torch.manual_seed(seed)
+    label_maps = {"num_labels": len(labels)} if default_label_names else _label_maps(labels)
+    config = _bert_config(len(tokenizer), problem_type=problem_type, **label_maps)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_token_classifier(
+    folder: Path,
+    labels: Sequence[str] = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"),
+    seed: int = 0,
+    model_max_length: int = 64,
+) -> Path:
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    torch.manual_seed(seed)
+    BertForTokenClassification(_bert_config(len(tokenizer), **_label_maps(labels))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_question_answerer(folder: Path, seed: int = 0, model_max_length: int = 128) -> Path:
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    torch.manual_seed(seed)
+    BertForQuestionAnswering(_bert_config(len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_causal_lm(folder: Path, seed: int = 0, n_positions: int = 128) -> Path:
+    tokenizer = byte_bpe_tokenizer(n_positions)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=n_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=0.3,
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
