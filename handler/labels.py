@@ -82,46 +82,46 @@ def _label_list(value: Any, source: str) -> tuple[str, ...]:
 
 
 def parse_label_list_string(text: str) -> list[str]:
-    """``"[O, 'B-PER', \"I-PER\"]"`` -> ``["O", "B-PER", "I-PER"]``; commas inside quotes are kept."""
+    """``"[O, 'B-PER', \"I-PER\"]"`` -> ``["O", "B-PER", "I-PER"]``.
+
+    An item is bare (surrounding spaces dropped, quotes inside it literal) or quoted from its first
+    character (commas inside kept); only spaces may follow a closing quote.
+    """
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         raise ValueError("expected a bracketed list like [O, B-PER, I-PER]")
     inner = text[1:-1]
+    if not inner.strip():
+        raise ValueError("the list is empty")
     items: list[str] = []
     current: list[str] = []
-    quote: str | None = None
-    was_quoted = False
-    for char in inner:
-        if quote is not None:
+    state = "leading"  # leading -> bare | quoted -> closed
+    quote = ""
+    for char in inner + ",":
+        if state == "quoted":
             if char == quote:
-                quote = None
+                state = "closed"
             else:
                 current.append(char)
-        elif char in "'\"":
-            if "".join(current).strip():
-                raise ValueError("a quote may only open an item")
-            current, quote, was_quoted = [], char, True
         elif char == ",":
-            items.append(_finish_item(current, was_quoted, len(items)))
-            current, was_quoted = [], False
-        elif was_quoted and not char.isspace():
-            raise ValueError("text after a closing quote")
-        else:
+            item = "".join(current) if state == "closed" else "".join(current).strip()
+            if not item:
+                raise ValueError(f"item {len(items)} is empty")
+            items.append(item)
+            current, state = [], "leading"
+        elif state == "leading":
+            if char in "'\"":
+                quote, state = char, "quoted"
+            elif not char.isspace():
+                current.append(char)
+                state = "bare"
+        elif state == "bare":
             current.append(char)
-    if quote is not None:
+        elif not char.isspace():  # closed
+            raise ValueError(f"text after the closing quote of item {len(items)}")
+    if state == "quoted":
         raise ValueError("unbalanced quote")
-    if inner.strip() or items:
-        items.append(_finish_item(current, was_quoted, len(items)))
-    if not items:
-        raise ValueError("the list is empty")
     return items
-
-
-def _finish_item(chars: list[str], was_quoted: bool, position: int) -> str:
-    item = "".join(chars) if was_quoted else "".join(chars).strip()
-    if not item:
-        raise ValueError(f"item {position} is empty")
-    return item
 
 
 def _check_names(labels: tuple[str, ...], source: str) -> None:

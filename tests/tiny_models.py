@@ -164,3 +164,77 @@ def build_causal_lm(folder: Path, seed: int = 0, n_positions: int = 128) -> Path
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ---- models whose answers are known ---------------------------------------------------------
+# A BERT with no transformer layers reads each token alone (embedding -> LayerNorm -> head), so
+# a head aimed at chosen words answers the same wherever those words stand in a text: a test
+# can then ask for an entity or an answer far beyond the model's window and know what to expect.
+
+
+def _keyword_bert(tokenizer: PreTrainedTokenizerFast, words: Sequence[str], **extra: object) -> BertConfig:
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=max(4, len(words) + 2),
+        num_hidden_layers=0,
+        num_attention_heads=1,
+        intermediate_size=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        **extra,
+    )
+
+
+def _keyword_vectors(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, words: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Give each word its own embedding direction; return what the embedding LayerNorm makes of it."""
+    embeddings = model.bert.embeddings
+    with torch.no_grad():
+        embeddings.word_embeddings.weight.zero_()
+        embeddings.position_embeddings.weight.zero_()
+        embeddings.token_type_embeddings.weight.zero_()
+        embeddings.LayerNorm.weight.fill_(1.0)
+        embeddings.LayerNorm.bias.zero_()
+        vectors = {}
+        for i, word in enumerate(words):
+            token_id = tokenizer.convert_tokens_to_ids(word)
+            assert token_id != tokenizer.unk_token_id, f"{word!r} is not a single token of the test tokenizer"
+            embeddings.word_embeddings.weight[token_id, i] = 10.0
+            vectors[word] = embeddings.LayerNorm(embeddings.word_embeddings.weight[token_id])
+    return vectors
+
+
+def build_keyword_token_classifier(
+    folder: Path,
+    keyword_labels: dict[str, str],
+    labels: Sequence[str] = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC"),
+    model_max_length: int = 24,
+) -> Path:
+    """Tags each keyword (a lower-case single token) with its label and every other token O."""
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    words = list(keyword_labels)
+    model = BertForTokenClassification(_keyword_bert(tokenizer, words, **_label_maps(labels))).eval()
+    vectors = _keyword_vectors(model, tokenizer, words)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[labels.index("O")] = 1.0
+        for word, label in keyword_labels.items():
+            model.classifier.weight[labels.index(label)] += 5.0 * vectors[word]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_keyword_question_answerer(folder: Path, start_word: str, end_word: str, model_max_length: int = 32) -> Path:
+    """Answers every question with the span from ``start_word`` to ``end_word`` in the context."""
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    words = list(dict.fromkeys([start_word, end_word]))
+    model = BertForQuestionAnswering(_keyword_bert(tokenizer, words)).eval()
+    vectors = _keyword_vectors(model, tokenizer, words)
+    with torch.no_grad():
+        model.qa_outputs.weight.zero_()
+        model.qa_outputs.bias.zero_()
+        model.qa_outputs.weight[0] = 5.0 * vectors[start_word]
+        model.qa_outputs.weight[1] = 5.0 * vectors[end_word]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: a TorchServe context without a server, and pipeline comparisons."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ts.context import Context, RequestProcessor
+from ts.metrics.metrics_store import MetricsStore
+
+from handler.torchserve_handler import TransformersLabelHandler
+
+JSON = "application/json"
+TEXT = "text/plain"
+SCORE_TOLERANCE = 1e-5
+
+
+def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None, name: str = "model") -> Context:
+    """TorchServe's own Context, as the worker builds it, for a model folder."""
+    yaml_config = {"handler": handler_settings} if handler_settings is not None else {}
+    return Context(
+        name,
+        str(model_dir),
+        {"model": {"modelName": name}},
+        8,
+        None,
+        "0.12.0",
+        metrics=MetricsStore(uuid.uuid4(), name),
+        model_yaml_config=yaml_config,
+    )
+
+
+def load_handler(model_dir: Path, handler_settings: dict[str, Any] | None = None) -> tuple[TransformersLabelHandler, Context]:
+    context = make_context(model_dir, handler_settings)
+    handler = TransformersLabelHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def call(
+    handler: TransformersLabelHandler, context: Context, requests: Sequence[tuple[str, Any]]
+) -> list[tuple[int, Any]]:
+    """One TorchServe batch of ``(content type, body)`` requests; ``(status, decoded JSON)`` each."""
+    context.request_processor = [RequestProcessor({"Content-Type": content_type}) for content_type, _ in requests]
+    context.request_ids = {i: f"request-{i}" for i in range(len(requests))}
+    responses = handler.handle([{"body": body} for _, body in requests], context)
+    assert len(responses) == len(requests)
+    return [(context.get_response_status(i)[0], json.loads(body)) for i, body in enumerate(responses)]
+
+
+def call_one(handler: TransformersLabelHandler, context: Context, body: Any, content_type: str = JSON) -> tuple[int, Any]:
+    return call(handler, context, [(content_type, body)])[0]
+
+
+def plain(value: Any) -> Any:
+    """Pipeline output with numpy scalars turned into Python ones, as JSON would carry them."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def assert_same_answers(ours: Any, reference: Any, tolerance: float = SCORE_TOLERANCE) -> None:
+    """Equal structure and values, with every ``score`` equal to within ``tolerance``."""
+    reference = plain(reference)
+    if isinstance(reference, dict):
+        assert isinstance(ours, dict), f"expected an object, got {ours!r}"
+        assert set(ours) == set(reference), f"keys {sorted(ours)} != {sorted(reference)}"
+        for key, expected in reference.items():
+            if key == "score":
+                assert abs(ours[key] - expected) <= tolerance, f"score {ours[key]} != {expected}"
+            else:
+                assert_same_answers(ours[key], expected, tolerance)
+    elif isinstance(reference, list):
+        assert isinstance(ours, list), f"expected a list, got {ours!r}"
+        assert len(ours) == len(reference), f"{len(ours)} items != {len(reference)}: {ours!r} vs {reference!r}"
+        for mine, expected in zip(ours, reference):
+            assert_same_answers(mine, expected, tolerance)
+    else:
+        assert ours == reference, f"{ours!r} != {reference!r}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_json(path: Path, document: Any) -> Path:
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path

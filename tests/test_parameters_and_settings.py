@@ -1,0 +1,102 @@
+import dataclasses
+import math
+
+import pytest
+
+from handler.errors import ConfigurationError
+from handler.parameters import ParamSpec, validate_parameters
+from handler.settings import HandlerSettings
+from handler.tasks import Task
+
+SCHEMA = {
+    "top_k": ParamSpec("int", minimum=1, nullable=True),
+    "threshold": ParamSpec("float", minimum=0.0, maximum=1.0),
+    "do_sample": ParamSpec("bool"),
+    "mode": ParamSpec("choice", choices=("a", "b")),
+    "stop": ParamSpec("str_list", max_items=2, accepts_single_string=True),
+}
+
+
+def test_only_given_parameters_come_back_converted():
+    assert validate_parameters({"top_k": 2.0, "threshold": 1}, SCHEMA) == {"top_k": 2, "threshold": 1.0}
+    assert validate_parameters(None, SCHEMA) == {}
+
+
+def test_unknown_parameters_are_named_with_the_allowed_ones():
+    with pytest.raises(ValueError) as raised:
+        validate_parameters({"topk": 1, "temp": 2}, SCHEMA)
+    assert "unknown parameters: temp, topk" in str(raised.value)
+    assert "allowed: do_sample, mode, stop, threshold, top_k" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"top_k": 0}, "parameters.top_k must be an integer >= 1 or null, got 0"),
+        ({"top_k": True}, "parameters.top_k must be an integer >= 1 or null, got a boolean"),
+        ({"top_k": 1.5}, "parameters.top_k must be an integer >= 1 or null, got 1.5"),
+        ({"top_k": "3"}, "got a string"),
+        ({"threshold": 2}, "parameters.threshold must be a number >= 0 and <= 1, got 2.0"),
+        ({"threshold": math.nan}, "got nan"),
+        ({"threshold": None}, "got null"),
+        ({"do_sample": 1}, "parameters.do_sample must be true or false, got a number"),
+        ({"mode": "c"}, "parameters.mode must be one of 'a', 'b', got 'c'"),
+        ({"stop": [1]}, "parameters.stop must be a list of at most 2 strings, got a list"),
+        ({"stop": ["a", "b", "c"]}, "may hold at most 2 strings, got 3"),
+    ],
+)
+def test_bad_values_name_the_parameter_and_the_rule(given, message):
+    with pytest.raises(ValueError) as raised:
+        validate_parameters(given, SCHEMA)
+    assert message in str(raised.value)
+
+
+def test_nullable_and_single_string_forms():
+    assert validate_parameters({"top_k": None, "stop": "\n"}, SCHEMA) == {"top_k": None, "stop": ("\n",)}
+
+
+def test_parameters_must_be_an_object():
+    with pytest.raises(ValueError, match="parameters must be a JSON object, got a list"):
+        validate_parameters([1], SCHEMA)
+
+
+def test_settings_defaults_when_the_section_is_absent():
+    settings = HandlerSettings.from_mapping(None)
+    assert settings == HandlerSettings()
+    assert settings.task is None and settings.max_length == 512 and not settings.allow_pickle_weights
+
+
+def test_settings_are_typed_and_frozen():
+    settings = HandlerSettings.from_mapping(
+        {"task": "token_classification", "max_length": 128, "label_thresholds": {"bug": 0.3}, "stride": 16}
+    )
+    assert settings.task is Task.TOKEN_CLASSIFICATION
+    assert settings.label_thresholds == {"bug": 0.3}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_length = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.label_thresholds["bug"] = 0.9  # type: ignore[index]
+
+
+def test_every_settings_problem_is_named_in_one_error():
+    with pytest.raises(ConfigurationError) as raised:
+        HandlerSettings.from_mapping(
+            {"max_lenght": 10, "task": "summarize", "micro_batch_size": 0, "label_thresholds": {"x": 3}}
+        )
+    message = str(raised.value)
+    assert "unknown key(s) max_lenght" in message
+    assert "handler.task: unknown task 'summarize'; valid tasks are: sequence_classification" in message
+    assert "handler.micro_batch_size must be an integer >= 1 and <= 4096, got 0" in message
+    assert "handler.label_thresholds.x must be a number between 0 and 1, got 3" in message
+
+
+def test_settings_section_must_be_a_mapping():
+    with pytest.raises(ConfigurationError, match="the handler section must be a mapping, got a list"):
+        HandlerSettings.from_mapping(["task"])
+
+
+def test_effective_max_length_is_the_smaller_limit():
+    settings = HandlerSettings(max_length=256)
+    assert settings.effective_max_length(128) == 128
+    assert settings.effective_max_length(512) == 256
+    assert settings.effective_max_length(None) == 256
