@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,93 @@ def keyword_qa_model(models_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def lm_model(models_root: Path) -> Path:
     return build_causal_lm(models_root / "lm", seed=8, n_positions=128)
+
+
+# ---- a real torchserve for the end-to-end tests ---------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONLL_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+FAST_BATCHING = {"batchSize": 8, "maxBatchDelay": 20, "minWorkers": 1, "maxWorkers": 1, "maxRetryTimeoutInSec": 10}
+
+
+@pytest.fixture(scope="session")
+def conll_ner_model(models_root: Path) -> Path:
+    """A token classifier without label names of its own: mappings/ner_conll.json names them."""
+    from tiny_models import build_token_classifier as build
+
+    folder = build(models_root / "conll_ner", CONLL_LABELS, seed=9, model_max_length=32)
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(len(CONLL_LABELS))}
+    config["label2id"] = {f"LABEL_{i}": i for i in range(len(CONLL_LABELS))}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    model_dir: Path
+    handler: dict
+    frontend: dict
+    mapping: Path | None = None
+
+
+def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
+    fixture = request.getfixturevalue
+    mappings = REPO_ROOT / "mappings"
+    return [
+        ServedModel("sentiment", fixture("sentiment_model"), {}, FAST_BATCHING),
+        # Four concurrent requests fill a batch of four at once; a lone one would wait 3 s.
+        ServedModel("batched", fixture("sentiment_model"), {}, {**FAST_BATCHING, "batchSize": 4, "maxBatchDelay": 3000}),
+        ServedModel("topics", fixture("topics_model"), {"label_thresholds": {"praise": 0.0}}, FAST_BATCHING,
+                    mappings / "topics_multilabel.json"),
+        ServedModel("nli", fixture("nli_model"), {}, FAST_BATCHING, mappings / "nli.json"),
+        ServedModel("ner", fixture("conll_ner_model"), {"stride": 8}, FAST_BATCHING, mappings / "ner_conll.json"),
+        ServedModel("keyword_ner", fixture("keyword_ner_model"), {"stride": 4}, FAST_BATCHING),
+        ServedModel("qa", fixture("qa_model"), {}, FAST_BATCHING),
+        ServedModel("keyword_qa", fixture("keyword_qa_model"), {}, FAST_BATCHING),
+        ServedModel("lm", fixture("lm_model"), {"max_new_tokens_limit": 64}, FAST_BATCHING),
+    ]  # fmt: skip
+
+
+def test_server_config(source: Path, target: Path) -> Path:
+    """The shipped config.properties with free loopback ports: the same security settings."""
+    from support import free_port
+    from torchserve_control import read_properties, write_properties
+
+    properties = read_properties(source)
+    for key in ("inference_address", "management_address", "metrics_address"):
+        properties[key] = f"http://127.0.0.1:{free_port()}"
+    properties["grpc_inference_port"] = str(free_port())
+    properties["grpc_management_port"] = str(free_port())
+    write_properties(target, properties)
+    return target
+
+
+test_server_config.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One torchserve serving every test model, archived with scripts/archive.py."""
+    import yaml
+    from archive import main as archive_main
+    from torchserve_control import start, stop
+
+    root = tmp_path_factory.mktemp("torchserve")
+    store = root / "model_store"
+    models = served_models(request)
+    for model in models:
+        config = root / f"{model.name}-config.yaml"
+        config.write_text(yaml.safe_dump({**model.frontend, "handler": model.handler}))
+        argv = [str(model.model_dir), "--name", model.name, "--config", str(config), "--export-path", str(store)]
+        if model.mapping is not None:
+            argv += ["--mapping", str(model.mapping)]
+        assert archive_main(argv) == 0, f"archiving {model.name} failed"
+    properties = test_server_config(REPO_ROOT / "config.properties", root / "config.properties")
+    server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], root / "run", timeout=600)
+    server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
+    yield server
+    stop(root / "run")

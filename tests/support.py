@@ -96,3 +96,28 @@ def free_port() -> int:
 def write_json(path: Path, document: Any) -> Path:
     path.write_text(json.dumps(document), encoding="utf-8")
     return path
+
+
+# ---- talking to a real torchserve -----------------------------------------------------------
+
+
+def post(server: Any, model: str, body: Any, content_type: str = JSON, token: str | None = "inference", **kwargs: Any):
+    """POST to /predictions/MODEL; ``body`` goes as JSON when it is not bytes or str."""
+    import requests
+
+    if isinstance(body, (bytes, str)):
+        data = body.encode() if isinstance(body, str) else body
+    else:
+        data = json.dumps(body).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    if token == "inference":
+        token = server.inference_token
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(server.predictions_url(model), data=data, headers=headers, timeout=120, **kwargs)
+
+
+def batch_count(server: Any, model: str) -> int:
+    """How many batches the model's workers have received so far, from TorchServe's model log."""
+    log = server.run_dir / "logs" / "model_log.log"
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if f"-{model}_" in line and "Backend received inference" in line)
