@@ -30,7 +30,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not e2e"
 
 demo: venv java
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(RETRAIN),--retrain,)
 
 stop: venv
 	$(PY) scripts/serve.py stop

@@ -47,7 +47,7 @@ def _indexed_labels(document: Mapping[str, Any], source: str) -> tuple[str, ...]
     by_index: dict[int, str] = {}
     for key, value in document.items():
         if not re.fullmatch(r"0|[1-9][0-9]*", key.strip()):
-            raise ConfigurationError(f"{source}: key {key!r} is not a class index (use \"0\", \"1\", ...)")
+            raise ConfigurationError(f'{source}: key {key!r} is not a class index (use "0", "1", ...)')
         by_index[int(key)] = _label_name(value, key, source)
     missing = sorted(set(range(len(by_index))) - set(by_index))
     if missing:
@@ -78,7 +78,7 @@ def _label_list(value: Any, source: str) -> tuple[str, ...]:
             return tuple(parse_label_list_string(value))
         except ValueError as error:
             raise ConfigurationError(f"{source}: label_list is malformed: {error}") from None
-    raise ConfigurationError(f"{source}: label_list must be a list or a string like \"[O, B-PER]\"")
+    raise ConfigurationError(f'{source}: label_list must be a list or a string like "[O, B-PER]"')
 
 
 def parse_label_list_string(text: str) -> list[str]:
@@ -137,9 +137,7 @@ def _check_names(labels: tuple[str, ...], source: str) -> None:
 
 def check_label_count(labels: tuple[str, ...], num_labels: int, source: str = MAPPING_FILE_NAME) -> None:
     if len(labels) != num_labels:
-        raise ConfigurationError(
-            f"{source}: has {len(labels)} labels but the model has num_labels={num_labels}"
-        )
+        raise ConfigurationError(f"{source}: has {len(labels)} labels but the model has num_labels={num_labels}")
 
 
 def is_default_name(name: str, index: int) -> bool:

@@ -90,9 +90,7 @@ def _check_number(name: str, value: Any, spec: ParamSpec) -> int | float:
         raise ValueError(f"{name} must be {spec.describe()}, got {value}")
     else:
         value = float(value)
-    too_low = spec.minimum is not None and (
-        value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum
-    )
+    too_low = spec.minimum is not None and (value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum)
     too_high = spec.maximum is not None and value > spec.maximum
     if too_low or too_high:
         raise ValueError(f"{name} must be {spec.describe()}, got {_short_repr(value)}")

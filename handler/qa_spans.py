@@ -85,11 +85,13 @@ def char_span(
     start_word, end_word = word_ids[span.start], word_ids[span.end]
     if align_to_words and start_word is not None and end_word is not None:
         start_chars = [
-            offsets[t][0] for t, (w, s) in enumerate(zip(word_ids, sequence_ids))
+            offsets[t][0]
+            for t, (w, s) in enumerate(zip(word_ids, sequence_ids))
             if w == start_word and s == context_sequence
         ]
         end_chars = [
-            offsets[t][1] for t, (w, s) in enumerate(zip(word_ids, sequence_ids))
+            offsets[t][1]
+            for t, (w, s) in enumerate(zip(word_ids, sequence_ids))
             if w == end_word and s == context_sequence
         ]
         if start_chars and end_chars:

@@ -15,7 +15,7 @@ from handler.model_loading import LoadedModel
 from handler.parameters import ParamSpec
 from handler.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
 from handler.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
-from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window
+from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
 from handler.settings import HandlerSettings
 from handler.tasks import Task
 
@@ -133,7 +133,11 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
         min_null_score = NO_NULL_SCORE
         for window, output in zip(encoded.windows, outputs):
             spans = select_spans(
-                output["start_logits"], output["end_logits"], window.extra["answerable"], params.top_k, params.max_answer_len
+                output["start_logits"],
+                output["end_logits"],
+                window.extra["answerable"],
+                params.top_k,
+                params.max_answer_len,
             )
             min_null_score = min(min_null_score, spans.null_score)
             for span in spans.spans:

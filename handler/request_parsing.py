@@ -85,9 +85,7 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise RequestError(
-            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
+        raise RequestError(f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise RequestError("malformed JSON: nested too deeply") from None
 
@@ -108,9 +106,7 @@ def _document(payload: Any) -> RequestBody:
 T = TypeVar("T")
 
 
-def parse_inputs(
-    inputs: Any, parse_one: Callable[[Any, str], T], max_count: int
-) -> tuple[tuple[T, ...], bool]:
+def parse_inputs(inputs: Any, parse_one: Callable[[Any, str], T], max_count: int) -> tuple[tuple[T, ...], bool]:
     """``(parsed inputs, whether the request sent a list)``; a bad element fails the whole request."""
     if isinstance(inputs, list):
         if not inputs:
@@ -140,7 +136,9 @@ def _object_fields(value: Any, where: str, required: tuple[str, ...], optional: 
         raise RequestError(f"{where} must be an object with {', '.join(required)}, got {json_type(value)}")
     unknown = sorted(str(key) for key in value if key not in required + optional)
     if unknown:
-        raise RequestError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(required + optional)})")
+        raise RequestError(
+            f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(required + optional)})"
+        )
     missing = [key for key in required if key not in value]
     if missing:
         raise RequestError(f"{where} is missing {', '.join(missing)}")

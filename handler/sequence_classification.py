@@ -14,7 +14,7 @@ from handler.errors import ConfigurationError, RequestError
 from handler.model_loading import LoadedModel
 from handler.parameters import ParamSpec
 from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
-from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window, was_truncated
+from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window, was_truncated
 from handler.scoring import (
     Activation,
     activate,
@@ -58,7 +58,9 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         self.activation = Activation.SIGMOID if self.multi_label else default_activation(problem_type, len(labels))
         unknown = sorted(set(settings.label_thresholds) - set(labels))
         if unknown:
-            raise ConfigurationError(f"handler.label_thresholds names unknown label(s) {unknown}; labels are {list(labels)}")
+            raise ConfigurationError(
+                f"handler.label_thresholds names unknown label(s) {unknown}; labels are {list(labels)}"
+            )
         if not self.multi_label and (settings.label_thresholds or "threshold" in self.default_parameters):
             raise ConfigurationError(
                 "thresholds apply to multi-label models; set handler.multi_label: true "

@@ -60,9 +60,7 @@ class HandlerSettings:
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
-            raise ConfigurationError(
-                f"model-config.yaml: the handler section must be a mapping, got {json_type(raw)}"
-            )
+            raise ConfigurationError(f"model-config.yaml: the handler section must be a mapping, got {json_type(raw)}")
         problems: list[str] = []
         unknown = sorted(str(key) for key in raw if key not in _VALIDATORS)
         if unknown:

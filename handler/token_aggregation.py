@@ -72,9 +72,7 @@ def gather_predictions(
             is_subword = start > 0 and " " not in text[start - 1 : start + 1]
         if unk_token_id is not None and int(window.token_ids[position]) == unk_token_id:
             word, is_subword = word_ref, False
-        predictions.append(
-            TokenPrediction(word, token_scores, start, end, position + window.index_offset, is_subword)
-        )
+        predictions.append(TokenPrediction(word, token_scores, start, end, position + window.index_offset, is_subword))
     return predictions
 
 
@@ -205,7 +203,9 @@ def merge_overlapping(entities: Sequence[Entity]) -> list[Entity]:
 def to_json(entities: Sequence[Entity]) -> list[Entity]:
     """Numpy scalars become plain floats and ints, which JSON can carry."""
     return [
-        {key: float(value) if key == "score" else (int(value) if key in ("start", "end", "index") else value)
-         for key, value in entity.items()}
+        {
+            key: float(value) if key == "score" else (int(value) if key in ("start", "end", "index") else value)
+            for key, value in entity.items()
+        }
         for entity in entities
     ]

@@ -14,7 +14,7 @@ from handler.errors import ConfigurationError
 from handler.model_loading import LoadedModel
 from handler.parameters import ParamSpec
 from handler.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.runner import EncodedInput, EncoderRunner, EncodeResult, ParsedRequest, Window
+from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
 from handler.scoring import softmax
 from handler.settings import HandlerSettings
 from handler.tasks import Task
@@ -114,7 +114,9 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
             results.append(EncodedInput(windows, truncated=len(kept) < len(rows)))
         return results
 
-    def finish(self, item: str, params: TokenParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]) -> Any:
+    def finish(
+        self, item: str, params: TokenParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    ) -> Any:
         entities = []
         for window, output in zip(encoded.windows, outputs):
             predictions = gather_predictions(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import re
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,22 @@ def archiver_command() -> list[str]:
     return [sys.executable, "-m", "model_archiver.model_packaging"]
 
 
+def check_model_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ArchiveError(
+            f"model name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit"
+        )
+    if name.lower().startswith("token"):
+        # TorchServe 0.12 treats any management URL containing "/token" as its token API, so
+        # GET /models/token... rewrites key_file.json and every later call is refused.
+        raise ArchiveError(
+            f"model name {name!r}: names starting with 'token' break TorchServe 0.12's management API "
+            "under token authorization; choose another name (e.g. 'ner')"
+        )
+
+
 def archive(args: argparse.Namespace) -> Path:
+    check_model_name(args.name)
     model_dir = args.model_dir
     if not model_dir.is_dir():
         raise ArchiveError(f"{model_dir}: not a folder")

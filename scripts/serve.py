@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Start and stop TorchServe with this project's config.properties, and print a working curl.
 
-    scripts/serve.py start NAME [NAME ...]   # serves model_store/NAME.mar, waits until READY
-    scripts/serve.py stop
-    scripts/serve.py status
-    scripts/serve.py check-java
+scripts/serve.py start NAME [NAME ...]   # serves model_store/NAME.mar, waits until READY
+scripts/serve.py stop
+scripts/serve.py status
+scripts/serve.py check-java
 """
 
 from __future__ import annotations

@@ -112,6 +112,10 @@ class Server:
     def ready_workers(self, model: str) -> int:
         try:
             description = self.describe_model(model)
+        except requests.HTTPError as error:
+            if "InvalidKeyException" in error.response.text:
+                raise ServeError(f"the management API refused the token in {self.key_file}") from None
+            return 0
         except (requests.RequestException, ValueError):
             return 0
         return sum(1 for worker in description[0].get("workers", []) if worker.get("status") == "READY")
@@ -184,7 +188,9 @@ def start(
         "--models", *models,
     ]  # fmt: skip
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:
-        result = subprocess.run(command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT
+        )
     if result.returncode != 0:
         raise ServeError(f"torchserve --start failed; see {run_dir / 'logs' / 'launcher.log'}")
     names = wait_for if wait_for is not None else [spec.split("=", 1)[0] for spec in models]

@@ -94,6 +94,7 @@ def lm_model(models_root: Path) -> Path:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONLL_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 FAST_BATCHING = {"batchSize": 8, "maxBatchDelay": 20, "minWorkers": 1, "maxWorkers": 1, "maxRetryTimeoutInSec": 10}
+SLOW_FULL_BATCHES = {**FAST_BATCHING, "batchSize": 4, "maxBatchDelay": 3000}
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +127,7 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
     return [
         ServedModel("sentiment", fixture("sentiment_model"), {}, FAST_BATCHING),
         # Four concurrent requests fill a batch of four at once; a lone one would wait 3 s.
-        ServedModel("batched", fixture("sentiment_model"), {}, {**FAST_BATCHING, "batchSize": 4, "maxBatchDelay": 3000}),
+        ServedModel("batched", fixture("sentiment_model"), {}, SLOW_FULL_BATCHES),
         ServedModel("topics", fixture("topics_model"), {"label_thresholds": {"praise": 0.0}}, FAST_BATCHING,
                     mappings / "topics_multilabel.json"),
         ServedModel("nli", fixture("nli_model"), {}, FAST_BATCHING, mappings / "nli.json"),

@@ -34,7 +34,9 @@ def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None
     )
 
 
-def load_handler(model_dir: Path, handler_settings: dict[str, Any] | None = None) -> tuple[TransformersLabelHandler, Context]:
+def load_handler(
+    model_dir: Path, handler_settings: dict[str, Any] | None = None
+) -> tuple[TransformersLabelHandler, Context]:
     context = make_context(model_dir, handler_settings)
     handler = TransformersLabelHandler()
     handler.initialize(context)
@@ -52,7 +54,9 @@ def call(
     return [(context.get_response_status(i)[0], json.loads(body)) for i, body in enumerate(responses)]
 
 
-def call_one(handler: TransformersLabelHandler, context: Context, body: Any, content_type: str = JSON) -> tuple[int, Any]:
+def call_one(
+    handler: TransformersLabelHandler, context: Context, body: Any, content_type: str = JSON
+) -> tuple[int, Any]:
     return call(handler, context, [(content_type, body)])[0]
 
 
@@ -120,4 +124,8 @@ def post(server: Any, model: str, body: Any, content_type: str = JSON, token: st
 def batch_count(server: Any, model: str) -> int:
     """How many batches the model's workers have received so far, from TorchServe's model log."""
     log = server.run_dir / "logs" / "model_log.log"
-    return sum(1 for line in log.read_text(errors="replace").splitlines() if f"-{model}_" in line and "Backend received inference" in line)
+    return sum(
+        1
+        for line in log.read_text(errors="replace").splitlines()
+        if f"-{model}_" in line and "Backend received inference" in line
+    )

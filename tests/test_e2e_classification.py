@@ -38,7 +38,9 @@ def test_json_single_list_and_top_k_equal_the_pipeline(torchserve, sentiment_pip
     for top_k in (2, None):
         answer = post(torchserve, "sentiment", {"inputs": TEXTS, "parameters": {"top_k": top_k}}).json()
         assert_same_answers(answer, sentiment_pipeline(TEXTS, top_k=top_k))
-    softmaxless = post(torchserve, "sentiment", {"inputs": TEXTS[2], "parameters": {"top_k": None, "function_to_apply": "none"}})
+    softmaxless = post(
+        torchserve, "sentiment", {"inputs": TEXTS[2], "parameters": {"top_k": None, "function_to_apply": "none"}}
+    )
     assert_same_answers(softmaxless.json(), sentiment_pipeline(TEXTS[2], top_k=None, function_to_apply="none"))
 
 
@@ -57,7 +59,9 @@ def test_multi_label_thresholds_over_http(torchserve, topics_model):
     text = "I was charged twice and the app crashes"
     scores = {item["label"]: item["score"] for item in reference(text, top_k=None)}
     answer = post(torchserve, "topics", {"inputs": text}).json()
-    expected = [label for label in sorted(scores, key=lambda l: -scores[l]) if scores[label] >= 0.5 or label == "praise"]
+    expected = [
+        label for label in sorted(scores, key=lambda name: -scores[name]) if scores[label] >= 0.5 or label == "praise"
+    ]
     assert [item["label"] for item in answer] == expected
     assert post(torchserve, "topics", {"inputs": text, "parameters": {"threshold": 1.0}}).json() == []
 
@@ -66,7 +70,10 @@ def test_curl_dash_d_is_refused_with_the_command_to_use(torchserve):
     response = requests.post(
         torchserve.predictions_url("sentiment"),
         data="I loved it",  # requests, like curl -d, sends this form-encoded
-        headers={"Authorization": f"Bearer {torchserve.inference_token}", "Content-Type": "application/x-www-form-urlencoded"},
+        headers={
+            "Authorization": f"Bearer {torchserve.inference_token}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
         timeout=30,
     )
     assert response.status_code == 400
@@ -101,7 +108,9 @@ def test_a_bad_request_in_a_batch_gets_its_400_and_the_others_their_own_answers(
 def test_concurrent_requests_each_get_the_answer_for_their_own_text(torchserve, sentiment_pipeline):
     texts = [f"review number {i}: " + "good " * (i % 7) + "bad " * (i % 3) for i in range(40)]
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda t: post(torchserve, "sentiment", {"inputs": t, "parameters": {"top_k": None}}), texts))
+        answers = list(
+            pool.map(lambda t: post(torchserve, "sentiment", {"inputs": t, "parameters": {"top_k": None}}), texts)
+        )
     for text, response in zip(texts, answers):
         assert response.status_code == 200
         assert_same_answers(response.json(), sentiment_pipeline(text, top_k=None))

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import CONLL_LABELS
-from support import JSON, assert_same_answers, post
+from support import assert_same_answers, post
 from test_handler_question_answering import brute_force_best
 from transformers import pipeline
 
@@ -23,7 +23,9 @@ def conll_pipeline(model_dir, **kwargs):
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
 def test_ner_with_the_label_list_mapping_equals_the_pipeline(torchserve, conll_ner_model, strategy):
-    response = post(torchserve, "ner", {"inputs": TEXT, "parameters": {"aggregation_strategy": strategy, "ignore_labels": []}})
+    response = post(
+        torchserve, "ner", {"inputs": TEXT, "parameters": {"aggregation_strategy": strategy, "ignore_labels": []}}
+    )
     assert response.status_code == 200, response.text
     kwargs = {} if strategy == "none" else {"stride": 8}
     expected = conll_pipeline(conll_ner_model, aggregation_strategy=strategy, ignore_labels=[], **kwargs)(TEXT)
@@ -35,7 +37,9 @@ def test_ner_with_the_label_list_mapping_equals_the_pipeline(torchserve, conll_n
 def test_ner_list_of_texts_keeps_order(torchserve, conll_ner_model):
     texts = ["Bob moved to New York City.", TEXT, "hi"]
     response = post(torchserve, "ner", {"inputs": texts, "parameters": {"ignore_labels": []}})
-    expected = [conll_pipeline(conll_ner_model, aggregation_strategy="simple", stride=8, ignore_labels=[])(t) for t in texts]
+    expected = [
+        conll_pipeline(conll_ner_model, aggregation_strategy="simple", stride=8, ignore_labels=[])(t) for t in texts
+    ]
     assert_same_answers(response.json(), expected)
 
 
@@ -52,7 +56,9 @@ def test_an_entity_far_past_the_model_max_length_is_found_over_http(torchserve):
 def test_qa_answers_follow_the_pipeline_rules(torchserve, qa_model):
     context = "The treaty was signed in Versailles in 1919 after long talks."
     answer = post(
-        torchserve, "qa", {"inputs": {"question": "Where?", "context": context}, "parameters": {"align_to_words": False}}
+        torchserve,
+        "qa",
+        {"inputs": {"question": "Where?", "context": context}, "parameters": {"align_to_words": False}},
     ).json()
     score, start, end = brute_force_best(qa_model, "Where?", context)
     assert (answer["start"], answer["end"], answer["answer"]) == (start, end, context[start:end])
@@ -76,7 +82,11 @@ def test_generation_equals_the_pipeline_and_batches_match_single_prompts(torchse
     together = post(torchserve, "lm", body).json()
     assert together == [reference(p, max_new_tokens=10, do_sample=False) for p in prompts]
     with ThreadPoolExecutor(3) as pool:
-        alone = list(pool.map(lambda p: post(torchserve, "lm", {"inputs": p, "parameters": {"max_new_tokens": 10}}).json(), prompts))
+        alone = list(
+            pool.map(
+                lambda p: post(torchserve, "lm", {"inputs": p, "parameters": {"max_new_tokens": 10}}).json(), prompts
+            )
+        )
     assert alone == together
 
 

@@ -45,7 +45,9 @@ def test_best_span_equals_a_brute_force_over_all_spans(qa_model):
     handler, context = load_handler(qa_model)
     for text in CONTEXTS:
         status, answer = call_one(
-            handler, context, {"inputs": {"question": QUESTION, "context": text}, "parameters": {"align_to_words": False}}
+            handler,
+            context,
+            {"inputs": {"question": QUESTION, "context": text}, "parameters": {"align_to_words": False}},
         )
         assert status == 200
         score, start, end = brute_force_best(qa_model, QUESTION, text)
@@ -85,7 +87,10 @@ def test_impossible_answer_uses_the_lowest_null_score(qa_model):
     _, answers = call_one(
         handler,
         context,
-        {"inputs": {"question": QUESTION, "context": CONTEXTS[0]}, "parameters": {"handle_impossible_answer": True, "top_k": 20}},
+        {
+            "inputs": {"question": QUESTION, "context": CONTEXTS[0]},
+            "parameters": {"handle_impossible_answer": True, "top_k": 20},
+        },
     )
     null = [a for a in answers if a["answer"] == ""]
     assert len(null) == 1 and (null[0]["start"], null[0]["end"]) == (0, 0)
@@ -103,7 +108,10 @@ def test_bad_qa_requests_fail_alone(qa_model):
             (JSON, good),
             ("text/plain", "just a text"),
             (JSON, {"inputs": {"question": "why " * 200, "context": CONTEXTS[0]}, "parameters": {"max_seq_len": 32}}),
-            (JSON, {"inputs": {"question": QUESTION, "context": "x"}, "parameters": {"doc_stride": 64, "max_seq_len": 64}}),
+            (
+                JSON,
+                {"inputs": {"question": QUESTION, "context": "x"}, "parameters": {"doc_stride": 64, "max_seq_len": 64}},
+            ),
             (JSON, {"inputs": [good["inputs"], {"question": "q", "context": ""}]}),
         ],
     )

@@ -54,7 +54,9 @@ def test_top_k_equals_the_pipeline(sentiment, sentiment_pipeline, top_k):
 @pytest.mark.parametrize("function", ["sigmoid", "none", "softmax"])
 def test_function_to_apply_equals_the_pipeline(sentiment, sentiment_pipeline, function):
     handler, context = sentiment
-    _, answer = call_one(handler, context, {"inputs": TEXTS[0], "parameters": {"top_k": None, "function_to_apply": function}})
+    _, answer = call_one(
+        handler, context, {"inputs": TEXTS[0], "parameters": {"top_k": None, "function_to_apply": function}}
+    )
     assert_same_answers(answer, sentiment_pipeline(TEXTS[0], top_k=None, function_to_apply=function))
 
 

@@ -50,7 +50,9 @@ def test_return_full_text_false_gives_only_the_continuation(generator, reference
 
 def test_stop_strings_end_the_text_where_they_appear(generator, reference):
     handler, context = generator
-    _, free = call_one(handler, context, {"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 20, "return_full_text": False}})
+    _, free = call_one(
+        handler, context, {"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 20, "return_full_text": False}}
+    )
     continuation = free[0]["generated_text"]
     stop = continuation[3:5]
     assert stop, "the free continuation must be long enough to pick a stop string from"
@@ -66,7 +68,10 @@ def test_stop_strings_end_the_text_where_they_appear(generator, reference):
 
 def test_seeded_sampling_is_reproducible(generator):
     handler, context = generator
-    body = {"inputs": PROMPTS[0], "parameters": {"do_sample": True, "seed": 7, "temperature": 1.5, "max_new_tokens": 10}}
+    body = {
+        "inputs": PROMPTS[0],
+        "parameters": {"do_sample": True, "seed": 7, "temperature": 1.5, "max_new_tokens": 10},
+    }
     first, second = call_one(handler, context, body), call_one(handler, context, body)
     assert first == second and first[0] == 200
 
@@ -105,5 +110,7 @@ def test_generation_defaults_come_from_the_config(lm_model):
     _, answer = call_one(handler, context, {"inputs": PROMPTS[0]})
     assert len(handler.runner.tokenizer(answer[0]["generated_text"])["input_ids"]) <= 3
     # The cap is the smaller of max_new_tokens_limit (256) and the model's context less one (127).
-    with pytest.raises(ConfigurationError, match="handler.parameters.max_new_tokens must be an integer >= 1 and <= 127"):
+    with pytest.raises(
+        ConfigurationError, match="handler.parameters.max_new_tokens must be an integer >= 1 and <= 127"
+    ):
         TransformersLabelHandler().initialize(make_context(lm_model, {"parameters": {"max_new_tokens": 10_000}}))

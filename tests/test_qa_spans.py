@@ -68,16 +68,18 @@ def test_an_answer_in_the_second_window_is_found():
     context = "filler text here. The answer is Paris."
     first_window = (0, 6, 0.05)  # "filler"
     second_window = (32, 37, 0.6)  # "Paris"
-    answers = rank_answers([first_window, second_window], context, top_k=1, handle_impossible_answer=False,
-                           min_null_score=NO_NULL_SCORE)
+    answers = rank_answers(
+        [first_window, second_window], context, top_k=1, handle_impossible_answer=False, min_null_score=NO_NULL_SCORE
+    )
     assert [(a.answer, a.start, a.end) for a in answers] == [("Paris", 32, 37)]
     assert context[answers[0].start : answers[0].end] == answers[0].answer
 
 
 def test_the_same_answer_in_two_windows_adds_up():
     context = "Paris. paris."
-    answers = rank_answers([(0, 5, 0.2), (7, 12, 0.3)], context, top_k=2, handle_impossible_answer=False,
-                           min_null_score=NO_NULL_SCORE)
+    answers = rank_answers(
+        [(0, 5, 0.2), (7, 12, 0.3)], context, top_k=2, handle_impossible_answer=False, min_null_score=NO_NULL_SCORE
+    )
     assert len(answers) == 1
     assert answers[0].score == pytest.approx(0.5)
     assert (answers[0].start, answers[0].answer) == (0, "Paris")

@@ -56,7 +56,10 @@ def test_form_encoded_curl_gets_the_exact_command_to_use():
 
 
 def test_form_encoded_fields_get_the_same_hint():
-    assert "form-encoded bodies (curl -d) lose the text" in body_error({"a": b"b"}, "application/x-www-form-urlencoded").message
+    assert (
+        "form-encoded bodies (curl -d) lose the text"
+        in body_error({"a": b"b"}, "application/x-www-form-urlencoded").message
+    )
 
 
 def test_multipart_fields_are_refused_by_name():

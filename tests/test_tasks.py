@@ -43,7 +43,9 @@ def test_task_is_inferred_from_the_architecture():
 
 
 def test_a_task_that_contradicts_the_model_is_refused():
-    with pytest.raises(ConfigurationError, match="declares BertForSequenceClassification .* but the task is question_answering"):
+    with pytest.raises(
+        ConfigurationError, match="declares BertForSequenceClassification .* but the task is question_answering"
+    ):
         resolve_task(Task.QUESTION_ANSWERING, ["BertForSequenceClassification"])
 
 

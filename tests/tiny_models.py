@@ -1,7 +1,8 @@
-"""Tiny models with random weights and tokenizers trained on a few sentences, built into a folder.
+"""Tiny models with random weights and tokenizers made from a few sentences, built into a folder.
 
-Nothing is downloaded: tokenizers are trained here with ``tokenizers``, weights are random (fixed
-seed), and the folder is what ``save_pretrained`` writes, safetensors included.
+Nothing is downloaded: tokenizers are built here with ``tokenizers`` (a WordPiece vocabulary from
+the corpus' words, a byte-level BPE trained on it), weights are random with a fixed seed, and the
+folder is what ``save_pretrained`` writes, safetensors included. Every build is identical.
 """
 
 from __future__ import annotations
@@ -42,12 +43,25 @@ CORPUS = [
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def wordpiece_tokenizer(model_max_length: int = 64, vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+def wordpiece_tokenizer(model_max_length: int = 64) -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer whose vocabulary is the corpus' words and characters.
+
+    The vocabulary is derived from CORPUS with the tokenizer's own normalizer and pre-tokenizer,
+    sorted, so every build gives the same ids (tokenizers' WordPiece trainer does not: its
+    tie-breaking varies between runs). Words outside the corpus split into ``##`` characters.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = sorted(
+        {word for text in CORPUS for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
+    )
+    characters = sorted({char for word in words for char in word} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
+    vocabulary = SPECIAL_TOKENS + characters + ["##" + char for char in characters]
+    vocabulary += [word for word in words if word not in vocabulary]
+    backend = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocabulary)}, unk_token="[UNK]"))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
     backend.decoder = decoders.WordPiece(prefix="##")
-    backend.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -184,7 +198,9 @@ def _keyword_bert(tokenizer: PreTrainedTokenizerFast, words: Sequence[str], **ex
     )
 
 
-def _keyword_vectors(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, words: Sequence[str]) -> dict[str, torch.Tensor]:
+def _keyword_vectors(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, words: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Give each word its own embedding direction; return what the embedding LayerNorm makes of it."""
     embeddings = model.bert.embeddings
     with torch.no_grad():
@@ -236,5 +252,16 @@ def build_keyword_question_answerer(folder: Path, start_word: str, end_word: str
         model.qa_outputs.weight[0] = 5.0 * vectors[start_word]
         model.qa_outputs.weight[1] = 5.0 * vectors[end_word]
     model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_base_encoder(folder: Path, seed: int = 0) -> Path:
+    """A bare tiny BERT encoder with its tokenizer: a base model for fine-tuning tests."""
+    from transformers import BertModel
+
+    tokenizer = wordpiece_tokenizer(64)
+    torch.manual_seed(seed)
+    BertModel(_bert_config(len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -1,0 +1,268 @@
+"""Fine-tuning: the pure maths by hand, bad data by file and line, and trained folders served."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import train
+import yaml
+from support import post
+from tiny_models import build_base_encoder
+from training_data import DataError, label_names, load_examples, split_held_out
+from training_math import class_weights, f1_at, tune_thresholds
+
+# ---- class weights ---------------------------------------------------------------------------
+
+
+def test_inverse_weights_by_hand():
+    # raw 1/1 and 1/3, scaled to mean 1: x (2 / (4/3)) = [1.5, 0.5]
+    np.testing.assert_allclose(class_weights([1, 3], "inverse"), [1.5, 0.5])
+
+
+def test_sqrt_inverse_weights_by_hand():
+    raw = np.array([1.0, 1.0 / np.sqrt(3.0)])
+    np.testing.assert_allclose(class_weights([1, 3], "sqrt_inverse"), raw * 2 / raw.sum())
+    np.testing.assert_allclose(class_weights([1, 3], "sqrt_inverse"), [1.267949, 0.732051], atol=1e-6)
+
+
+def test_effective_number_weights_by_hand():
+    # beta 0.5: n=1 -> 0.5/0.5 = 1; n=3 -> 0.5/(1 - 0.125) = 4/7; scaled to mean 1
+    np.testing.assert_allclose(class_weights([1, 3], "effective", beta=0.5), [14 / 11, 8 / 11])
+
+
+def test_weights_have_mean_one_and_absent_classes_weigh_nothing():
+    weights = class_weights([10, 0, 30], "inverse")
+    assert weights[1] == 0.0
+    assert weights.mean() == pytest.approx(1.0)
+    np.testing.assert_array_equal(class_weights([5, 7], "none"), [1.0, 1.0])
+
+
+def test_unknown_weight_scheme():
+    with pytest.raises(ValueError, match="unknown class-weight scheme 'log'"):
+        class_weights([1], "log")
+
+
+# ---- threshold tuning ------------------------------------------------------------------------
+
+
+def test_f1_at_a_threshold():
+    assert f1_at(np.array([0.9, 0.6, 0.4]), np.array([True, False, True]), 0.5) == pytest.approx(0.5)
+    assert f1_at(np.array([0.1]), np.array([False]), 0.5) == 0.0
+
+
+def test_thresholds_maximise_each_labels_f1():
+    scores = np.array([[0.45, 0.9], [0.30, 0.6], [0.20, 0.4], [0.10, 0.2]])
+    truth = np.array([[1, 1], [0, 1], [0, 0], [0, 0]], dtype=bool)
+    # label 0: only 0.45 separates its one positive (F1 1.0; at 0.5 it would be 0.0).
+    # label 1: 0.5 and 0.6 both give F1 1.0; the tie goes to the one nearer 0.5.
+    np.testing.assert_allclose(tune_thresholds(scores, truth), [0.45, 0.5])
+
+
+def test_a_label_without_positives_keeps_the_default():
+    np.testing.assert_allclose(tune_thresholds(np.array([[0.7], [0.2]]), np.array([[0], [0]], dtype=bool)), [0.5])
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "task", "message"),
+    [
+        ("empty.csv", "", "single_label", "empty.csv: the file is empty"),
+        (
+            "nolabel.csv",
+            "text\nhello\n",
+            "single_label",
+            "nolabel.csv:2: missing column(s) label for task single_label",
+        ),
+        ("blank.csv", "text,label\nhello,pos\n  ,neg\n", "single_label", "blank.csv:3: text is empty"),
+        (
+            "bad.jsonl",
+            '{"text": "a", "label": "x"}\n{"text": "b", "label": \n',
+            "single_label",
+            "bad.jsonl:2: not valid JSON",
+        ),
+        ("pairs.csv", "text,label\na,b\n", "sentence_pair", "pairs.csv:2: missing column(s) text_pair"),
+        (
+            "tags.jsonl",
+            '{"tokens": ["a"], "tags": ["O"]}\n{"tokens": ["Ann", "Lee", "x"], "tags": ["B-PER", "I-PER"]}\n',
+            "token_classification",
+            "tags.jsonl:2: 3 tokens but 2 tags",
+        ),
+        (
+            "bio.jsonl",
+            '{"tokens": ["Ann"], "tags": ["PER"]}\n',
+            "token_classification",
+            "bio.jsonl:1: tag 'PER' is not BIO",
+        ),
+        ("data.txt", "a\n", "single_label", "unsupported file type '.txt'"),
+    ],
+)
+def test_bad_data_names_the_file_and_line(tmp_path, name, content, task, message):
+    with pytest.raises(DataError) as raised:
+        load_examples(write(tmp_path / name, content), task)
+    assert message in str(raised.value)
+
+
+def test_multi_label_cells_as_json_or_pipes(tmp_path):
+    path = write(tmp_path / "m.csv", 'text,labels\na,"[""bug"", ""billing""]"\nb,bug|praise\nc,\n')
+    assert [e.labels for e in load_examples(path, "multi_label")] == [("bug", "billing"), ("bug", "praise"), ()]
+
+
+def test_label_names_are_sorted_and_bio_tags_pair_up(tmp_path):
+    path = write(
+        tmp_path / "t.jsonl",
+        '{"tokens": ["a", "b", "c"], "tags": ["I-PER", "B-LOC", "B-PER"]}\n{"tokens": ["d"], "tags": ["O"]}\n',
+    )
+    assert label_names(load_examples(path, "token_classification"), "token_classification") == [
+        "O", "B-LOC", "I-LOC", "B-PER", "I-PER"
+    ]  # fmt: skip
+
+
+def test_held_out_split_is_stratified_and_seeded(tmp_path):
+    rows = "".join(f"text {i},{'a' if i % 3 else 'b'}\n" for i in range(30))
+    examples = load_examples(write(tmp_path / "s.csv", "text,label\n" + rows), "single_label")
+    train_part, held = split_held_out(examples, 0.2, seed=1, task="single_label")
+    assert len(train_part) + len(held) == 30 and {e.label for e in held} == {"a", "b"}
+    assert split_held_out(examples, 0.2, seed=1, task="single_label")[1] == held
+
+
+def test_a_label_seen_only_in_the_test_file_is_named(tmp_path, capsys, models_root):
+    base = build_base_encoder(models_root / "base_for_errors")
+    train_file = write(tmp_path / "train.csv", "text,label\n" + "good,pos\nbad,neg\n" * 4)
+    test_file = write(tmp_path / "test.csv", "text,label\nfine,pos\nmeh,neutral\n")
+    status = train.main(["--task", "single_label", "--train", str(train_file), "--test", str(test_file),
+                         "--output", str(tmp_path / "out"), "--base-model", str(base)])  # fmt: skip
+    assert status == 2
+    assert f"{test_file}:3: label(s) 'neutral' never appear in the training data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# ---- trained folders archive and serve ---------------------------------------------------------
+
+SINGLE = "text,label\n" + "".join(
+    f"{text},{label}\n"
+    for text, label in [
+        ("the food was wonderful", "positive"), ("great staff and a lovely room", "positive"),
+        ("I loved every minute", "positive"), ("fantastic value", "positive"),
+        ("the soup was cold", "negative"), ("rude staff and a dirty room", "negative"),
+        ("a waste of money", "negative"), ("it broke after a day", "negative"),
+        ("the shop opens at nine", "neutral"), ("the train leaves at noon", "neutral"),
+        ("it has four wheels", "neutral"), ("the box is blue", "neutral"),
+    ]
+)  # fmt: skip
+PAIRS = "text,text_pair,label\n" + "".join(
+    f"{a},{b},{label}\n"
+    for a, b, label in [
+        ("a man plays guitar", "someone makes music", "entailment"), ("a dog runs", "an animal moves", "entailment"),
+        ("the sun is up", "it is daytime", "entailment"), ("she reads a book", "she is reading", "entailment"),
+        ("a man plays guitar", "nobody plays anything", "contradiction"),
+        ("a dog runs", "the dog sleeps", "contradiction"),
+        ("the sun is up", "it is midnight", "contradiction"), ("she reads a book", "she is asleep", "contradiction"),
+    ]
+)  # fmt: skip
+MULTI = "\n".join(
+    json.dumps({"text": text, "labels": labels})
+    for text, labels in [
+        ("charged twice for one order", ["billing"]), ("the app crashes when I pay", ["billing", "bug"]),
+        ("please add dark mode", ["feature_request"]), ("love it, but add export", ["praise", "feature_request"]),
+        ("refund still missing", ["billing"]), ("screen freezes on start", ["bug"]),
+        ("great app", ["praise"]), ("wonderful support team", ["praise"]),
+        ("crash after update", ["bug"]), ("invoice shows the wrong amount", ["billing"]),
+        ("could you add a widget", ["feature_request"]), ("nice design, crashes though", ["praise", "bug"]),
+    ]
+) + "\n"  # fmt: skip
+TOKENS = "\n".join(
+    json.dumps({"tokens": tokens.split(), "tags": tags.split()})
+    for tokens, tags in [
+        ("Alice lives in Paris", "B-PER O O B-LOC"), ("Bob Stone visited Berlin", "B-PER I-PER O B-LOC"),
+        ("Marie works in London", "B-PER O O B-LOC"), ("The weather in Paris is grey", "O O O B-LOC O O"),
+        ("Alice Johnson met Bob", "B-PER I-PER O B-PER"), ("They flew to Amsterdam", "O O O B-LOC"),
+        ("London is rainy", "B-LOC O O"), ("Marie Curie won prizes", "B-PER I-PER O O"),
+    ]
+) + "\n"  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, models_root):
+    """Each task trained for one quick epoch on a tiny random encoder."""
+    root = tmp_path_factory.mktemp("trained")
+    base = build_base_encoder(models_root / "base_encoder")
+    datasets = {
+        "single_label": ("single.csv", SINGLE, ["--class-weights", "inverse"]),
+        "sentence_pair": ("pairs.csv", PAIRS, []),
+        "multi_label": ("multi.jsonl", MULTI, ["--class-weights", "sqrt_inverse"]),
+        "token_classification": ("tokens.jsonl", TOKENS, ["--label-all-subwords", "--class-weights", "effective"]),
+    }
+    outputs = {}
+    for task, (name, content, extra) in datasets.items():
+        data = write(root / name, content)
+        output = root / task
+        argv = ["--task", task, "--train", str(data), "--output", str(output), "--base-model", str(base),
+                "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25"] + extra  # fmt: skip
+        assert train.main(argv) == 0, f"training {task} failed"
+        outputs[task] = output
+    return outputs
+
+
+def test_training_writes_everything_archive_needs(trained):
+    for task, folder in trained.items():
+        for name in (
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "index_to_name.json",
+            "model-config.yaml",
+            "metrics.json",
+        ):
+            assert (folder / name).exists(), f"{task}: {name} missing"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["task"] == task and "validation" in metrics
+    multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
+    assert multi["multi_label"] is True
+    assert set(multi["label_thresholds"]) == {"billing", "bug", "feature_request", "praise"}
+    metrics = json.loads((trained["multi_label"] / "metrics.json").read_text())
+    assert {"f1_micro", "f1_macro", "f1_samples", "hamming_loss", "f1_micro_at_0.5"} <= set(metrics["validation"])
+    single = json.loads((trained["single_label"] / "metrics.json").read_text())
+    assert single["class_weights"]["scheme"] == "inverse"
+    assert {"accuracy", "f1_macro", "f1_weighted", "per_class"} <= set(single["validation"])
+    assert json.loads((trained["token_classification"] / "index_to_name.json").read_text()) == {
+        "0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"
+    }  # fmt: skip
+    assert "entity_f1" in json.loads((trained["token_classification"] / "metrics.json").read_text())["validation"]
+
+
+@pytest.mark.e2e
+def test_trained_folders_archive_and_serve_with_their_label_names(trained, tmp_path):
+    from archive import main as archive_main
+    from conftest import REPO_ROOT, test_server_config
+    from torchserve_control import start, stop
+
+    store = tmp_path / "store"
+    names = {"single_label": "single", "sentence_pair": "pair", "multi_label": "multi", "token_classification": "ner"}
+    for task, folder in trained.items():
+        assert archive_main([str(folder), "--name", names[task], "--export-path", str(store)]) == 0
+    config = test_server_config(REPO_ROOT / "config.properties", tmp_path / "config.properties")
+    server = start(config, store, [f"{name}={name}.mar" for name in names.values()], tmp_path / "run", timeout=300)
+    try:
+        single = post(server, "single", {"inputs": "the staff were lovely", "parameters": {"top_k": None}}).json()
+        assert {item["label"] for item in single} == {"negative", "neutral", "positive"}
+        pair = post(server, "pair", {"inputs": {"text": "a dog runs", "text_pair": "an animal moves"}}).json()
+        assert pair["label"] in {"entailment", "contradiction"}
+        multi = post(server, "multi", {"inputs": "the app crashes", "parameters": {"top_k": None}}).json()
+        assert {item["label"] for item in multi} == {"billing", "bug", "feature_request", "praise"}
+        tokens = post(
+            server,
+            "ner",
+            {"inputs": "Alice lives in Paris", "parameters": {"aggregation_strategy": "none", "ignore_labels": []}},
+        ).json()
+        assert {item["entity"] for item in tokens} <= {"O", "B-LOC", "I-LOC", "B-PER", "I-PER"} and len(tokens) >= 4
+    finally:
+        stop(tmp_path / "run")
