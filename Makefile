@@ -23,6 +23,7 @@ java:
 	@$(PY) scripts/serve.py check-java
 
 test: venv java
+	$(PY) -m ruff check handler scripts tests
 	$(PY) -m pytest
 
 # Unit and handler tests only: no torchserve started.
