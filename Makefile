@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: venv java test test-fast demo stop bench soak lint clean
+.PHONY: venv java test test-fast demo stop bench accelerations soak lint clean
 
 venv: $(STAMP)
 
@@ -37,7 +37,10 @@ stop: venv
 	$(PY) scripts/serve.py stop
 
 bench: venv java
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+accelerations: venv
+	$(PY) scripts/accelerations.py
 
 soak: venv java
 	$(PY) scripts/soak.py

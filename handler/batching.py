@@ -1,8 +1,8 @@
 """Grouping a TorchServe batch into forward passes, and padding them: pure functions.
 
 One long input padded into a batch of short ones makes every row pay for its length, so the
-batch is sorted by token count and cut into micro-batches bounded in rows and in padded tokens;
-callers put results back in request order by index.
+batch is sorted by token count and cut into micro-batches where padding would cost more than
+another forward pass; callers put results back in request order by index.
 """
 
 from __future__ import annotations
@@ -16,22 +16,55 @@ PaddingSide = Literal["right", "left"]
 
 
 def plan_micro_batches(
-    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int, sort_by_length: bool = True
+    lengths: Sequence[int],
+    max_batch_size: int,
+    max_batch_tokens: int,
+    sort_by_length: bool = True,
+    overhead_tokens: int = 32,
 ) -> list[list[int]]:
-    """Indices into ``lengths`` grouped into micro-batches; every index appears exactly once."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__) if sort_by_length else range(len(lengths))
+    """Indices into ``lengths`` grouped into forward passes; every index appears exactly once.
+
+    Sorted by length, the inputs are cut where the estimated cost is least: each forward pass
+    costs ``overhead_tokens`` (its fixed price, in tokens' worth of compute) plus rows x width.
+    A pass holds at most ``max_batch_size`` rows and ``max_batch_tokens`` padded tokens (an input
+    longer than that budget runs alone). Without sorting, arrival order is cut into full passes.
+    """
+    count = len(lengths)
+    if not sort_by_length:
+        return _fill_in_order(lengths, max_batch_size, max_batch_tokens)
+    order = sorted(range(count), key=lengths.__getitem__)
+    ordered = [lengths[i] for i in order]
+    # cheapest[i]: least cost of the first i sorted inputs; cut[i]: where their last pass starts.
+    cheapest = [0.0] + [float("inf")] * count
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        width = ordered[end - 1]
+        for start in range(end - 1, max(0, end - max_batch_size) - 1, -1):
+            rows = end - start
+            if rows > 1 and rows * width > max_batch_tokens:
+                break
+            cost = cheapest[start] + overhead_tokens + rows * width
+            if cost < cheapest[end]:
+                cheapest[end], cut[end] = cost, start
+    batches: list[list[int]] = []
+    end = count
+    while end > 0:
+        batches.append(order[cut[end] : end])
+        end = cut[end]
+    return batches[::-1]
+
+
+def _fill_in_order(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
-    for index in order:
-        grown_longest = max(longest, lengths[index])
-        too_many_rows = len(current) + 1 > max_batch_size
-        too_many_tokens = grown_longest * (len(current) + 1) > max_batch_tokens
-        if current and (too_many_rows or too_many_tokens):
+    for index, length in enumerate(lengths):
+        grown = max(longest, length)
+        if current and (len(current) + 1 > max_batch_size or grown * (len(current) + 1) > max_batch_tokens):
             batches.append(current)
-            current, grown_longest = [], lengths[index]
+            current, grown = [], length
         current.append(index)
-        longest = grown_longest
+        longest = grown
     if current:
         batches.append(current)
     return batches

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 
 class RequestError(Exception):
-    """A problem with one request; it becomes that request's 4xx response, never the batch's."""
+    """A problem with one request; it becomes that request's 4xx response, never the batch's.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    ``reason`` is a short fixed word for metrics (the message itself may quote the request).
+    """
+
+    def __init__(self, message: str, status: int = 400, reason: str = "bad_request") -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.reason = reason
 
 
 class ConfigurationError(Exception):

@@ -58,14 +58,18 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
         if not body.is_json:
             raise RequestError(
                 'question answering needs JSON: {"inputs": {"question": "...", "context": "..."}} '
-                "with Content-Type: application/json"
+                "with Content-Type: application/json",
+                reason="wrong_shape",
             )
         inputs, is_list = parse_inputs(body.inputs, parse_question_context, self.settings.max_inputs_per_request)
         params = self.parameters_for(body)
         max_seq_len = params.get("max_seq_len", min(self.max_length, 384))
         doc_stride = params.get("doc_stride", min(max_seq_len // 2, 128))
         if doc_stride >= max_seq_len:
-            raise RequestError(f"doc_stride ({doc_stride}) must be smaller than max_seq_len ({max_seq_len})")
+            raise RequestError(
+                f"doc_stride ({doc_stride}) must be smaller than max_seq_len ({max_seq_len})",
+                reason="invalid_parameter",
+            )
         return ParsedRequest(
             inputs,
             is_list,
@@ -100,7 +104,8 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
         except Exception:
             return RequestError(
                 f"the question is too long to leave room for the context in max_seq_len={params.max_seq_len} "
-                "tokens; shorten the question or raise max_seq_len"
+                "tokens; shorten the question or raise max_seq_len",
+                reason="question_too_long",
             )
         rows = range(len(encoding["input_ids"]))
         kept = list(rows)[: self.settings.max_windows_per_input]

@@ -64,20 +64,25 @@ def _payload_of(item: Mapping[str, Any], content_type: str) -> Any:
         if key in item:
             return item[key]
     if content_type == FORM_CONTENT_TYPE:
-        raise RequestError(f"form-encoded bodies (curl -d) lose the text on the way to the model; {CURL_HINT}")
+        raise RequestError(
+            f"form-encoded bodies (curl -d) lose the text on the way to the model; {CURL_HINT}", reason="form_encoded"
+        )
     if item:
-        raise RequestError(f"unsupported form or multipart fields {sorted(item)[:5]}; {CURL_HINT}")
-    raise RequestError(f"empty request; {CURL_HINT}")
+        raise RequestError(
+            f"unsupported form or multipart fields {sorted(item)[:5]}; {CURL_HINT}", reason="form_encoded"
+        )
+    raise RequestError(f"empty request; {CURL_HINT}", reason="empty_body")
 
 
 def _decode_utf8(payload: bytes) -> str:
     if not payload:
-        raise RequestError(f"empty request body; {CURL_HINT}")
+        raise RequestError(f"empty request body; {CURL_HINT}", reason="empty_body")
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError as error:
         raise RequestError(
-            f"the body is not valid UTF-8 (byte 0x{payload[error.start]:02x} at position {error.start})"
+            f"the body is not valid UTF-8 (byte 0x{payload[error.start]:02x} at position {error.start})",
+            reason="invalid_utf8",
         ) from None
 
 
@@ -85,19 +90,24 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise RequestError(f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        message = f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        raise RequestError(message, reason="malformed_json") from None
     except RecursionError:
-        raise RequestError("malformed JSON: nested too deeply") from None
+        raise RequestError("malformed JSON: nested too deeply", reason="malformed_json") from None
 
 
 def _document(payload: Any) -> RequestBody:
     if not isinstance(payload, Mapping):
-        raise RequestError(f'a JSON body must be an object like {{"inputs": ...}}, got {json_type(payload)}')
+        raise RequestError(
+            f'a JSON body must be an object like {{"inputs": ...}}, got {json_type(payload)}', reason="wrong_shape"
+        )
     unknown = sorted(str(key) for key in payload if key not in _DOCUMENT_KEYS)
     if unknown:
-        raise RequestError(f"unknown JSON field(s) {', '.join(unknown)} (allowed: inputs, parameters)")
+        raise RequestError(
+            f"unknown JSON field(s) {', '.join(unknown)} (allowed: inputs, parameters)", reason="wrong_shape"
+        )
     if "inputs" not in payload:
-        raise RequestError('the JSON body needs an "inputs" field')
+        raise RequestError('the JSON body needs an "inputs" field', reason="wrong_shape")
     return RequestBody(inputs=payload["inputs"], parameters=payload.get("parameters"), is_json=True)
 
 
@@ -110,10 +120,12 @@ def parse_inputs(inputs: Any, parse_one: Callable[[Any, str], T], max_count: int
     """``(parsed inputs, whether the request sent a list)``; a bad element fails the whole request."""
     if isinstance(inputs, list):
         if not inputs:
-            raise RequestError("inputs is an empty list")
+            raise RequestError("inputs is an empty list", reason="wrong_shape")
         if len(inputs) > max_count:
             raise RequestError(
-                f"inputs holds {len(inputs)} items; at most {max_count} are accepted per request", status=413
+                f"inputs holds {len(inputs)} items; at most {max_count} are accepted per request",
+                status=413,
+                reason="too_many_inputs",
             )
         return tuple(parse_one(value, f"inputs[{i}]") for i, value in enumerate(inputs)), True
     return (parse_one(inputs, "inputs"),), False
@@ -121,27 +133,32 @@ def parse_inputs(inputs: Any, parse_one: Callable[[Any, str], T], max_count: int
 
 def require_text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise RequestError(f"{where} must be a string, got {json_type(value)}")
+        raise RequestError(f"{where} must be a string, got {json_type(value)}", reason="wrong_shape")
     if not value.strip():
-        raise RequestError(f"{where} is empty")
+        raise RequestError(f"{where} is empty", reason="empty_input")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError(f"{where} contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
+        raise RequestError(
+            f"{where} contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)", reason="invalid_utf8"
+        ) from None
     return value
 
 
 def _object_fields(value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise RequestError(f"{where} must be an object with {', '.join(required)}, got {json_type(value)}")
+        raise RequestError(
+            f"{where} must be an object with {', '.join(required)}, got {json_type(value)}", reason="wrong_shape"
+        )
     unknown = sorted(str(key) for key in value if key not in required + optional)
     if unknown:
         raise RequestError(
-            f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(required + optional)})"
+            f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(required + optional)})",
+            reason="wrong_shape",
         )
     missing = [key for key in required if key not in value]
     if missing:
-        raise RequestError(f"{where} is missing {', '.join(missing)}")
+        raise RequestError(f"{where} is missing {', '.join(missing)}", reason="wrong_shape")
     return {key: require_text(value[key], f"{where}.{key}") for key in required + optional if key in value}
 
 

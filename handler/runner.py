@@ -97,7 +97,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         try:
             given = validate_parameters(body.parameters, self.schema())
         except ValueError as error:
-            raise RequestError(str(error)) from None
+            raise RequestError(str(error), reason="invalid_parameter") from None
         return {**self.default_parameters, **given}
 
     @abc.abstractmethod
@@ -177,7 +177,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
                 continue
             if isinstance(result, RequestError):
                 where = f"inputs[{index}]: " if requests[owner].is_list else ""
-                errors[owner] = RequestError(where + result.message, result.status)
+                errors[owner] = RequestError(where + result.message, result.status, result.reason)
                 continue
             truncated[owner] += int(result.truncated)
             results[owner].append(self.finish(item, requests[owner].params, result, outputs_by_input[position]))
@@ -197,7 +197,11 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
         plan = plan_micro_batches(
-            lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens, self.settings.sort_by_length
+            lengths,
+            self.settings.micro_batch_size,
+            self.settings.max_batch_tokens,
+            self.settings.sort_by_length,
+            self.settings.batch_overhead_tokens,
         )
         for batch in plan:
             batch_lengths = [lengths[i] for i in batch]

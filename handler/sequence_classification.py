@@ -75,7 +75,10 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         params = self.parameters_for(body)
         threshold = params.get("threshold")
         if threshold is not None and not self.multi_label:
-            raise RequestError("threshold applies to multi-label models; this model is single-label (use top_k)")
+            raise RequestError(
+                "threshold applies to multi-label models; this model is single-label (use top_k)",
+                reason="invalid_parameter",
+            )
         function = params.get("function_to_apply")
         return ParsedRequest(
             inputs,

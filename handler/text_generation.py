@@ -99,7 +99,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
         given = self.parameters_for(body)
         merged = {**self.defaults.__dict__, **{k: v for k, v in given.items() if k in self.defaults.__dict__}}
         if any(not text for text in merged["stop"]):
-            raise RequestError("parameters.stop: stop strings must not be empty")
+            raise RequestError("parameters.stop: stop strings must not be empty", reason="invalid_parameter")
         return ParsedRequest(inputs, is_list, GenerationParams(**merged))
 
     def run(self, requests: Sequence[ParsedRequest[str, GenerationParams]]) -> list[RequestOutcome]:
@@ -115,9 +115,15 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
             # Too long a prompt keeps its end: the text the model must continue.
             encoded = [ids[-budget:] for ids in encoded]
             lengths = [len(ids) for ids in encoded]
-            for batch in plan_micro_batches(
-                lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens, self.settings.sort_by_length
-            ):
+            settings = self.settings
+            plan = plan_micro_batches(
+                lengths,
+                settings.micro_batch_size,
+                settings.max_batch_tokens,
+                settings.sort_by_length,
+                settings.batch_overhead_tokens,
+            )
+            for batch in plan:
                 generated = self._generate([encoded[i] for i in batch], params, stats)
                 for i, new_text in zip(batch, generated):
                     r, k = prompts[i]

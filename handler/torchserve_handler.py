@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from handler.errors import ConfigurationError, RequestError
@@ -18,7 +19,8 @@ from handler.model_loading import select_device
 from handler.registry import build_runner
 from handler.request_parsing import content_type_of, read_request_body
 from handler.responses import JSON_CONTENT_TYPE, TRUNCATED_HEADER, error_body, json_body, reason_phrase
-from handler.runner import ParsedRequest, RequestOutcome, TaskRunner
+from handler.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
+from handler.serving_metrics import ServingMetrics
 from handler.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class TransformersLabelHandler(BaseHandler):
     def __init__(self) -> None:
         super().__init__()
         self.runner: TaskRunner | None = None
+        self.serving_metrics = ServingMetrics()
 
     def initialize(self, context: Any) -> None:
         properties = context.system_properties
@@ -42,7 +45,10 @@ class TransformersLabelHandler(BaseHandler):
             logger.error("model load failed: %s", error)
             raise
         self.initialized = True
-        logger.info("serving %s as %s on %s", model_dir.name, self.runner.task.value, device)
+        logger.info(
+            "serving %s as %s on %s with %d torch threads", model_dir.name, self.runner.task.value, device,
+            torch.get_num_threads(),
+        )  # fmt: skip
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
         started = time.perf_counter()
@@ -55,9 +61,12 @@ class TransformersLabelHandler(BaseHandler):
                 parsed.append((index, runner.parse(body)))
             except RequestError as error:
                 outcomes[index] = RequestOutcome.failed(error)
+        runner.last_stats = ForwardStats()
         for (index, _), outcome in zip(parsed, self._run_isolated(runner, [request for _, request in parsed])):
             outcomes[index] = outcome
         responses = [self._respond(context, index, outcome) for index, outcome in enumerate(outcomes)]
+        inputs = sum(len(request.inputs) for _, request in parsed)
+        self.serving_metrics.record_batch(getattr(context, "metrics", None), outcomes, inputs, runner.last_stats)
         logger.debug("batch of %d answered in %.1f ms", len(data), (time.perf_counter() - started) * 1000)
         return responses
 
@@ -81,7 +90,9 @@ class TransformersLabelHandler(BaseHandler):
                 outcomes.extend(runner.run([request]))
             except Exception:
                 logger.exception("request failed")
-                outcomes.append(RequestOutcome.failed(RequestError("internal error while running the model", 500)))
+                outcomes.append(
+                    RequestOutcome.failed(RequestError("internal error while running the model", 500, "internal_error"))
+                )
         return outcomes
 
     @staticmethod
@@ -92,7 +103,9 @@ class TransformersLabelHandler(BaseHandler):
             try:
                 body = json_body(outcome.payload)
             except ValueError:
-                outcome = RequestOutcome.failed(RequestError("the model produced a non-finite score (NaN)", 500))
+                outcome = RequestOutcome.failed(
+                    RequestError("the model produced a non-finite score (NaN)", 500, "non_finite_output")
+                )
             else:
                 if outcome.truncated_inputs:
                     context.set_response_header(index, TRUNCATED_HEADER, str(outcome.truncated_inputs))

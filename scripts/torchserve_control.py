@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ JAVA_HINT = (
     "then make sure `java -version` works"
 )
 MIN_JAVA = 11
+LOG_CONFIG = Path(__file__).resolve().parent.parent / "log4j2.xml"
 
 
 class ServeError(Exception):
@@ -60,6 +62,23 @@ def read_properties(path: Path) -> dict[str, str]:
 
 def write_properties(path: Path, properties: dict[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()), encoding="utf-8")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def config_with_free_ports(source: Path, target: Path) -> Path:
+    """``source`` config.properties with every listener on a free loopback port, written to ``target``."""
+    properties = read_properties(source)
+    for key in ("inference_address", "management_address", "metrics_address"):
+        properties[key] = f"http://127.0.0.1:{free_port()}"
+    properties["grpc_inference_port"] = str(free_port())
+    properties["grpc_management_port"] = str(free_port())
+    write_properties(target, properties)
+    return target
 
 
 def torchserve_command() -> str:
@@ -185,6 +204,7 @@ def start(
         torchserve_command(), "--start", "--ncs",
         "--model-store", str(model_store.resolve()),
         "--ts-config", str(config.resolve()),
+        "--log-config", str(LOG_CONFIG),
         "--models", *models,
     ]  # fmt: skip
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:

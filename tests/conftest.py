@@ -139,29 +139,12 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
     ]  # fmt: skip
 
 
-def test_server_config(source: Path, target: Path) -> Path:
-    """The shipped config.properties with free loopback ports: the same security settings."""
-    from support import free_port
-    from torchserve_control import read_properties, write_properties
-
-    properties = read_properties(source)
-    for key in ("inference_address", "management_address", "metrics_address"):
-        properties[key] = f"http://127.0.0.1:{free_port()}"
-    properties["grpc_inference_port"] = str(free_port())
-    properties["grpc_management_port"] = str(free_port())
-    write_properties(target, properties)
-    return target
-
-
-test_server_config.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture(scope="session")
 def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One torchserve serving every test model, archived with scripts/archive.py."""
     import yaml
     from archive import main as archive_main
-    from torchserve_control import start, stop
+    from torchserve_control import config_with_free_ports, start, stop
 
     root = tmp_path_factory.mktemp("torchserve")
     store = root / "model_store"
@@ -173,7 +156,7 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         if model.mapping is not None:
             argv += ["--mapping", str(model.mapping)]
         assert archive_main(argv) == 0, f"archiving {model.name} failed"
-    properties = test_server_config(REPO_ROOT / "config.properties", root / "config.properties")
+    properties = config_with_free_ports(REPO_ROOT / "config.properties", root / "config.properties")
     server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], root / "run", timeout=600)
     server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
     yield server

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
-import socket
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ts
 from ts.context import Context, RequestProcessor
-from ts.metrics.metrics_store import MetricsStore
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from handler.torchserve_handler import TransformersLabelHandler
 
 JSON = "application/json"
 TEXT = "text/plain"
 SCORE_TOLERANCE = 1e-5
+
+
+def worker_metrics(name: str) -> MetricsCacheYamlImpl:
+    """The metrics cache a TorchServe worker gives its context."""
+    metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+    metrics.initialize_cache()
+    metrics.model_name = name
+    return metrics
 
 
 def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None, name: str = "model") -> Context:
@@ -29,7 +36,7 @@ def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None
         8,
         None,
         "0.12.0",
-        metrics=MetricsStore(uuid.uuid4(), name),
+        metrics=worker_metrics(name),
         model_yaml_config=yaml_config,
     )
 
@@ -89,12 +96,6 @@ def assert_same_answers(ours: Any, reference: Any, tolerance: float = SCORE_TOLE
             assert_same_answers(mine, expected, tolerance)
     else:
         assert ours == reference, f"{ours!r} != {reference!r}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_json(path: Path, document: Any) -> Path:

@@ -1,4 +1,7 @@
+import random
+
 import numpy as np
+import pytest
 
 from handler.batching import attention_mask, pad_rows, plan_micro_batches, unpad_row
 
@@ -10,6 +13,7 @@ def test_every_index_once_sorted_by_length_and_bounded():
     assert all(len(batch) <= 3 for batch in plan)
     flat = [lengths[i] for batch in plan for i in batch]
     assert flat == sorted(lengths)
+    assert len(plan) > 1
 
 
 def test_token_budget_limits_padded_rows_times_width():
@@ -21,6 +25,40 @@ def test_token_budget_limits_padded_rows_times_width():
 
 def test_an_input_over_the_token_budget_still_runs_alone():
     assert plan_micro_batches([100], max_batch_size=4, max_batch_tokens=10) == [[0]]
+
+
+def brute_force_cost(lengths, max_size, max_tokens, overhead):
+    """The least cost over every way to cut the sorted lengths into contiguous passes."""
+    ordered = sorted(lengths)
+    best = {0: 0.0}
+    for end in range(1, len(ordered) + 1):
+        best[end] = min(
+            best[start] + overhead + (end - start) * ordered[end - 1]
+            for start in range(end)
+            if end - start <= max_size and (end - start == 1 or (end - start) * ordered[end - 1] <= max_tokens)
+        )
+    return best[len(ordered)]
+
+
+def plan_cost(plan, lengths, overhead):
+    return sum(overhead + len(batch) * max(lengths[i] for i in batch) for batch in plan)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_plan_is_the_cheapest_cut(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(3, 120) for _ in range(rng.randint(1, 14))]
+    plan = plan_micro_batches(lengths, max_batch_size=6, max_batch_tokens=400, overhead_tokens=32)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(lengths)))
+    assert plan_cost(plan, lengths, 32) == pytest.approx(brute_force_cost(lengths, 6, 400, 32))
+
+
+def test_similar_lengths_share_a_pass_and_outliers_get_their_own():
+    lengths = [10, 11, 12, 10, 200]
+    plan = plan_micro_batches(lengths, max_batch_size=32, max_batch_tokens=10_000, overhead_tokens=32)
+    assert plan == [[0, 3, 1, 2], [4]]
+    # with free forward passes, every input runs alone: no padding at all
+    assert len(plan_micro_batches(lengths, 32, 10_000, overhead_tokens=0)) == 5
 
 
 def test_without_sorting_the_order_is_kept():

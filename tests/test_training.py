@@ -242,14 +242,14 @@ def test_training_writes_everything_archive_needs(trained):
 @pytest.mark.e2e
 def test_trained_folders_archive_and_serve_with_their_label_names(trained, tmp_path):
     from archive import main as archive_main
-    from conftest import REPO_ROOT, test_server_config
-    from torchserve_control import start, stop
+    from conftest import REPO_ROOT
+    from torchserve_control import config_with_free_ports, start, stop
 
     store = tmp_path / "store"
     names = {"single_label": "single", "sentence_pair": "pair", "multi_label": "multi", "token_classification": "ner"}
     for task, folder in trained.items():
         assert archive_main([str(folder), "--name", names[task], "--export-path", str(store)]) == 0
-    config = test_server_config(REPO_ROOT / "config.properties", tmp_path / "config.properties")
+    config = config_with_free_ports(REPO_ROOT / "config.properties", tmp_path / "config.properties")
     server = start(config, store, [f"{name}={name}.mar" for name in names.values()], tmp_path / "run", timeout=300)
     try:
         single = post(server, "single", {"inputs": "the staff were lovely", "parameters": {"top_k": None}}).json()

@@ -1,0 +1,62 @@
+"""Custom metrics through TorchServe's metrics API (``context.metrics``), a few lines per batch.
+
+All are counters, so Prometheus rates and ratios of them give the per-batch figures:
+
+| counter | what it counts | derived figure |
+| --- | --- | --- |
+| ``RequestsTotal`` | requests handled | |
+| ``InputsTotal`` | inputs in those requests | inputs per request = InputsTotal / RequestsTotal |
+| ``BatchesTotal`` | TorchServe batches handled | tokens per batch = TokensTotal / BatchesTotal |
+| ``TokensTotal`` | tokens fed to the model | |
+| ``PaddedTokensTotal`` | tokens computed, padding included | padding ratio = 1 - TokensTotal / PaddedTokensTotal |
+| ``TruncatedInputsTotal`` | inputs cut at max_length (or max_windows_per_input) | |
+| ``ClientErrorsTotal{Reason}`` | 4xx answers by reason (``malformed_json``, ``invalid_parameter``, ...) | |
+
+Each metric costs a log line the frontend parses, so a counter is reported when it grows (and
+once at the first batch, so every series exists from the start). Reasons are fixed words, never
+request text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ts.metrics.dimension import Dimension
+
+from handler.runner import ForwardStats, RequestOutcome
+
+logger = logging.getLogger(__name__)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self._reported_once = False
+
+    def record_batch(self, metrics: Any, outcomes: Sequence[RequestOutcome], inputs: int, stats: ForwardStats) -> None:
+        """Report one handled batch; a metrics failure is logged, never raised into the batch."""
+        if metrics is None:
+            return
+        try:
+            counts = {
+                "RequestsTotal": len(outcomes),
+                "InputsTotal": inputs,
+                "BatchesTotal": 1,
+                "TokensTotal": stats.real_tokens,
+                "PaddedTokensTotal": stats.padded_tokens,
+                "TruncatedInputsTotal": sum(outcome.truncated_inputs for outcome in outcomes),
+            }
+            for name, value in counts.items():
+                if value or not self._reported_once:
+                    # TorchServe appends default dimensions to the list it gets: always a fresh one.
+                    metrics.add_counter(name, value, dimensions=[])
+            self._reported_once = True
+            reasons = Counter(
+                outcome.error.reason for outcome in outcomes if outcome.error is not None and outcome.error.status < 500
+            )
+            for reason, count in reasons.items():
+                metrics.add_counter("ClientErrorsTotal", count, dimensions=[Dimension("Reason", reason)])
+        except Exception:
+            logger.warning("could not record metrics", exc_info=True)
