@@ -194,7 +194,10 @@ def start(
     timeout: float = 300.0,
     wait_for: list[str] | None = None,
 ) -> Server:
-    """Start TorchServe and return once every model in ``wait_for`` (default: all) has a READY worker."""
+    """Start TorchServe and return once every model in ``wait_for`` (default: all) has a READY worker.
+
+    With no ``models``, the config's ``model_snapshot`` says which to load (as in a KServe store).
+    """
     java_version()
     run_dir = run_dir.resolve()
     for folder in (run_dir, run_dir / "tmp", run_dir / "logs"):
@@ -205,8 +208,9 @@ def start(
         "--model-store", str(model_store.resolve()),
         "--ts-config", str(config.resolve()),
         "--log-config", str(LOG_CONFIG),
-        "--models", *models,
     ]  # fmt: skip
+    if models:
+        command += ["--models", *models]
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:
         result = subprocess.run(
             command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT

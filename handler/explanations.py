@@ -1,0 +1,152 @@
+"""``/explanations/NAME``: per-token attributions with Captum's LayerIntegratedGradients.
+
+Attributions are taken at the model's input embeddings (``model.get_input_embeddings()``, which
+every transformers architecture provides), against a baseline that replaces every non-special
+token by the padding token. The explained quantity is the served score of the target label
+(softmax or sigmoid, as the predictions use), so the attributions add up to
+``score(input) - score(baseline)`` up to the reported convergence ``delta``.
+
+- sequence classification: target = the predicted label, or ``parameters.target`` (a label name);
+- token classification: target = ``parameters.token_index`` (a position as ``index`` reports it
+  with aggregation ``none``) and its predicted label, or ``parameters.target``.
+Special tokens carry no attribution (they equal the baseline) and are left out of the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from handler.errors import ConfigurationError, RequestError
+from handler.parameters import ParamSpec, validate_parameters
+from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
+from handler.runner import EncoderRunner, ParsedRequest, RequestOutcome, TaskRunner
+from handler.scoring import Activation
+from handler.tasks import Task
+
+EXPLAINABLE = (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
+
+
+@dataclass(frozen=True)
+class ExplainParams:
+    target: str | None
+    token_index: int | None
+    n_steps: int
+
+
+class Explainer:
+    """Parses explanation requests and answers them, one attribution run per input."""
+
+    def __init__(self, runner: TaskRunner, n_steps: int) -> None:
+        if runner.task not in EXPLAINABLE or not isinstance(runner, EncoderRunner):
+            raise ConfigurationError(f"explanations are not available for {runner.task.value}")
+        if runner.settings.quantization != "none":
+            raise ConfigurationError("explanations need gradients, which int8-quantized models do not have")
+        try:
+            from captum.attr import LayerIntegratedGradients
+        except ImportError as error:
+            raise ConfigurationError("explanations need captum installed where torchserve runs") from error
+        self.runner = runner
+        self.labels: tuple[str, ...] = runner.labels or ()
+        self.per_token = runner.task is Task.TOKEN_CLASSIFICATION
+        self.default_steps = n_steps
+        self.integrated_gradients = LayerIntegratedGradients(self._score, runner.model.get_input_embeddings())
+        activation = getattr(runner, "activation", Activation.SOFTMAX)
+        self.activation = torch.sigmoid if activation is Activation.SIGMOID else lambda x: torch.softmax(x, dim=-1)
+        self.schema: Mapping[str, ParamSpec] = {
+            "target": ParamSpec("choice", choices=self.labels),
+            "n_steps": ParamSpec("int", minimum=1, maximum=512),
+            **({"token_index": ParamSpec("int", minimum=0)} if self.per_token else {}),
+        }
+
+    def parse(self, body: RequestBody) -> ParsedRequest[Any, ExplainParams]:
+        parse_one = parse_text if self.per_token else parse_text_or_pair
+        inputs, is_list = parse_inputs(body.inputs, parse_one, self.runner.settings.max_inputs_per_request)
+        try:
+            given = validate_parameters(body.parameters, self.schema)
+        except ValueError as error:
+            raise RequestError(str(error), reason="invalid_parameter") from None
+        if self.per_token and "token_index" not in given:
+            raise RequestError(
+                "token classification explanations need parameters.token_index (a token position, "
+                'as "index" in answers with aggregation_strategy "none")',
+                reason="invalid_parameter",
+            )
+        params = ExplainParams(given.get("target"), given.get("token_index"), given.get("n_steps", self.default_steps))
+        return ParsedRequest(inputs, is_list, params)
+
+    def run(self, requests: Sequence[ParsedRequest[Any, ExplainParams]]) -> list[RequestOutcome]:
+        outcomes = []
+        for request in requests:
+            try:
+                results = [self._explain(item, request.params) for item in request.inputs]
+            except RequestError as error:
+                outcomes.append(RequestOutcome.failed(error))
+                continue
+            outcomes.append(RequestOutcome(payload=results if request.is_list else results[0]))
+        return outcomes
+
+    # ---- one input ------------------------------------------------------------------------
+
+    def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
+               position: int | None) -> torch.Tensor:  # fmt: skip
+        """The served scores (every label) of each row; one token's when ``position`` is set."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            feed["token_type_ids"] = token_type_ids
+        logits = self.runner.model(**feed).logits.float()
+        if position is not None:
+            logits = logits[:, position, :]
+        return self.activation(logits)
+
+    def _explain(self, item: TextInput | str, params: ExplainParams) -> dict[str, Any]:
+        runner = self.runner
+        text, pair = (item, None) if isinstance(item, str) else (item.text, item.text_pair)
+        encoding = runner.tokenizer(
+            text, pair, truncation=True, max_length=runner.max_length, return_offsets_mapping=True,
+            return_special_tokens_mask=True, return_tensors="pt",
+        )  # fmt: skip
+        device = runner.device
+        input_ids = encoding["input_ids"].to(device)
+        special = encoding["special_tokens_mask"][0].bool()
+        baseline = torch.where(special.to(device), input_ids, torch.full_like(input_ids, runner.pad_id))
+        mask = encoding["attention_mask"].to(device)
+        types = (
+            encoding["token_type_ids"].to(device) if runner.feeds_token_types and "token_type_ids" in encoding else None
+        )
+        position = params.token_index if self.per_token else None
+        if position is not None and position >= input_ids.shape[1]:
+            raise RequestError(
+                f"token_index {position} is past the last token ({input_ids.shape[1] - 1})", reason="invalid_parameter"
+            )
+        with torch.no_grad():
+            scores = self._score(input_ids, mask, types, position)[0]
+        target = self.labels.index(params.target) if params.target is not None else int(scores.argmax())
+        with torch.enable_grad():
+            attributions, delta = self.integrated_gradients.attribute(
+                inputs=input_ids,
+                baselines=baseline,
+                additional_forward_args=(mask, types, position),
+                target=target,
+                n_steps=params.n_steps,
+                internal_batch_size=params.n_steps,
+                return_convergence_delta=True,
+            )
+        per_token = attributions.sum(dim=-1)[0].detach().float().cpu()
+        keep = [i for i in range(input_ids.shape[1]) if not special[i]]
+        offsets = encoding["offset_mapping"][0].tolist()
+        tokens = runner.tokenizer.convert_ids_to_tokens(encoding["input_ids"][0].tolist())
+        answer: dict[str, Any] = {
+            "target": self.labels[target],
+            "target_score": float(scores[target]),
+            "tokens": [tokens[i] for i in keep],
+            "offsets": [offsets[i] for i in keep],
+            "attributions": [float(per_token[i]) for i in keep],
+            "delta": float(delta.reshape(-1)[0]),
+        }
+        if position is not None:
+            answer["token_index"] = position
+        return answer
