@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,12 @@ import requests
 import torch
 import yaml
 from training_data import TASKS, DataError, Example, load_examples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training_math import entity_metrics, format_table, multi_label_metrics, single_label_metrics
+
+from handler.labels import MAPPING_FILE_NAME, resolve_labels  # noqa: E402
+from handler.model_loading import load_config  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -100,18 +106,13 @@ def local_predictions(model_dir: Path, examples: list[Example], task: str) -> li
         else {}
     )
     handler = (serving or {}).get("handler") or {}
-    max_length = int(handler.get("max_length", 512))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    mapping = model_dir / "index_to_name.json"
+    max_length = min(int(handler.get("max_length", 512)), tokenizer.model_max_length)
     model_class = (
         AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
     )
     model = model_class.from_pretrained(model_dir, local_files_only=True).eval()
-    labels = (
-        [json.loads(mapping.read_text())[str(i)] for i in range(model.config.num_labels)]
-        if mapping.exists()
-        else [model.config.id2label[i] for i in range(model.config.num_labels)]
-    )
+    labels = model_labels(model_dir)
     predictions: list[Any] = []
     for start in range(0, len(examples), 32):
         batch = examples[start : start + 32]
@@ -156,6 +157,13 @@ def local_predictions(model_dir: Path, examples: list[Example], task: str) -> li
     return predictions
 
 
+def model_labels(model_dir: Path) -> list[str]:
+    """Label names as the handler serves them: index_to_name.json, else the config's id2label."""
+    config = load_config(model_dir)
+    mapping = model_dir / MAPPING_FILE_NAME
+    return list(resolve_labels(mapping, config.id2label, config.num_labels, logging.getLogger("evaluate")))
+
+
 def metrics_for(task: str, examples: list[Example], predictions: list[Any], labels: list[str]) -> dict[str, Any]:
     if task == "token_classification":
         return entity_metrics([list(e.tags) for e in examples], predictions)
@@ -183,8 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, requests.RequestException, OSError, KeyError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-    mapping = args.model_dir / "index_to_name.json"
-    labels = [name for _, name in sorted(json.loads(mapping.read_text()).items(), key=lambda kv: int(kv[0]))]
+    labels = model_labels(args.model_dir)
     metrics = metrics_for(args.task, examples, served, labels)
     print(f"served model on {args.data} ({len(examples)} examples):\n{format_table(metrics)}")
     mismatches = [{"line": e.line, "served": s, "in_process": p} for e, s, p in zip(examples, served, local) if s != p]
