@@ -48,6 +48,8 @@ def _is_json_type(content_type: str) -> bool:
 
 def read_request_body(item: Mapping[str, Any], content_type: str) -> RequestBody:
     payload = _payload_of(item, content_type)
+    if isinstance(payload, str) and not payload:
+        raise RequestError(f"empty request body; {CURL_HINT}", reason="empty_body")
     if isinstance(payload, (bytes, bytearray)):
         text = _decode_utf8(bytes(payload))
         if _is_json_type(content_type):

@@ -135,6 +135,38 @@ def check_model_name(name: str) -> None:
         )
 
 
+def build(
+    model_dir: Path,
+    name: str,
+    document: dict,
+    mapping: Path | None,
+    export_path: Path,
+    version: str = "1.0",
+    allow_pickle: bool = False,
+) -> Path:
+    """Run torch-model-archiver on a staged copy of the folder; no checks (``archive`` checks first)."""
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="archive-") as scratch:
+        extra = Path(scratch) / "extra"
+        extra.mkdir()
+        stage(model_dir, mapping, allow_pickle, extra)
+        config_file = Path(scratch) / "model-config.yaml"
+        config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        command = archiver_command() + [
+            "--model-name", name,
+            "--version", version,
+            "--handler", str(ENTRY_MODULE),
+            "--extra-files", str(extra),
+            "--config-file", str(config_file),
+            "--export-path", str(export_path),
+            "--force",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ArchiveError(f"torch-model-archiver failed: {(result.stderr or result.stdout).strip()[-500:]}")
+    return export_path / f"{name}.mar"
+
+
 def archive(args: argparse.Namespace) -> Path:
     check_model_name(args.name)
     model_dir = args.model_dir
@@ -152,27 +184,10 @@ def archive(args: argparse.Namespace) -> Path:
     document["handler"]["task"] = checked.task.value
     if mapping is None and checked.labels is not None and (model_dir / MAPPING_FILE_NAME).exists():
         mapping = model_dir / MAPPING_FILE_NAME
-
-    args.export_path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="archive-") as scratch:
-        extra = Path(scratch) / "extra"
-        extra.mkdir()
-        stage(model_dir, mapping if checked.labels is not None else None, settings.allow_pickle_weights, extra)
-        config_file = Path(scratch) / "model-config.yaml"
-        config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-        command = archiver_command() + [
-            "--model-name", args.name,
-            "--version", args.version,
-            "--handler", str(ENTRY_MODULE),
-            "--extra-files", str(extra),
-            "--config-file", str(config_file),
-            "--export-path", str(args.export_path),
-            "--force",
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ArchiveError(f"torch-model-archiver failed: {(result.stderr or result.stdout).strip()[-500:]}")
-    output = args.export_path / f"{args.name}.mar"
+    mapping = mapping if checked.labels is not None else None
+    output = build(
+        model_dir, args.name, document, mapping, args.export_path, args.version, settings.allow_pickle_weights
+    )
     labels = f", {len(checked.labels)} labels: {', '.join(checked.labels[:8])}" if checked.labels else ""
     more = ", ..." if checked.labels and len(checked.labels) > 8 else ""
     size_mb = output.stat().st_size / 1e6

@@ -145,13 +145,19 @@ class Server:
             return ""
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
-    def load_failures(self) -> list[str]:
-        """The handler's one-line load errors from the model log."""
+    def load_failures(self) -> dict[str, list[str]]:
+        """The handler's one-line load errors from the model log, by model, oldest first."""
         path = self.run_dir / "logs" / "model_log.log"
+        found: dict[str, list[str]] = {}
         if not path.exists():
-            return []
-        text = path.read_text(encoding="utf-8", errors="replace")
-        return sorted({match.strip() for match in re.findall(r"model load failed: (.*)", text)})
+            return found
+        # e.g. "... W-9001-reviews_1.0-stdout MODEL_LOG - model load failed: <message>"
+        pattern = re.compile(r"W-\d+-(.+?)_[^_\s]+-stdout .*model load failed: (.*)")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = pattern.search(line)
+            if match:
+                found.setdefault(match.group(1), []).append(match.group(2).strip())
+        return found
 
     def curl_example(self, model: str, text: str = "I really enjoyed this!") -> str:
         token = self.inference_token
@@ -232,8 +238,9 @@ def wait_until_ready(server: Server, models: list[str], timeout: float) -> None:
         if all(server.ready_workers(model) > 0 for model in models):
             return
         failures = server.load_failures()
-        if failures:
-            raise ServeError("the model failed to load: " + " | ".join(failures))
+        failed = [f"{model}: {failures[model][-1]}" for model in models if model in failures]
+        if failed:
+            raise ServeError("the model failed to load: " + " | ".join(failed))
         if not is_running(server.run_dir):
             raise ServeError(f"torchserve exited during start-up:\n{server.log_tail('ts_log.log')}")
         time.sleep(0.5)

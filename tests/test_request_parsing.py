@@ -70,6 +70,7 @@ def test_multipart_fields_are_refused_by_name():
     ("item", "content_type", "message"),
     [
         ({"body": b""}, "", "empty request body"),
+        ({"body": ""}, "text/plain", "empty request body"),
         ({"body": bytearray(b"\xff\xfehi")}, "text/plain", "not valid UTF-8 (byte 0xff at position 0)"),
         ({"body": b'{"inputs": '}, JSON, "malformed JSON: Expecting value at line 1 column 12"),
         ({"body": b"[" * 100_000}, JSON, "malformed JSON"),
