@@ -35,7 +35,7 @@ import numpy as np
 import requests
 import torch
 import yaml
-from torchserve_control import config_with_free_ports, start, stop
+from torchserve_control import Server, config_with_free_ports, start, stop
 
 from handler.batching import plan_micro_batches
 from handler.model_loading import load_config, load_model
@@ -197,6 +197,7 @@ async def _closed_loop(
     ).encode()
     latencies: list[float] = []
     statuses: list[int] = []
+    timeline: list[tuple[float, int]] = []
     counter = iter(range(10**9))
     deadline = time.perf_counter() + duration
 
@@ -205,11 +206,16 @@ async def _closed_loop(
         while time.perf_counter() < deadline:
             body = bodies[next(counter) % len(bodies)]
             started = time.perf_counter()
-            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            await writer.drain()
-            status, keep_alive = await _read_response(reader)
-            latencies.append(time.perf_counter() - started)
+            try:
+                writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                await writer.drain()
+                status, keep_alive = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                status, keep_alive = 0, False  # 0: no HTTP answer at all
+            finished = time.perf_counter()
+            latencies.append(finished - started)
             statuses.append(status)
+            timeline.append((finished, status))
             if not keep_alive:
                 writer.close()
                 reader, writer = await asyncio.open_connection(target.hostname, target.port)
@@ -226,6 +232,9 @@ async def _closed_loop(
         "p90_ms": float(np.percentile(milliseconds, 90)),
         "p99_ms": float(np.percentile(milliseconds, 99)),
         "errors": sum(1 for status in statuses if status != 200),
+        # Raw material for callers that aggregate runs (soak.py); not written to results.
+        "latencies_ms": milliseconds,
+        "timeline": timeline,
     }
 
 
@@ -347,18 +356,22 @@ def measure_in_process(args: argparse.Namespace, config: dict[str, Any], workloa
     return found
 
 
+def serve_model(model_dir: Path, config: dict[str, Any], output: Path, name: str) -> Server:
+    """Archive ``model_dir`` with ``config`` and serve it alone on free loopback ports (run folder output/run)."""
+    stop(output / "run")
+    config_file = output / "model-config.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    store = output / "model_store"
+    if archive.main([str(model_dir), "--name", name, "--config", str(config_file), "--export-path", str(store)]):
+        raise SystemExit(1)
+    properties = config_with_free_ports(REPO_ROOT / "config.properties", output / "config.properties")
+    return start(properties, store, [f"{name}={name}.mar"], output / "run")
+
+
 def measure_served(args: argparse.Namespace, config: dict[str, Any], workloads: dict[str, Any],
                    in_process: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     run_dir = args.output / "run"
-    stop(run_dir)
-    config_file = args.output / "model-config.yaml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    store = args.output / "model_store"
-    argv = [str(args.model_dir), "--name", "bench", "--config", str(config_file), "--export-path", str(store)]
-    if archive.main(argv):
-        raise SystemExit(1)
-    properties = config_with_free_ports(REPO_ROOT / "config.properties", args.output / "config.properties")
-    server = start(properties, store, ["bench=bench.mar"], run_dir)
+    server = serve_model(args.model_dir, config, args.output, "bench")
     served: dict[str, Any] = {}
     buckets: dict[str, Any] = {}
     try:
@@ -463,22 +476,31 @@ def plot(results: dict[str, Any], path: Path) -> None:
     colours = {"mixed": "tab:blue", "long": "tab:orange"}
     for variant, runs in results.get("served", {}).items():
         levels = sorted(runs, key=int)
-        throughput_axis.plot(levels, [runs[c]["throughput"] for c in levels], "o-", color=colours[variant],
+        clients = [int(level) for level in levels]
+        throughput_axis.plot(clients, [runs[c]["throughput"] for c in levels], "o-", color=colours[variant],
                              label=f"served, {variant}")  # fmt: skip
-        throughput_axis.axhline(results["in_process"][variant]["best"], color=colours[variant], linestyle="--",
-                                label=f"in-process limit, {variant}")  # fmt: skip
+        limits = results["in_process"][variant]
+        throughput_axis.axhline(
+            limits["best"], color=colours[variant], linestyle="--", label=f"in-process limit, {variant}"
+        )
+        if variant == "mixed":
+            throughput_axis.axhline(limits["chunks_of_32"], color=colours[variant], linestyle=":",
+                                    label="in-process, 32 at a time (a server's view)")  # fmt: skip
         latency_axis.plot(
-            levels, [runs[c]["p99_ms"] for c in levels], "o-", color=colours[variant], label=f"p99, {variant}"
+            clients, [runs[c]["p99_ms"] for c in levels], "o-", color=colours[variant], label=f"p99, {variant}"
         )
         latency_axis.plot(
-            levels, [runs[c]["p50_ms"] for c in levels], "s:", color=colours[variant], label=f"p50, {variant}"
+            clients, [runs[c]["p50_ms"] for c in levels], "s:", color=colours[variant], label=f"p50, {variant}"
         )
     throughput_axis.set(xlabel="concurrent clients", ylabel="requests / s (one input each)", title="Throughput")
     latency_axis.set(xlabel="concurrent clients", ylabel="latency (ms)", title="Latency", yscale="log")
     for axis in (throughput_axis, latency_axis):
         axis.set_xscale("log", base=2)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis is throughput_axis:
+            axis.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.1))
+        else:
+            axis.legend(fontsize=7, loc="upper left")
     info = results["machine"]
     figure.suptitle(
         f"{Path(results['model']).name} on {info['cores']} cores ({info['cpu']}), torch {info['torch']}", fontsize=9
