@@ -159,15 +159,21 @@ class TransformersLabelHandler(BaseHandler):
         answers: list[Any] = []
         first_error: RequestError | None = None
         for index, outcome in enumerate(outcomes):
+            text = None
             if outcome.error is None:
                 try:
-                    json_body(outcome.payload)
+                    text = json_body(outcome.payload)
                 except ValueError:
                     outcome = RequestOutcome.failed(RequestError("the model produced a non-finite score (NaN)", 500))
-            payload = {"error": outcome.error.message} if outcome.error is not None else outcome.payload
-            if outcome.error is not None and first_error is None:
-                first_error = RequestError(f"item {index}: {outcome.error.message}", outcome.error.status)
-            answers.append(json_body(payload) if self.envelope is Envelope.KSERVE_V2 else payload)
+            if outcome.error is not None:
+                text = error_body(outcome.error.message)
+                if first_error is None:
+                    first_error = RequestError(f"item {index}: {outcome.error.message}", outcome.error.status)
+            # v2 carries each answer as JSON text in a BYTES output; v1 nests the objects.
+            if self.envelope is Envelope.KSERVE_V2:
+                answers.append(text)
+            else:
+                answers.append(outcome.payload if outcome.error is None else {"error": outcome.error.message})
         if first_error is not None:
             context.set_response_status(first_error.status, reason_phrase(first_error.message), idx=0)
         truncated = sum(outcome.truncated_inputs for outcome in outcomes)
