@@ -54,6 +54,25 @@ def plan_micro_batches(
     return batches[::-1]
 
 
+def plan_packed_passes(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into padding-free passes: sorted by length, cut only where
+    a pass would exceed ``max_batch_size`` inputs or ``max_batch_tokens`` real tokens (a longer
+    input runs alone). Without padding, fewer passes are always cheaper."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    passes: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index in order:
+        if current and (len(current) == max_batch_size or tokens + lengths[index] > max_batch_tokens):
+            passes.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += lengths[index]
+    if current:
+        passes.append(current)
+    return passes
+
+
 def _fill_in_order(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []

@@ -3,6 +3,7 @@ and sentence pairs, answered in the shapes of transformers' text-classification 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 from handler.errors import ConfigurationError, RequestError
 from handler.model_loading import LoadedModel
+from handler.packed_encoder import PackedBertClassifier, packing_unsupported
 from handler.parameters import ParamSpec
 from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
 from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window, was_truncated
@@ -26,6 +28,8 @@ from handler.scoring import (
 )
 from handler.settings import HandlerSettings
 from handler.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 # The default answer shape: one {"label", "score"} (single-label) or the labels over threshold.
 BEST = "best"
@@ -69,6 +73,18 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         self.thresholds = threshold_vector(
             labels, self.default_parameters.get("threshold", 0.5), dict(settings.label_thresholds)
         )
+        self.packed = self._packed_execution(settings)
+
+    def _packed_execution(self, settings: HandlerSettings) -> PackedBertClassifier | None:
+        if not settings.packed_forward:
+            return None
+        # A compiled forward is what torch_compile asks for; packing would bypass it.
+        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
+        if reason is not None:
+            logger.info("padded forward passes: %s", reason)
+            return None
+        logger.info("padding-free forward passes (packed_forward)")
+        return PackedBertClassifier(self.model)
 
     def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.max_inputs_per_request)

@@ -38,9 +38,12 @@ class HandlerSettings:
     batch_overhead_tokens: int = 32
     # ...at most this many inputs per pass...
     micro_batch_size: int = 32
-    # ...and at most this many padded tokens (rows x longest row).
+    # ...and at most this many padded tokens (rows x longest row; packed passes: real tokens).
     max_batch_tokens: int = 8192
     sort_by_length: bool = True
+    # BERT sequence classifiers run padding-free (handler/packed_encoder.py): the whole batch in
+    # one pass with no padded tokens outside attention. Off: the model's own padded forward.
+    packed_forward: bool = True
     # Threads per worker for torch; None keeps torch's default (one per physical core).
     torch_num_threads: int | None = None
     max_inputs_per_request: int = 64
@@ -135,6 +138,7 @@ _VALIDATORS = {
     "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
     "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),
     "sort_by_length": _scalar(ParamSpec("bool")),
+    "packed_forward": _scalar(ParamSpec("bool")),
     "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
     "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
     "max_windows_per_input": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
