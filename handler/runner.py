@@ -4,8 +4,8 @@ A runner turns one request body into a :class:`ParsedRequest` (or a RequestError
 parsed requests into one :class:`RequestOutcome` each, in order. Encoder tasks (classification,
 token classification, question answering) share :class:`EncoderRunner`: every input of every
 request becomes one or more windows of token ids; the windows of the whole TorchServe batch are
-sorted by length into micro-batches, run, cut back to their real length, and handed to the
-task's pure post-processing.
+sorted by length into micro-batches (or padding-free passes, for models that can run packed),
+run, cut back to their real length, and handed to the task's pure post-processing.
 """
 
 from __future__ import annotations
