@@ -93,6 +93,17 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         except ValueError as error:
             raise ConfigurationError(f"model-config.yaml: {error}") from None
 
+    def plan_padded_passes(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Inputs grouped into padded forward passes, as the handler settings ask."""
+        settings = self.settings
+        return plan_micro_batches(
+            lengths,
+            settings.micro_batch_size,
+            settings.max_batch_tokens,
+            settings.sort_by_length,
+            settings.batch_overhead_tokens,
+        )
+
     def schema(self) -> Mapping[str, ParamSpec]:
         return self.parameter_schema
 
@@ -202,17 +213,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
-        settings = self.settings
         if self.packed is not None:
-            plan = plan_packed_passes(lengths, settings.micro_batch_size, settings.max_batch_tokens)
+            plan = plan_packed_passes(lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens)
         else:
-            plan = plan_micro_batches(
-                lengths,
-                settings.micro_batch_size,
-                settings.max_batch_tokens,
-                settings.sort_by_length,
-                settings.batch_overhead_tokens,
-            )
+            plan = self.plan_padded_passes(lengths)
         for batch in plan:
             batch_lengths = [lengths[i] for i in batch]
             width = max(batch_lengths)

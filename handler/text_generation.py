@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from handler.batching import attention_mask, pad_rows, plan_micro_batches
+from handler.batching import attention_mask, pad_rows
 from handler.errors import ConfigurationError, RequestError
 from handler.model_loading import LoadedModel
 from handler.parameters import ParamSpec
@@ -115,14 +115,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
             # Too long a prompt keeps its end: the text the model must continue.
             encoded = [ids[-budget:] for ids in encoded]
             lengths = [len(ids) for ids in encoded]
-            settings = self.settings
-            plan = plan_micro_batches(
-                lengths,
-                settings.micro_batch_size,
-                settings.max_batch_tokens,
-                settings.sort_by_length,
-                settings.batch_overhead_tokens,
-            )
+            plan = self.plan_padded_passes(lengths)
             for batch in plan:
                 generated = self._generate([encoded[i] for i in batch], params, stats)
                 for i, new_text in zip(batch, generated):

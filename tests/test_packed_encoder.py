@@ -135,3 +135,22 @@ def test_handler_runs_a_mixed_batch_in_one_pass_with_the_padded_answers(sentimen
 def test_torch_compile_keeps_the_compiled_padded_forward(sentiment_model):
     handler, _ = load_handler(sentiment_model, {"torch_compile": True})
     assert handler.runner.packed is None
+
+
+def test_passes_without_padding_to_remove_take_the_models_own_forward(sentiment_model):
+    handler, context = load_handler(sentiment_model)
+    runner = handler.runner
+    packed_calls = []
+    original = runner.packed.logits
+
+    def counting(*args, **kwargs):
+        packed_calls.append(len(args[0]))
+        return original(*args, **kwargs)
+
+    runner.packed.logits = counting
+    same_length = [("application/json", {"inputs": "I loved it"})] * 4
+    assert [status for status, _ in call(handler, context, same_length)] == [200] * 4
+    assert packed_calls == []
+    mixed = [("application/json", {"inputs": text}) for text in SENTENCES]
+    assert [status for status, _ in call(handler, context, mixed)] == [200] * len(SENTENCES)
+    assert packed_calls == [len(SENTENCES)]
