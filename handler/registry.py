@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from handler.labels import MAPPING_FILE_NAME, resolve_labels
-from handler.model_loading import (
+from handler.api.labels import MAPPING_FILE_NAME, resolve_labels
+from handler.engine.model_loading import (
     LoadedModel,
     apply_thread_settings,
     has_tokenizer_files,
@@ -20,13 +20,13 @@ from handler.model_loading import (
     load_tokenizer,
     weights_format,
 )
-from handler.question_answering import QuestionAnsweringRunner
-from handler.runner import TaskRunner
-from handler.sequence_classification import SequenceClassificationRunner
-from handler.settings import HandlerSettings
-from handler.tasks import Task, resolve_task
-from handler.text_generation import TextGenerationRunner
-from handler.token_classification import TokenClassificationRunner
+from handler.tasks.question_answering import QuestionAnsweringRunner
+from handler.engine.runner import TaskRunner
+from handler.tasks.sequence_classification import SequenceClassificationRunner
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task, resolve_task
+from handler.tasks.text_generation import TextGenerationRunner
+from handler.tasks.token_classification import TokenClassificationRunner
 
 RUNNERS: dict[Task, type[TaskRunner]] = {
     Task.SEQUENCE_CLASSIFICATION: SequenceClassificationRunner,

@@ -13,16 +13,16 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
-from handler.errors import ConfigurationError, RequestError
-from handler.explanations import Explainer
-from handler.model_loading import select_device
+from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
+from handler.api.errors import ConfigurationError, RequestError
+from handler.tasks.explanations import Explainer
+from handler.engine.model_loading import select_device
 from handler.registry import build_runner
-from handler.request_parsing import RequestBody, content_type_of, read_request_body
-from handler.responses import JSON_CONTENT_TYPE, TRUNCATED_HEADER, error_body, json_body, reason_phrase
-from handler.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
-from handler.serving_metrics import ServingMetrics
-from handler.settings import HandlerSettings
+from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
+from handler.serving.responses import JSON_CONTENT_TYPE, TRUNCATED_HEADER, error_body, json_body, reason_phrase
+from handler.engine.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
+from handler.serving.metrics import ServingMetrics
+from handler.api.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import demo  # noqa: E402
 from bench import mixed_inputs, word_stream  # noqa: E402
 from training_data import load_examples  # noqa: E402
 
-from handler.model_loading import load_config, load_model, load_tokenizer  # noqa: E402
-from handler.settings import HandlerSettings  # noqa: E402
+from handler.engine.model_loading import load_config, load_model, load_tokenizer  # noqa: E402
+from handler.api.settings import HandlerSettings  # noqa: E402
 
 AGREEMENT_NEEDED = 0.99
 

@@ -27,12 +27,12 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from handler.errors import ConfigurationError  # noqa: E402
-from handler.labels import MAPPING_FILE_NAME  # noqa: E402
-from handler.model_loading import PICKLED_WEIGHT_PATTERNS  # noqa: E402
+from handler.api.errors import ConfigurationError  # noqa: E402
+from handler.api.labels import MAPPING_FILE_NAME  # noqa: E402
+from handler.engine.model_loading import PICKLED_WEIGHT_PATTERNS  # noqa: E402
 from handler.registry import check_model_folder  # noqa: E402
-from handler.settings import HandlerSettings  # noqa: E402
-from handler.tasks import Task  # noqa: E402
+from handler.api.settings import HandlerSettings  # noqa: E402
+from handler.api.tasks import Task  # noqa: E402
 
 HANDLER_PACKAGE = REPO_ROOT / "handler"
 ENTRY_MODULE = HANDLER_PACKAGE / "torchserve_handler.py"

@@ -38,8 +38,8 @@ import yaml
 from torchserve_control import Server, config_with_free_ports, start, stop
 
 from handler.registry import build_runner
-from handler.request_parsing import RequestBody
-from handler.settings import HandlerSettings
+from handler.api.request_parsing import RequestBody
+from handler.api.settings import HandlerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = REPO_ROOT / "build" / "bench"

@@ -30,8 +30,8 @@ from training_data import TASKS, DataError, Example, load_examples
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training_math import entity_metrics, format_table, multi_label_metrics, single_label_metrics
 
-from handler.labels import MAPPING_FILE_NAME, resolve_labels  # noqa: E402
-from handler.model_loading import load_config  # noqa: E402
+from handler.api.labels import MAPPING_FILE_NAME, resolve_labels  # noqa: E402
+from handler.engine.model_loading import load_config  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -45,7 +45,16 @@ def test_archive_holds_the_handler_package_serving_files_and_the_task(model_copy
         "index_to_name.json",
         "torchserve_handler.py",
     } <= names
-    assert {"handler/__init__.py", "handler/registry.py", "handler/scoring.py", "handler/labels.py"} <= names
+    assert {
+        "handler/__init__.py",
+        "handler/registry.py",
+        "handler/api/__init__.py",
+        "handler/api/labels.py",
+        "handler/postprocess/scoring.py",
+        "handler/engine/runner.py",
+        "handler/tasks/sequence_classification.py",
+        "handler/serving/responses.py",
+    } <= names
     assert not any(name.startswith(("training_args", "checkpoint")) or name.endswith(".pyc") for name in names)
     assert config == {"batchSize": 3, "handler": {"max_length": 32, "task": "sequence_classification"}}
     assert manifest["model"]["handler"] == "torchserve_handler.py"

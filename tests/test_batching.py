@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from handler.batching import attention_mask, pad_rows, plan_micro_batches, unpad_row
+from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, unpad_row
 
 
 def test_every_index_once_sorted_by_length_and_bounded():

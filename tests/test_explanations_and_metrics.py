@@ -12,7 +12,7 @@ import torch
 from support import JSON, load_handler, post
 from ts.context import RequestProcessor
 
-from handler.scoring import softmax
+from handler.postprocess.scoring import softmax
 
 
 def explain(handler, context, bodies):

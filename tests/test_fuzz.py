@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from support import JSON, call, load_handler
 
-from handler.envelopes import v1_instance_body, v2_input_body
-from handler.errors import RequestError
-from handler.qa_spans import NO_NULL_SCORE, rank_answers, select_spans
-from handler.request_parsing import RequestBody, read_request_body
-from handler.scoring import Activation, activate, best_label, labels_reaching, ranked_labels
-from handler.token_aggregation import AggregationStrategy, TokenPrediction, aggregate, drop_ignored, merge_overlapping
+from handler.serving.envelopes import v1_instance_body, v2_input_body
+from handler.api.errors import RequestError
+from handler.postprocess.qa_spans import NO_NULL_SCORE, rank_answers, select_spans
+from handler.api.request_parsing import RequestBody, read_request_body
+from handler.postprocess.scoring import Activation, activate, best_label, labels_reaching, ranked_labels
+from handler.postprocess.token_aggregation import AggregationStrategy, TokenPrediction, aggregate, drop_ignored, merge_overlapping
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -11,7 +11,7 @@ from conftest import NLI_LABELS, SENTIMENT_LABELS
 from support import JSON, TEXT, assert_same_answers, call, call_one, load_handler, make_context, write_json
 from transformers import pipeline
 
-from handler.errors import ConfigurationError
+from handler.api.errors import ConfigurationError
 from handler.torchserve_handler import TransformersLabelHandler
 
 TEXTS = [
@@ -202,8 +202,8 @@ def test_a_bad_mapping_fails_initialize_with_one_clear_message(unnamed_sentiment
         ({"max_lenght": 3}, "unknown key(s) max_lenght"),
         ({"label_thresholds": {"positive": 0.2}}, "thresholds apply to multi-label models"),
         ({"label_thresholds": {"bug": 0.2}}, "handler.label_thresholds names unknown label(s) ['bug']"),
-        ({"parameters": {"top_k": 0}}, "handler.parameters.top_k must be an integer >= 1"),
-        ({"parameters": {"temperature": 1}}, "unknown handler.parameters: temperature"),
+        ({"parameters": {"top_k": 0}}, "handler.api.parameters.top_k must be an integer >= 1"),
+        ({"parameters": {"temperature": 1}}, "unknown handler.api.parameters: temperature"),
         ({"task": "question_answering"}, "declares BertForSequenceClassification"),
     ],
 )

@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from handler.errors import ConfigurationError
-from handler.labels import (
+from handler.api.errors import ConfigurationError
+from handler.api.labels import (
     check_label_count,
     is_default_name,
     labels_from_id2label,

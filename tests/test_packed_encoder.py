@@ -11,8 +11,8 @@ from conftest import SENTIMENT_LABELS
 from support import assert_same_answers, call, load_handler
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from handler.batching import plan_packed_passes
-from handler.packed_encoder import PackedBertClassifier, packing_unsupported
+from handler.engine.batching import plan_packed_passes
+from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
 
 SENTENCES = [
     "ok",

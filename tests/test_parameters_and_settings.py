@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from handler.errors import ConfigurationError
-from handler.parameters import ParamSpec, validate_parameters
-from handler.settings import HandlerSettings
-from handler.tasks import Task
+from handler.api.errors import ConfigurationError
+from handler.api.parameters import ParamSpec, validate_parameters
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
 
 SCHEMA = {
     "top_k": ParamSpec("int", minimum=1, nullable=True),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from handler.qa_spans import NO_NULL_SCORE, TokenSpan, char_span, rank_answers, select_spans
+from handler.postprocess.qa_spans import NO_NULL_SCORE, TokenSpan, char_span, rank_answers, select_spans
 
 # Window layout: [CLS] q q [SEP] c c c c [SEP]
 ANSWERABLE = np.array([True, False, False, False, True, True, True, True, False])

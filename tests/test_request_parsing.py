@@ -1,7 +1,7 @@
 import pytest
 
-from handler.errors import RequestError
-from handler.request_parsing import (
+from handler.api.errors import RequestError
+from handler.api.request_parsing import (
     QuestionContext,
     TextInput,
     content_type_of,

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from handler.scoring import (
+from handler.postprocess.scoring import (
     Activation,
     activate,
     best_label,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from handler.token_aggregation import (
+from handler.postprocess.token_aggregation import (
     AggregationStrategy,
     TokenPrediction,
     WindowTokens,

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from handler.errors import ConfigurationError, RequestError
-from handler.parameters import ParamSpec, validate_parameters
-from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
-from handler.runner import EncoderRunner, ParsedRequest, RequestOutcome, TaskRunner
-from handler.scoring import Activation
-from handler.tasks import Task
+from handler.api.errors import ConfigurationError, RequestError
+from handler.api.parameters import ParamSpec, validate_parameters
+from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
+from handler.engine.runner import EncoderRunner, ParsedRequest, RequestOutcome, TaskRunner
+from handler.postprocess.scoring import Activation
+from handler.api.tasks import Task
 
 EXPLAINABLE = (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
 

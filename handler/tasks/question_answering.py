@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForQuestionAnswering
 
-from handler.errors import RequestError
-from handler.model_loading import LoadedModel
-from handler.parameters import ParamSpec
-from handler.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
-from handler.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
-from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
-from handler.settings import HandlerSettings
-from handler.tasks import Task
+from handler.api.errors import RequestError
+from handler.engine.model_loading import LoadedModel
+from handler.api.parameters import ParamSpec
+from handler.postprocess.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
+from handler.api.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ts.metrics.dimension import Dimension
 
-from handler.runner import ForwardStats, RequestOutcome
+from handler.engine.runner import ForwardStats, RequestOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
-from handler.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
-from handler.errors import ConfigurationError, RequestError
-from handler.model_loading import LoadedModel
-from handler.packed_encoder import PackedBertClassifier
-from handler.parameters import ParamSpec, validate_parameters
-from handler.request_parsing import RequestBody
-from handler.settings import HandlerSettings
-from handler.tasks import Task
+from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
+from handler.api.errors import ConfigurationError, RequestError
+from handler.engine.model_loading import LoadedModel
+from handler.engine.packed_encoder import PackedBertClassifier
+from handler.api.parameters import ParamSpec, validate_parameters
+from handler.api.request_parsing import RequestBody
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
 
 InputT = TypeVar("InputT")
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
@@ -88,7 +88,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.max_length = settings.effective_max_length(min(limits) if limits else None)
         try:
             self.default_parameters = validate_parameters(
-                settings.parameters, self.schema(), where="handler.parameters"
+                settings.parameters, self.schema(), where="handler.api.parameters"
             )
         except ValueError as error:
             raise ConfigurationError(f"model-config.yaml: {error}") from None

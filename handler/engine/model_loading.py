@@ -16,8 +16,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from handler.errors import ConfigurationError
-from handler.settings import HandlerSettings
+from handler.api.errors import ConfigurationError
+from handler.api.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 

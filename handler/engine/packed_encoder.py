@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional
 from transformers import BertForSequenceClassification
 
-from handler.batching import plan_micro_batches
+from handler.engine.batching import plan_micro_batches
 
 # Attention groups are cut like forward passes (handler/batching.py), with a fixed price per
 # group of this many tokens' worth of work: attention has no weights to stream, so it is small.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from handler.errors import ConfigurationError
+from handler.api.errors import ConfigurationError
 
 
 class Task(str, enum.Enum):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from handler.errors import ConfigurationError
+from handler.api.errors import ConfigurationError
 
 MAPPING_FILE_NAME = "index_to_name.json"
 _DEFAULT_LABEL = re.compile(r"LABEL_(\d+)")

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from handler.batching import attention_mask, pad_rows
-from handler.errors import ConfigurationError, RequestError
-from handler.model_loading import LoadedModel
-from handler.parameters import ParamSpec
-from handler.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
-from handler.settings import HandlerSettings
-from handler.tasks import Task
+from handler.engine.batching import attention_mask, pad_rows
+from handler.api.errors import ConfigurationError, RequestError
+from handler.engine.model_loading import LoadedModel
+from handler.api.parameters import ParamSpec
+from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
+from handler.engine.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
 
 logger = logging.getLogger(__name__)
 

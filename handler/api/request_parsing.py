@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from handler.errors import RequestError
-from handler.parameters import json_type
+from handler.api.errors import RequestError
+from handler.api.parameters import json_type
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 CURL_HINT = (

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from handler.errors import ConfigurationError
-from handler.parameters import ParamSpec, check_value, json_type
-from handler.tasks import Task
+from handler.api.errors import ConfigurationError
+from handler.api.parameters import ParamSpec, check_value, json_type
+from handler.api.tasks import Task
 
 _DTYPES = ("float32", "float16", "bfloat16")
 _QUANTIZATION = ("none", "dynamic_int8")

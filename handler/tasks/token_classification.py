@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForTokenClassification
 
-from handler.errors import ConfigurationError
-from handler.model_loading import LoadedModel
-from handler.parameters import ParamSpec
-from handler.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
-from handler.scoring import softmax
-from handler.settings import HandlerSettings
-from handler.tasks import Task
-from handler.token_aggregation import (
+from handler.api.errors import ConfigurationError
+from handler.engine.model_loading import LoadedModel
+from handler.api.parameters import ParamSpec
+from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
+from handler.postprocess.scoring import softmax
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
+from handler.postprocess.token_aggregation import (
     AggregationStrategy,
     WindowTokens,
     aggregate,

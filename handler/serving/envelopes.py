@@ -19,9 +19,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from handler.errors import ConfigurationError, RequestError
-from handler.parameters import json_type
-from handler.request_parsing import RequestBody
+from handler.api.errors import ConfigurationError, RequestError
+from handler.api.parameters import json_type
+from handler.api.request_parsing import RequestBody
 
 
 class Envelope(str, enum.Enum):

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
-from handler.errors import ConfigurationError, RequestError
-from handler.model_loading import LoadedModel
-from handler.packed_encoder import PackedBertClassifier, packing_unsupported
-from handler.parameters import ParamSpec
-from handler.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
-from handler.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window, was_truncated
-from handler.scoring import (
+from handler.api.errors import ConfigurationError, RequestError
+from handler.engine.model_loading import LoadedModel
+from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
+from handler.api.parameters import ParamSpec
+from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window, was_truncated
+from handler.postprocess.scoring import (
     Activation,
     activate,
     best_label,
@@ -26,8 +26,8 @@ from handler.scoring import (
     ranked_labels,
     threshold_vector,
 )
-from handler.settings import HandlerSettings
-from handler.tasks import Task
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
 
 logger = logging.getLogger(__name__)
 
