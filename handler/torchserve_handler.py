@@ -1,7 +1,10 @@
 """The TorchServe entry point: parse every request of a batch, run the task, answer each in order.
 
-``scripts/archive.py`` passes this file as ``--handler``; TorchServe imports it from the archive
-root and instantiates the one class defined here.
+``hflabels archive`` passes this file as ``--handler``; TorchServe imports it from the archive
+root and instantiates the one class defined here (it refuses a module that defines more).
+BaseHandler's ``handle`` drives the three steps below, so its ``HandlerTime`` metric, the
+``handler.profile`` timings (``@timed``) and the torch profiler (``ENABLE_TORCH_PROFILER``)
+work as for any TorchServe handler.
 """
 
 from __future__ import annotations
@@ -11,18 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ts.handler_utils.timer import timed
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
 from handler.api.errors import ConfigurationError, RequestError
-from handler.tasks.explanations import Explainer
-from handler.engine.model_loading import select_device
-from handler.registry import build_runner
 from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
-from handler.serving.responses import JSON_CONTENT_TYPE, TRUNCATED_HEADER, error_body, json_body, reason_phrase
-from handler.engine.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
-from handler.serving.metrics import ServingMetrics
 from handler.api.settings import HandlerSettings
+from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, RequestOutcome
+from handler.engine.model_loading import select_device
+from handler.engine.runner import TaskRunner
+from handler.registry import build_runner
+from handler.serving.batches import AnsweredBatch, PreparedBatch
+from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
+from handler.serving.metrics import ServingMetrics
+from handler.serving.responses import (
+    JSON_CONTENT_TYPE,
+    TRUNCATED_HEADER,
+    SerializedOutcome,
+    json_body,
+    reason_phrase,
+    serialize,
+)
+from handler.tasks.explanations import Explainer
 
 logger = logging.getLogger(__name__)
 
@@ -63,41 +76,64 @@ class TransformersLabelHandler(BaseHandler):
             self.envelope.value,
         )
 
-    def handle(self, data: list[Any] | None, context: Any) -> list[Any]:
+    @timed
+    def preprocess(self, data: list[Any] | None) -> PreparedBatch:
         runner = self._require_runner()
         items = data or []
-        explain = context.get_request_header(0, "explain") == "True" if items else False
-        worker: Any = self.explainer if explain else runner
-        outcomes: list[RequestOutcome | None] = [None] * len(items)
-        parsed: list[tuple[int, ParsedRequest]] = []
-        for index, body in enumerate(self._bodies(items, context)):
+        executor: BatchExecutor | None = runner
+        if items and self._is_explain():
+            executor = self.explainer
+        batch = PreparedBatch(executor, [None] * len(items))
+        for index, body in enumerate(self._bodies(items)):
             try:
                 if isinstance(body, RequestError):
                     raise body
-                if worker is None:
+                if executor is None:
                     raise RequestError(self.explain_unavailable, status=501, reason="explain_unavailable")
-                parsed.append((index, worker.parse(body)))
+                batch.parsed.append((index, executor.parse(body)))
             except RequestError as error:
-                outcomes[index] = RequestOutcome.failed(error)
-        runner.last_stats = ForwardStats()
-        for (index, _), outcome in zip(parsed, self._run_isolated(worker, [request for _, request in parsed])):
+                batch.outcomes[index] = RequestOutcome.failed(error)
+        return batch
+
+    @timed
+    def inference(self, batch: PreparedBatch) -> AnsweredBatch:  # type: ignore[override]
+        result = self._run_isolated(batch.executor, [request for _, request in batch.parsed])
+        outcomes = list(batch.outcomes)
+        for (index, _), outcome in zip(batch.parsed, result.outcomes):
             outcomes[index] = outcome
         done = [
             outcome or RequestOutcome.failed(RequestError("not answered", 500, "internal_error"))
             for outcome in outcomes
         ]
-        inputs = sum(len(request.inputs) for _, request in parsed)
-        self.serving_metrics.record_batch(getattr(context, "metrics", None), done, inputs, runner.last_stats)
+        inputs = sum(len(request.inputs) for _, request in batch.parsed)
+        return AnsweredBatch(done, inputs, result.stats)
+
+    @timed
+    def postprocess(self, answered: AnsweredBatch) -> list[Any]:  # type: ignore[override]
+        serialized = [serialize(outcome) for outcome in answered.outcomes]
+        self.serving_metrics.record_batch(
+            getattr(self.context, "metrics", None),
+            [item.outcome for item in serialized],
+            answered.inputs,
+            answered.stats,
+        )
         if self.envelope is Envelope.NONE:
-            return [self._respond(context, index, outcome) for index, outcome in enumerate(done)]
-        return self._envelope_answers(context, done)
+            return [self._respond(index, item) for index, item in enumerate(serialized)]
+        return self._envelope_answers(serialized)
+
+    def explain_handle(self, data_preprocess: PreparedBatch, raw_data: Any) -> list[Any]:
+        return self.postprocess(self.inference(data_preprocess))
+
+    def describe_handle(self) -> str:
+        runner = self._require_runner()
+        return json_body({"task": runner.task.value, "labels": list(runner.labels), "envelope": self.envelope.value})
 
     def _require_runner(self) -> TaskRunner:
         if self.runner is None:
             raise RuntimeError("the handler was not initialized")
         return self.runner
 
-    def _bodies(self, items: list[Any], context: Any) -> list[RequestBody | RequestError]:
+    def _bodies(self, items: list[Any]) -> list[RequestBody | RequestError]:
         """One request body per item: an HTTP request, or an instance/input behind an envelope."""
         bodies: list[RequestBody | RequestError] = []
         for index, item in enumerate(items):
@@ -107,50 +143,45 @@ class TransformersLabelHandler(BaseHandler):
                 elif self.envelope is Envelope.KSERVE_V2:
                     bodies.append(v2_input_body(item))
                 else:
-                    bodies.append(read_request_body(item, content_type_of(context.get_all_request_header(index))))
+                    headers = self.context.get_all_request_header(index)
+                    bodies.append(read_request_body(item, content_type_of(headers)))
             except RequestError as error:
                 bodies.append(error)
         return bodies
 
     @staticmethod
-    def _run_isolated(worker: Any, requests: list[ParsedRequest]) -> list[RequestOutcome]:
+    def _run_isolated(executor: BatchExecutor | None, requests: list[ParsedRequest]) -> BatchResult:
         """All requests in one go; if that fails, each alone, so a failure stays with its request."""
-        if not requests:
-            return []
+        if executor is None or not requests:
+            return BatchResult([])
         try:
-            return worker.run(requests)
+            return executor.run(requests)
         except Exception:
             logger.exception("batch of %d failed; retrying its requests one by one", len(requests))
-        outcomes = []
+        combined = BatchResult([])
         for request in requests:
             try:
-                outcomes.extend(worker.run([request]))
+                alone = executor.run([request])
             except Exception:
                 logger.exception("request failed")
-                outcomes.append(
-                    RequestOutcome.failed(RequestError("internal error while running the model", 500, "internal_error"))
-                )
-        return outcomes
+                error = RequestError("internal error while running the model", 500, "internal_error")
+                combined.outcomes.append(RequestOutcome.failed(error))
+                continue
+            combined.outcomes.extend(alone.outcomes)
+            combined.stats.merge(alone.stats)
+        return combined
 
-    @staticmethod
-    def _respond(context: Any, index: int, outcome: RequestOutcome) -> str:
+    def _respond(self, index: int, item: SerializedOutcome) -> str:
+        context = self.context
         context.set_response_content_type(index, JSON_CONTENT_TYPE)
-        if outcome.error is None:
-            try:
-                body = json_body(outcome.payload)
-            except ValueError:
-                outcome = RequestOutcome.failed(
-                    RequestError("the model produced a non-finite score (NaN)", 500, "non_finite_output")
-                )
-            else:
-                if outcome.truncated_inputs:
-                    context.set_response_header(index, TRUNCATED_HEADER, str(outcome.truncated_inputs))
-                return body
-        assert outcome.error is not None
-        context.set_response_status(outcome.error.status, reason_phrase(outcome.error.message), idx=index)
-        return error_body(outcome.error.message)
+        error = item.outcome.error
+        if error is not None:
+            context.set_response_status(error.status, reason_phrase(error.message), idx=index)
+        elif item.outcome.truncated_inputs:
+            context.set_response_header(index, TRUNCATED_HEADER, str(item.outcome.truncated_inputs))
+        return item.text
 
-    def _envelope_answers(self, context: Any, outcomes: list[RequestOutcome]) -> list[Any]:
+    def _envelope_answers(self, serialized: list[SerializedOutcome]) -> list[Any]:
         """Per instance (v1) or input (v2), in order; the one HTTP request fails if any item did.
 
         v1 answers are objects inside ``predictions``; v2 answers are JSON texts, the BYTES data
@@ -158,25 +189,17 @@ class TransformersLabelHandler(BaseHandler):
         """
         answers: list[Any] = []
         first_error: RequestError | None = None
-        for index, outcome in enumerate(outcomes):
-            text = None
-            if outcome.error is None:
-                try:
-                    text = json_body(outcome.payload)
-                except ValueError:
-                    outcome = RequestOutcome.failed(RequestError("the model produced a non-finite score (NaN)", 500))
-            if outcome.error is not None:
-                text = error_body(outcome.error.message)
-                if first_error is None:
-                    first_error = RequestError(f"item {index}: {outcome.error.message}", outcome.error.status)
-            # v2 carries each answer as JSON text in a BYTES output; v1 nests the objects.
+        for index, item in enumerate(serialized):
+            error = item.outcome.error
+            if error is not None and first_error is None:
+                first_error = RequestError(f"item {index}: {error.message}", error.status)
             if self.envelope is Envelope.KSERVE_V2:
-                answers.append(text)
+                answers.append(item.text)
             else:
-                answers.append(outcome.payload if outcome.error is None else {"error": outcome.error.message})
+                answers.append(item.outcome.payload if error is None else {"error": error.message})
         if first_error is not None:
-            context.set_response_status(first_error.status, reason_phrase(first_error.message), idx=0)
-        truncated = sum(outcome.truncated_inputs for outcome in outcomes)
+            self.context.set_response_status(first_error.status, reason_phrase(first_error.message), idx=0)
+        truncated = sum(item.outcome.truncated_inputs for item in serialized)
         if truncated:
-            context.set_response_header(0, TRUNCATED_HEADER, str(truncated))
+            self.context.set_response_header(0, TRUNCATED_HEADER, str(truncated))
         return answers

@@ -145,8 +145,11 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
 def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One torchserve serving every test model, archived with scripts/archive.py."""
     import yaml
-    from archive import main as archive_main
-    from torchserve_control import config_with_free_ports, start, stop
+    from support import script
+
+    from hflabels.torchserve_control import config_with_free_ports, start, stop
+
+    archive_main = script("archive")
 
     root = tmp_path_factory.mktemp("torchserve")
     store = root / "model_store"
@@ -163,3 +166,30 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
     yield server
     stop(root / "run")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, models_root):
+    """Each task trained for one quick epoch on a tiny random encoder."""
+    from support import script
+    from tiny_models import build_base_encoder
+    from training_datasets import MULTI, PAIRS, SINGLE, TOKENS
+
+    root = tmp_path_factory.mktemp("trained")
+    base = build_base_encoder(models_root / "base_encoder")
+    datasets = {
+        "single_label": ("single.csv", SINGLE, ["--class-weights", "inverse"]),
+        "sentence_pair": ("pairs.csv", PAIRS, []),
+        "multi_label": ("multi.jsonl", MULTI, ["--class-weights", "sqrt_inverse"]),
+        "token_classification": ("tokens.jsonl", TOKENS, ["--label-all-subwords", "--class-weights", "effective"]),
+    }
+    outputs = {}
+    for task, (name, content, extra) in datasets.items():
+        data = root / name
+        data.write_text(content, encoding="utf-8")
+        output = root / task
+        argv = ["--task", task, "--train", str(data), "--output", str(output), "--base-model", str(base),
+                "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25"] + extra  # fmt: skip
+        assert script("train")(argv) == 0, f"training {task} failed"
+        outputs[task] = output
+    return outputs

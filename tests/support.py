@@ -18,6 +18,16 @@ TEXT = "text/plain"
 SCORE_TOLERANCE = 1e-5
 
 
+def script(command: str):
+    """``scripts/NAME.py`` called in-process: ``script("archive")(argv)`` is ``archive.py ARGV``."""
+    from hflabels.cli import run_command
+
+    def main(argv: Sequence[str]) -> int:
+        return run_command(command, list(argv), prog=f"{command.replace('-', '_')}.py")
+
+    return main
+
+
 def worker_metrics(name: str) -> MetricsCacheYamlImpl:
     """The metrics cache a TorchServe worker gives its context."""
     metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))

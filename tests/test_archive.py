@@ -1,4 +1,4 @@
-"""scripts/archive.py: what it refuses (one line, exit 2) and what it puts in a .mar."""
+"""hflabels archive (scripts/archive.py): what it refuses (one line, exit 2) and what it puts in a .mar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import zipfile
 
 import pytest
 import yaml
-from archive import main as archive_main
+from support import script
+
+archive_main = script("archive")
 
 
 def archive(model_dir, tmp_path, *extra):

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from archive import ArchiveError, build
-from archive import archive as checked_archive
-from archive import parse_args as archive_args
 from conftest import REPO_ROOT
 from support import post
-from torchserve_control import ServeError, config_with_free_ports, start, stop
+
+from hflabels.archiving import ArchiveError, archive, build
+from hflabels.torchserve_control import ServeError, config_with_free_ports, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -52,13 +51,11 @@ def without_folder(message: str) -> str:
 
 
 def archive_message(model_dir: Path, settings: dict, tmp_path: Path) -> str:
-    """What scripts/archive.py says about the folder (it refuses to archive it)."""
+    """What hflabels archive says about the folder (it refuses to archive it)."""
     config = tmp_path / f"{model_dir.name}.yaml"
     config.write_text(yaml.safe_dump({"handler": settings}))
     with pytest.raises(ArchiveError) as refused:
-        checked_archive(
-            archive_args([str(model_dir), "--name", "x", "--config", str(config), "--export-path", str(tmp_path)])
-        )
+        archive(model_dir, "x", config=config, export_path=tmp_path)
     return str(refused.value)
 
 

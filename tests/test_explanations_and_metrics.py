@@ -1,15 +1,15 @@
-"""/explanations (integrated gradients) and the custom metrics, in-process and over HTTP."""
+"""/explanations (integrated gradients) in-process, through TorchServe's Context.
+
+Over HTTP: test_e2e_explanations_and_metrics.py.
+"""
 
 from __future__ import annotations
 
 import json
-import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 import torch
-from support import JSON, load_handler, post
+from support import JSON, load_handler
 from ts.context import RequestProcessor
 
 from handler.postprocess.scoring import softmax
@@ -85,60 +85,3 @@ def test_explanations_of_other_tasks_are_refused_clearly(qa_model):
     [(status, answer)] = explain(handler, context, [{"inputs": {"question": "q", "context": "c"}}])
     assert status == 501
     assert answer["error"] == "explanations are not available for question_answering"
-
-
-# ---- over HTTP ---------------------------------------------------------------------------------
-
-
-@pytest.mark.e2e
-def test_explanations_endpoint_answers_each_request(torchserve):
-    url = f"{torchserve.inference_url}/explanations/sentiment"
-    headers = {"Authorization": f"Bearer {torchserve.inference_token}", "Content-Type": JSON}
-    bodies = [{"inputs": "I loved it"}, {"inputs": "The package arrived on Tuesday in Paris."}]
-    with ThreadPoolExecutor(2) as pool:
-        responses = list(
-            pool.map(lambda b: requests.post(url, data=json.dumps(b), headers=headers, timeout=120), bodies)
-        )
-    assert [r.status_code for r in responses] == [200, 200]
-    first, second = (r.json() for r in responses)
-    assert first["tokens"][0] == "i" and second["tokens"][:2] == ["the", "package"]
-    assert {"target", "target_score", "tokens", "offsets", "attributions", "delta"} <= set(first)
-
-
-def metric_values(server) -> dict[tuple[str, str], float]:
-    """Prometheus samples of the sentiment model, keyed by (name, reason)."""
-    values: dict[tuple[str, str], float] = {}
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        match = re.match(r"(\w+)\{(.*)\} ([0-9.eE+-]+)$", line)
-        if match and 'ModelName="sentiment"' in match.group(2):
-            reason = re.search(r'Reason="(\w+)"', match.group(2))
-            values[(match.group(1), reason.group(1) if reason else "")] = float(match.group(3))
-    return values
-
-
-@pytest.mark.e2e
-def test_custom_metrics_count_what_the_handler_did(torchserve, sentiment_model):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(sentiment_model)
-    texts = ["I loved it", "The package arrived on Tuesday in Paris.", "great " * 200]
-    before = metric_values(torchserve)
-    assert post(torchserve, "sentiment", {"inputs": texts[:2]}).status_code == 200
-    assert post(torchserve, "sentiment", {"inputs": texts[2]}).status_code == 200
-    assert post(torchserve, "sentiment", b'{"inputs": ').status_code == 400
-    assert post(torchserve, "sentiment", {"inputs": "x", "parameters": {"top_k": 0}}).status_code == 400
-    after = metric_values(torchserve)
-
-    def grew(name, reason=""):
-        return after.get((name, reason), 0.0) - before.get((name, reason), 0.0)
-
-    tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=64)["input_ids"])
-    assert grew("RequestsTotal") == 4
-    assert grew("InputsTotal") == 3
-    assert grew("TokensTotal") == tokens
-    assert grew("PaddedTokensTotal") >= tokens
-    assert grew("TruncatedInputsTotal") == 1
-    assert grew("ClientErrorsTotal", "malformed_json") == 1
-    assert grew("ClientErrorsTotal", "invalid_parameter") == 1
-    assert 2 <= grew("BatchesTotal") <= 4

@@ -11,12 +11,18 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from support import JSON, call, load_handler
 
-from handler.serving.envelopes import v1_instance_body, v2_input_body
 from handler.api.errors import RequestError
-from handler.postprocess.qa_spans import NO_NULL_SCORE, rank_answers, select_spans
 from handler.api.request_parsing import RequestBody, read_request_body
+from handler.postprocess.qa_spans import NO_NULL_SCORE, rank_answers, select_spans
 from handler.postprocess.scoring import Activation, activate, best_label, labels_reaching, ranked_labels
-from handler.postprocess.token_aggregation import AggregationStrategy, TokenPrediction, aggregate, drop_ignored, merge_overlapping
+from handler.postprocess.token_aggregation import (
+    AggregationStrategy,
+    TokenPrediction,
+    aggregate,
+    drop_ignored,
+    merge_overlapping,
+)
+from handler.serving.envelopes import v1_instance_body, v2_input_body
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

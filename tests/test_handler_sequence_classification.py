@@ -202,8 +202,8 @@ def test_a_bad_mapping_fails_initialize_with_one_clear_message(unnamed_sentiment
         ({"max_lenght": 3}, "unknown key(s) max_lenght"),
         ({"label_thresholds": {"positive": 0.2}}, "thresholds apply to multi-label models"),
         ({"label_thresholds": {"bug": 0.2}}, "handler.label_thresholds names unknown label(s) ['bug']"),
-        ({"parameters": {"top_k": 0}}, "handler.api.parameters.top_k must be an integer >= 1"),
-        ({"parameters": {"temperature": 1}}, "unknown handler.api.parameters: temperature"),
+        ({"parameters": {"top_k": 0}}, "handler.parameters.top_k must be an integer >= 1"),
+        ({"parameters": {"temperature": 1}}, "unknown handler.parameters: temperature"),
         ({"task": "question_answering"}, "declares BertForSequenceClassification"),
     ],
 )

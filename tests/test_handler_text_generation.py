@@ -111,6 +111,6 @@ def test_generation_defaults_come_from_the_config(lm_model):
     assert len(handler.runner.tokenizer(answer[0]["generated_text"])["input_ids"]) <= 3
     # The cap is the smaller of max_new_tokens_limit (256) and the model's context less one (127).
     with pytest.raises(
-        ConfigurationError, match="handler.api.parameters.max_new_tokens must be an integer >= 1 and <= 127"
+        ConfigurationError, match="handler.parameters.max_new_tokens must be an integer >= 1 and <= 127"
     ):
         TransformersLabelHandler().initialize(make_context(lm_model, {"parameters": {"max_new_tokens": 10_000}}))

@@ -11,6 +11,7 @@ from conftest import SENTIMENT_LABELS
 from support import assert_same_answers, call, load_handler
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from handler.api.request_parsing import RequestBody
 from handler.engine.batching import plan_packed_passes
 from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
 
@@ -121,11 +122,14 @@ def test_handler_runs_a_mixed_batch_in_one_pass_with_the_padded_answers(sentimen
     assert padded_handler.runner.packed is None
     requests = [("application/json", {"inputs": text}) for text in SENTENCES]
     ours = call(packed_handler, packed_context, requests)
-    stats = packed_handler.runner.last_stats
+    bodies = [RequestBody(text, None, True) for text in SENTENCES]
+    stats = packed_handler.runner.run([packed_handler.runner.parse(body) for body in bodies]).stats
     assert stats.forward_passes == 1
     assert stats.padded_tokens == stats.real_tokens
     theirs = call(padded_handler, padded_context, requests)
-    assert padded_handler.runner.last_stats.forward_passes > 1
+    padded_stats = padded_handler.runner.run([padded_handler.runner.parse(body) for body in bodies]).stats
+    assert padded_stats.forward_passes > 1
+    assert padded_stats.padded_tokens > padded_stats.real_tokens
     for (status, answer), (reference_status, reference) in zip(ours, theirs):
         assert status == reference_status == 200
         assert_same_answers(answer, reference)

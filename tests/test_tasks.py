@@ -1,8 +1,8 @@
 import pytest
 
 from handler.api.errors import ConfigurationError
-from handler.registry import RUNNERS
 from handler.api.tasks import Task, resolve_task, task_of_architecture
+from handler.registry import RUNNERS
 
 
 def test_task_values_are_the_documented_names():

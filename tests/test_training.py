@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
-import train
 import yaml
-from support import post
+from support import script
 from tiny_models import build_base_encoder
-from training_data import DataError, label_names, load_examples, split_held_out
-from training_math import class_weights, f1_at, tune_thresholds
+
+from hflabels.training_data import DataError, label_names, load_examples, split_held_out
+from hflabels.training_math import class_weights, f1_at, tune_thresholds
+
+train_main = script("train")
 
 # ---- class weights ---------------------------------------------------------------------------
 
@@ -138,79 +140,14 @@ def test_a_label_seen_only_in_the_test_file_is_named(tmp_path, capsys, models_ro
     base = build_base_encoder(models_root / "base_for_errors")
     train_file = write(tmp_path / "train.csv", "text,label\n" + "good,pos\nbad,neg\n" * 4)
     test_file = write(tmp_path / "test.csv", "text,label\nfine,pos\nmeh,neutral\n")
-    status = train.main(["--task", "single_label", "--train", str(train_file), "--test", str(test_file),
+    status = train_main(["--task", "single_label", "--train", str(train_file), "--test", str(test_file),
                          "--output", str(tmp_path / "out"), "--base-model", str(base)])  # fmt: skip
     assert status == 2
     assert f"{test_file}:3: label(s) 'neutral' never appear in the training data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
-# ---- trained folders archive and serve ---------------------------------------------------------
-
-SINGLE = "text,label\n" + "".join(
-    f"{text},{label}\n"
-    for text, label in [
-        ("the food was wonderful", "positive"), ("great staff and a lovely room", "positive"),
-        ("I loved every minute", "positive"), ("fantastic value", "positive"),
-        ("the soup was cold", "negative"), ("rude staff and a dirty room", "negative"),
-        ("a waste of money", "negative"), ("it broke after a day", "negative"),
-        ("the shop opens at nine", "neutral"), ("the train leaves at noon", "neutral"),
-        ("it has four wheels", "neutral"), ("the box is blue", "neutral"),
-    ]
-)  # fmt: skip
-PAIRS = "text,text_pair,label\n" + "".join(
-    f"{a},{b},{label}\n"
-    for a, b, label in [
-        ("a man plays guitar", "someone makes music", "entailment"), ("a dog runs", "an animal moves", "entailment"),
-        ("the sun is up", "it is daytime", "entailment"), ("she reads a book", "she is reading", "entailment"),
-        ("a man plays guitar", "nobody plays anything", "contradiction"),
-        ("a dog runs", "the dog sleeps", "contradiction"),
-        ("the sun is up", "it is midnight", "contradiction"), ("she reads a book", "she is asleep", "contradiction"),
-    ]
-)  # fmt: skip
-MULTI = "\n".join(
-    json.dumps({"text": text, "labels": labels})
-    for text, labels in [
-        ("charged twice for one order", ["billing"]), ("the app crashes when I pay", ["billing", "bug"]),
-        ("please add dark mode", ["feature_request"]), ("love it, but add export", ["praise", "feature_request"]),
-        ("refund still missing", ["billing"]), ("screen freezes on start", ["bug"]),
-        ("great app", ["praise"]), ("wonderful support team", ["praise"]),
-        ("crash after update", ["bug"]), ("invoice shows the wrong amount", ["billing"]),
-        ("could you add a widget", ["feature_request"]), ("nice design, crashes though", ["praise", "bug"]),
-    ]
-) + "\n"  # fmt: skip
-TOKENS = "\n".join(
-    json.dumps({"tokens": tokens.split(), "tags": tags.split()})
-    for tokens, tags in [
-        ("Alice lives in Paris", "B-PER O O B-LOC"), ("Bob Stone visited Berlin", "B-PER I-PER O B-LOC"),
-        ("Marie works in London", "B-PER O O B-LOC"), ("The weather in Paris is grey", "O O O B-LOC O O"),
-        ("Alice Johnson met Bob", "B-PER I-PER O B-PER"), ("They flew to Amsterdam", "O O O B-LOC"),
-        ("London is rainy", "B-LOC O O"), ("Marie Curie won prizes", "B-PER I-PER O O"),
-    ]
-) + "\n"  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, models_root):
-    """Each task trained for one quick epoch on a tiny random encoder."""
-    root = tmp_path_factory.mktemp("trained")
-    base = build_base_encoder(models_root / "base_encoder")
-    datasets = {
-        "single_label": ("single.csv", SINGLE, ["--class-weights", "inverse"]),
-        "sentence_pair": ("pairs.csv", PAIRS, []),
-        "multi_label": ("multi.jsonl", MULTI, ["--class-weights", "sqrt_inverse"]),
-        "token_classification": ("tokens.jsonl", TOKENS, ["--label-all-subwords", "--class-weights", "effective"]),
-    }
-    outputs = {}
-    for task, (name, content, extra) in datasets.items():
-        data = write(root / name, content)
-        output = root / task
-        argv = ["--task", task, "--train", str(data), "--output", str(output), "--base-model", str(base),
-                "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25"] + extra  # fmt: skip
-        assert train.main(argv) == 0, f"training {task} failed"
-        outputs[task] = output
-    return outputs
-
+# ---- what training writes ---------------------------------------------------------------------
 
 def test_training_writes_everything_archive_needs(trained):
     for task, folder in trained.items():
@@ -237,32 +174,3 @@ def test_training_writes_everything_archive_needs(trained):
         "0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"
     }  # fmt: skip
     assert "entity_f1" in json.loads((trained["token_classification"] / "metrics.json").read_text())["validation"]
-
-
-@pytest.mark.e2e
-def test_trained_folders_archive_and_serve_with_their_label_names(trained, tmp_path):
-    from archive import main as archive_main
-    from conftest import REPO_ROOT
-    from torchserve_control import config_with_free_ports, start, stop
-
-    store = tmp_path / "store"
-    names = {"single_label": "single", "sentence_pair": "pair", "multi_label": "multi", "token_classification": "ner"}
-    for task, folder in trained.items():
-        assert archive_main([str(folder), "--name", names[task], "--export-path", str(store)]) == 0
-    config = config_with_free_ports(REPO_ROOT / "config.properties", tmp_path / "config.properties")
-    server = start(config, store, [f"{name}={name}.mar" for name in names.values()], tmp_path / "run", timeout=300)
-    try:
-        single = post(server, "single", {"inputs": "the staff were lovely", "parameters": {"top_k": None}}).json()
-        assert {item["label"] for item in single} == {"negative", "neutral", "positive"}
-        pair = post(server, "pair", {"inputs": {"text": "a dog runs", "text_pair": "an animal moves"}}).json()
-        assert pair["label"] in {"entailment", "contradiction"}
-        multi = post(server, "multi", {"inputs": "the app crashes", "parameters": {"top_k": None}}).json()
-        assert {item["label"] for item in multi} == {"billing", "bug", "feature_request", "praise"}
-        tokens = post(
-            server,
-            "ner",
-            {"inputs": "Alice lives in Paris", "parameters": {"aggregation_strategy": "none", "ignore_labels": []}},
-        ).json()
-        assert {item["entity"] for item in tokens} <= {"O", "B-LOC", "I-LOC", "B-PER", "I-PER"} and len(tokens) >= 4
-    finally:
-        stop(tmp_path / "run")

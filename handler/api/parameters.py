@@ -1,8 +1,10 @@
 """Declarative checks for request ``parameters`` (and the config defaults that share their rules).
 
-Each task declares a schema: parameter name -> :class:`ParamSpec`. :func:`validate_parameters`
-returns only the keys that were given, converted and range-checked, or raises ``ValueError``
-with a message naming the parameter; callers turn that into a 400 or a load failure.
+Each task declares a schema: parameter name -> :class:`ParamSpec`, with the value an absent
+parameter takes. :func:`validate_parameters` returns only the keys that were given, converted
+and range-checked, or raises ``ValueError`` with a message naming the parameter;
+:func:`request_parameters` turns that into the request's 400, and :func:`schema_defaults` gives
+the values of the parameters nobody set.
 """
 
 from __future__ import annotations
@@ -10,14 +12,26 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
+
+from handler.api.errors import RequestError
 
 ParamKind = Literal["int", "float", "bool", "choice", "str_list"]
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+# A parameter without a default is absent from the merged parameters unless someone sets it.
+NO_DEFAULT: Final = _NoDefault()
 
 
 @dataclass(frozen=True)
 class ParamSpec:
     kind: ParamKind
+    default: Any = NO_DEFAULT
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
@@ -57,6 +71,18 @@ def validate_parameters(raw: Any, schema: Mapping[str, ParamSpec], where: str = 
         allowed = ", ".join(sorted(schema)) or "none"
         raise ValueError(f"unknown {where}: {', '.join(unknown)} (allowed: {allowed})")
     return {name: check_value(f"{where}.{name}", value, schema[name]) for name, value in raw.items()}
+
+
+def request_parameters(raw: Any, schema: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    """A request's ``parameters``, validated; a problem is that request's 400."""
+    try:
+        return validate_parameters(raw, schema)
+    except ValueError as error:
+        raise RequestError(str(error), reason="invalid_parameter") from None
+
+
+def schema_defaults(schema: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    return {name: spec.default for name, spec in schema.items() if spec.default is not NO_DEFAULT}
 
 
 def check_value(name: str, value: Any, spec: ParamSpec) -> Any:

@@ -51,7 +51,9 @@ def read_request_body(item: Mapping[str, Any], content_type: str) -> RequestBody
     if isinstance(payload, str) and not payload:
         raise RequestError(f"empty request body; {CURL_HINT}", reason="empty_body")
     if isinstance(payload, (bytes, bytearray)):
-        text = _decode_utf8(bytes(payload))
+        if not payload:
+            raise RequestError(f"empty request body; {CURL_HINT}", reason="empty_body")
+        text = decode_utf8(bytes(payload), "the body")
         if _is_json_type(content_type):
             payload = _parse_json(text)
         else:
@@ -76,14 +78,13 @@ def _payload_of(item: Mapping[str, Any], content_type: str) -> Any:
     raise RequestError(f"empty request; {CURL_HINT}", reason="empty_body")
 
 
-def _decode_utf8(payload: bytes) -> str:
-    if not payload:
-        raise RequestError(f"empty request body; {CURL_HINT}", reason="empty_body")
+def decode_utf8(payload: bytes, what: str) -> str:
+    """``payload`` as text; ``what`` names it in the 400 (``"the body"``, ``"input 'text'"``)."""
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError as error:
         raise RequestError(
-            f"the body is not valid UTF-8 (byte 0x{payload[error.start]:02x} at position {error.start})",
+            f"{what} is not valid UTF-8 (byte 0x{payload[error.start]:02x} at position {error.start})",
             reason="invalid_utf8",
         ) from None
 

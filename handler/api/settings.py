@@ -14,6 +14,8 @@ from handler.api.tasks import Task
 _DTYPES = ("float32", "float16", "bfloat16")
 _QUANTIZATION = ("none", "dynamic_int8")
 _ATTENTION = ("sdpa", "eager")
+# Integrated gradients runs this many interpolated inputs in one batch: bounded for memory.
+MAX_EXPLAIN_STEPS = 512
 
 
 @dataclass(frozen=True)
@@ -32,17 +34,17 @@ class HandlerSettings:
     parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Overlap in tokens between windows of long texts (token classification); None: max_length // 4.
     stride: int | None = None
-    # One TorchServe batch is sorted by length and cut into forward passes where padding would
-    # cost more than another pass: a pass's fixed cost, in tokens' worth of compute (measured on a
-    # 2-core CPU: ~3 ms per pass, ~0.09 ms per token for MiniLM; GPUs favour larger values)...
+    # The fixed cost of one forward pass, in tokens' worth of compute: a batch sorted by length is
+    # cut into passes where padding would cost more than another pass. Larger favours fewer passes.
     batch_overhead_tokens: int = 32
-    # ...at most this many inputs per pass...
+    # At most this many inputs in one forward pass.
     micro_batch_size: int = 32
-    # ...and at most this many padded tokens (rows x longest row; packed passes: real tokens).
+    # At most this many tokens in one pass: rows x longest row when padded, real tokens when packed.
     max_batch_tokens: int = 8192
+    # Sort a batch by length before cutting it into passes (false: arrival order).
     sort_by_length: bool = True
-    # BERT sequence classifiers run padding-free (handler/packed_encoder.py): the whole batch in
-    # one pass with no padded tokens outside attention. Off: the model's own padded forward.
+    # BERT sequence classifiers run padding-free (handler/engine/packed_encoder.py): the per-token
+    # layers see only real tokens. False: the model's own padded forward.
     packed_forward: bool = True
     # Threads per worker for torch; None keeps torch's default (one per physical core).
     torch_num_threads: int | None = None
@@ -60,6 +62,8 @@ class HandlerSettings:
     attn_implementation: str | None = None
     # Integrated-gradients steps for /explanations.
     explain_steps: int = 32
+    # TorchServe's own switch: ts_handler_preprocess/inference/postprocess timings as metrics.
+    profile: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Any) -> HandlerSettings:
@@ -148,7 +152,8 @@ _VALIDATORS = {
     "quantization": _scalar(ParamSpec("choice", choices=_QUANTIZATION)),
     "torch_compile": _scalar(ParamSpec("bool")),
     "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
-    "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=1024)),
+    "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS)),
+    "profile": _scalar(ParamSpec("bool")),
 }
 
 assert set(_VALIDATORS) == {f.name for f in fields(HandlerSettings)}, "every setting needs a validator"

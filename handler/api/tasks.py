@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from handler.api.choices import enum_member, enum_values
 from handler.api.errors import ConfigurationError
 
 
@@ -18,13 +19,10 @@ class Task(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Task:
-        if isinstance(value, Task):
-            return value
-        for task in cls:
-            if value == task.value:
-                return task
-        valid = ", ".join(task.value for task in cls)
-        raise ConfigurationError(f"unknown task {value!r}; valid tasks are: {valid}")
+        task = enum_member(cls, value)
+        if task is None:
+            raise ConfigurationError(f"unknown task {value!r}; valid tasks are: {enum_values(cls)}")
+        return task
 
     @property
     def uses_label_mapping(self) -> bool:
@@ -53,10 +51,9 @@ def resolve_task(requested: Task | None, architectures: Sequence[str] | None) ->
     declared = [task for task in map(task_of_architecture, architectures or ()) if task is not None]
     if requested is None:
         if not declared:
-            valid = ", ".join(task.value for task in Task)
             raise ConfigurationError(
                 f"cannot infer the task from the model's architectures {list(architectures or [])}; "
-                f"set handler.task in model-config.yaml (one of: {valid})"
+                f"set handler.task in model-config.yaml (one of: {enum_values(Task)})"
             )
         return declared[0]
     if declared and requested not in declared:

@@ -12,58 +12,26 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
 from handler.api.errors import ConfigurationError, RequestError
-from handler.engine.model_loading import LoadedModel
-from handler.engine.packed_encoder import PackedBertClassifier
-from handler.api.parameters import ParamSpec, validate_parameters
+from handler.api.parameters import ParamSpec, request_parameters, schema_defaults, validate_parameters
 from handler.api.request_parsing import RequestBody
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
+from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
+from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
+from handler.engine.model_loading import LoadedModel
+from handler.engine.packed_encoder import PackedBertClassifier
 
-InputT = TypeVar("InputT")
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
-# would remove almost nothing (near max_length, served throughput measured 9% lower packed).
+# would remove almost nothing and adds its own bookkeeping (README, Performance).
 PACKING_MIN_FILL = 0.95
-ParamsT = TypeVar("ParamsT")
-
-
-@dataclass(frozen=True)
-class ParsedRequest(Generic[InputT, ParamsT]):
-    inputs: tuple[InputT, ...]
-    # A request that sent a list of inputs gets a list of results; a single input, one result.
-    is_list: bool
-    params: ParamsT
-
-
-@dataclass(frozen=True)
-class RequestOutcome:
-    payload: Any = None
-    error: RequestError | None = None
-    truncated_inputs: int = 0
-
-    @classmethod
-    def failed(cls, error: RequestError) -> RequestOutcome:
-        return cls(error=error)
-
-
-@dataclass
-class ForwardStats:
-    """Token accounting of the forward passes of one TorchServe batch (for metrics and benchmarks)."""
-
-    real_tokens: int = 0
-    padded_tokens: int = 0
-    forward_passes: int = 0
-
-    @property
-    def padding_ratio(self) -> float:
-        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+DetailT = TypeVar("DetailT")
 
 
 class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
@@ -79,19 +47,19 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.config = loaded.config
         self.device = loaded.device
         self.settings = settings
-        self.labels = labels
-        self.last_stats = ForwardStats()
+        self.labels: tuple[str, ...] = labels or ()
         model_limit = getattr(self.tokenizer, "model_max_length", None)
         position_limit = getattr(self.config, "max_position_embeddings", None)
         limits = [limit for limit in (model_limit, position_limit) if isinstance(limit, int) and limit > 0]
         # Tokenizers without a limit report a huge sentinel (1e30); positions are the real bound.
         self.max_length = settings.effective_max_length(min(limits) if limits else None)
+        schema = self.schema()
         try:
-            self.default_parameters = validate_parameters(
-                settings.parameters, self.schema(), where="handler.api.parameters"
-            )
+            configured = validate_parameters(settings.parameters, schema, where="handler.parameters")
         except ValueError as error:
             raise ConfigurationError(f"model-config.yaml: {error}") from None
+        # The one place defaults are merged: the schema's, then the model config's.
+        self.default_parameters = {**schema_defaults(schema), **configured}
 
     def plan_padded_passes(self, lengths: Sequence[int]) -> list[list[int]]:
         """Inputs grouped into padded forward passes, as the handler settings ask."""
@@ -108,36 +76,32 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         return self.parameter_schema
 
     def parameters_for(self, body: RequestBody) -> dict[str, Any]:
-        """Config defaults overridden by the request's own ``parameters``."""
-        try:
-            given = validate_parameters(body.parameters, self.schema())
-        except ValueError as error:
-            raise RequestError(str(error), reason="invalid_parameter") from None
-        return {**self.default_parameters, **given}
+        """Every parameter with a value: the request's own over the defaults."""
+        return {**self.default_parameters, **request_parameters(body.parameters, self.schema())}
 
     @abc.abstractmethod
     def parse(self, body: RequestBody) -> ParsedRequest[InputT, ParamsT]: ...
 
     @abc.abstractmethod
-    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> list[RequestOutcome]: ...
+    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> BatchResult: ...
 
 
 @dataclass
-class Window:
-    """One model input row: token ids, and whatever the task needs to read its output back."""
+class Window(Generic[DetailT]):
+    """One model input row: token ids, and what the task needs to read its output back."""
 
     input_ids: list[int]
-    token_type_ids: list[int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    token_type_ids: list[int] | None
+    detail: DetailT
 
 
 @dataclass
-class EncodedInput:
-    windows: list[Window]
+class EncodedInput(Generic[DetailT]):
+    windows: list[Window[DetailT]]
     truncated: bool = False
 
 
-EncodeResult = EncodedInput | RequestError
+EncodeResult = EncodedInput[Any] | RequestError
 
 
 def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
@@ -147,7 +111,20 @@ def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
     return len(encoding["input_ids"][row]) >= max_length
 
 
-class EncoderRunner(TaskRunner[InputT, ParamsT]):
+def token_types_of(encoding: Any, row: int) -> list[int] | None:
+    type_ids = encoding.get("token_type_ids")
+    return type_ids[row] if type_ids is not None else None
+
+
+def windows_of_inputs(overflow_to_sample: Sequence[int], inputs: int, limit: int) -> list[tuple[list[int], bool]]:
+    """Per input, the encoding rows of its first ``limit`` windows and whether any were cut off."""
+    rows: list[list[int]] = [[] for _ in range(inputs)]
+    for row, owner in enumerate(overflow_to_sample):
+        rows[owner].append(row)
+    return [(owned[:limit], len(owned) > limit) for owned in rows]
+
+
+class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, DetailT]):
     """Tasks answered by one forward pass of an encoder per window."""
 
     # Model output fields to keep, and whether they have a token axis to cut back.
@@ -159,29 +136,31 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
         self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
-        # Set by tasks whose model can run padding-free (handler/packed_encoder.py).
+        # Set by tasks whose model can run padding-free (handler/engine/packed_encoder.py).
         self.packed: PackedBertClassifier | None = None
 
     @abc.abstractmethod
     def encode(self, inputs: Sequence[InputT], params: Sequence[ParamsT]) -> list[EncodeResult]: ...
 
     @abc.abstractmethod
-    def finish(self, item: InputT, params: ParamsT, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]) -> Any:
+    def postprocess(
+        self, item: InputT, params: ParamsT, encoded: EncodedInput[DetailT], outputs: list[dict[str, np.ndarray]]
+    ) -> Any:
         """The JSON-able result for one input from the outputs of its windows."""
 
-    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> list[RequestOutcome]:
+    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> BatchResult:
         # (request index, input index within it) for each input of the batch, flattened.
         owners = [(r, k) for r, request in enumerate(requests) for k in range(len(request.inputs))]
         items = [requests[r].inputs[k] for r, k in owners]
         encoded = self.encode(items, [requests[r].params for r, _ in owners])
 
-        windows: list[Window] = []
+        windows: list[Window[DetailT]] = []
         window_owner: list[int] = []
         for position, result in enumerate(encoded):
             if isinstance(result, EncodedInput):
                 windows.extend(result.windows)
                 window_owner.extend([position] * len(result.windows))
-        outputs = self.forward(windows)
+        outputs, stats = self.forward(windows)
         outputs_by_input: list[list[dict[str, np.ndarray]]] = [[] for _ in items]
         for position, output in zip(window_owner, outputs):
             outputs_by_input[position].append(output)
@@ -197,7 +176,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
                 errors[owner] = RequestError(where + result.message, result.status, result.reason)
                 continue
             truncated[owner] += int(result.truncated)
-            results[owner].append(self.finish(item, requests[owner].params, result, outputs_by_input[position]))
+            results[owner].append(self.postprocess(item, requests[owner].params, result, outputs_by_input[position]))
 
         outcomes = []
         for r, request in enumerate(requests):
@@ -206,9 +185,9 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
             else:
                 payload = results[r] if request.is_list else results[r][0]
                 outcomes.append(RequestOutcome(payload=payload, truncated_inputs=truncated[r]))
-        return outcomes
+        return BatchResult(outcomes, stats)
 
-    def forward(self, windows: Sequence[Window]) -> list[dict[str, np.ndarray]]:
+    def forward(self, windows: Sequence[Window[DetailT]]) -> tuple[list[dict[str, np.ndarray]], ForwardStats]:
         """Model outputs per window, in the order given, from length-sorted passes."""
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
@@ -225,11 +204,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT]):
             run = self._run_packed if packed else self._run_padded
             for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
                 results[index] = output
-            stats.real_tokens += sum(batch_lengths)
-            stats.padded_tokens += sum(batch_lengths) if packed else width * len(batch)
-            stats.forward_passes += 1
-        self.last_stats = stats
-        return results
+            stats.add_pass(batch_lengths, padded=not packed)
+        return results, stats
 
     def _run_padded(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
         feed = self._collate(windows, lengths)

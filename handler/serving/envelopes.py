@@ -19,9 +19,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from handler.api.choices import enum_member, enum_values
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import json_type
-from handler.api.request_parsing import RequestBody
+from handler.api.request_parsing import RequestBody, decode_utf8
 
 
 class Envelope(str, enum.Enum):
@@ -31,14 +32,12 @@ class Envelope(str, enum.Enum):
 
     @classmethod
     def parse(cls, name: str | None) -> Envelope:
-        if not name:
-            return cls.NONE
-        for envelope in cls:
-            if envelope.value == name:
-                return envelope
-        raise ConfigurationError(
-            f"service_envelope={name!r} is not supported by this handler; use kserve, kservev2 or none"
-        )
+        envelope = enum_member(cls, name or cls.NONE.value)
+        if envelope is None:
+            raise ConfigurationError(
+                f"service_envelope={name!r} is not supported by this handler; use one of: {enum_values(cls)}"
+            )
+        return envelope
 
 
 def envelope_of_torchserve_loader() -> Envelope:
@@ -58,10 +57,7 @@ def v1_instance_body(instance: Any) -> RequestBody:
     if isinstance(instance, Mapping) and set(instance) == {"data"}:
         instance = instance["data"]
     if isinstance(instance, (bytes, bytearray)):
-        try:
-            instance = bytes(instance).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError("instance is not valid UTF-8", reason="invalid_utf8") from None
+        instance = decode_utf8(bytes(instance), "the instance")
     return RequestBody(inputs=instance, parameters=None, is_json=True)
 
 
@@ -78,10 +74,7 @@ def v2_input_body(tensor: Any) -> RequestBody:
         )
     value = tensor["data"]
     if isinstance(value, (bytes, bytearray)):
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError(f"input {tensor.get('name')!r} is not valid UTF-8", reason="invalid_utf8") from None
+        value = decode_utf8(bytes(value), f"input {tensor.get('name')!r}")
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
             decoded = json.loads(value)

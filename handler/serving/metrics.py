@@ -11,6 +11,7 @@ All are counters, so Prometheus rates and ratios of them give the per-batch figu
 | ``PaddedTokensTotal`` | tokens computed, padding included | padding ratio = 1 - TokensTotal / PaddedTokensTotal |
 | ``TruncatedInputsTotal`` | inputs cut at max_length (or max_windows_per_input) | |
 | ``ClientErrorsTotal{Reason}`` | 4xx answers by reason (``malformed_json``, ``invalid_parameter``, ...) | |
+| ``ServerErrorsTotal{Reason}`` | 5xx answers by reason (``non_finite_output``, ``internal_error``) | |
 
 Each metric costs a log line the frontend parses, so a counter is reported when it grows (and
 once at the first batch, so every series exists from the start). Reasons are fixed words, never
@@ -26,7 +27,7 @@ from typing import Any
 
 from ts.metrics.dimension import Dimension
 
-from handler.engine.runner import ForwardStats, RequestOutcome
+from handler.api.types import ForwardStats, RequestOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ class ServingMetrics:
                     metrics.add_counter(name, value, dimensions=[])
             self._reported_once = True
             reasons = Counter(
-                outcome.error.reason for outcome in outcomes if outcome.error is not None and outcome.error.status < 500
+                ("ClientErrorsTotal" if outcome.error.status < 500 else "ServerErrorsTotal", outcome.error.reason)
+                for outcome in outcomes
+                if outcome.error is not None
             )
-            for reason, count in reasons.items():
-                metrics.add_counter("ClientErrorsTotal", count, dimensions=[Dimension("Reason", reason)])
+            for (name, reason), count in reasons.items():
+                metrics.add_counter(name, count, dimensions=[Dimension("Reason", reason)])
         except Exception:
             logger.warning("could not record metrics", exc_info=True)

@@ -1,10 +1,14 @@
-"""Response bodies and HTTP status lines: pure helpers."""
+"""Response bodies and HTTP status lines: each outcome serialised once, NaN turned into a 500 there."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
+
+from handler.api.errors import RequestError
+from handler.api.types import RequestOutcome
 
 JSON_CONTENT_TYPE = "application/json"
 TRUNCATED_HEADER = "x-truncated-inputs"
@@ -24,3 +28,23 @@ def reason_phrase(message: str, limit: int = 160) -> str:
     """An HTTP reason phrase: printable ASCII only, one line, bounded; the body has the full text."""
     phrase = _UNSAFE_PHRASE_CHARS.sub("?", message)
     return phrase if len(phrase) <= limit else phrase[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class SerializedOutcome:
+    """An outcome and its JSON text; a payload that cannot be JSON has become a 500 outcome."""
+
+    outcome: RequestOutcome
+    text: str
+
+
+def serialize(outcome: RequestOutcome) -> SerializedOutcome:
+    if outcome.error is None:
+        try:
+            return SerializedOutcome(outcome, json_body(outcome.payload))
+        except ValueError:
+            outcome = RequestOutcome.failed(
+                RequestError("the model produced a non-finite score (NaN)", 500, "non_finite_output")
+            )
+    assert outcome.error is not None
+    return SerializedOutcome(outcome, error_body(outcome.error.message))

@@ -14,20 +14,28 @@ Special tokens carry no attribution (they equal the baseline) and are left out o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from handler.api.errors import ConfigurationError, RequestError
-from handler.api.parameters import ParamSpec, validate_parameters
+from handler.api.parameters import ParamSpec, request_parameters
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
-from handler.engine.runner import EncoderRunner, ParsedRequest, RequestOutcome, TaskRunner
-from handler.postprocess.scoring import Activation
+from handler.api.settings import MAX_EXPLAIN_STEPS
 from handler.api.tasks import Task
+from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
+from handler.engine.runner import EncoderRunner, TaskRunner
+from handler.postprocess.scoring import Activation
 
 EXPLAINABLE = (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
+# The served activations, in torch: attributions need gradients through them.
+TORCH_ACTIVATIONS: dict[Activation, Callable[[torch.Tensor], torch.Tensor]] = {
+    Activation.SOFTMAX: lambda logits: torch.softmax(logits, dim=-1),
+    Activation.SIGMOID: torch.sigmoid,
+    Activation.NONE: lambda logits: logits,
+}
 
 
 @dataclass(frozen=True)
@@ -50,25 +58,22 @@ class Explainer:
         except ImportError as error:
             raise ConfigurationError("explanations need captum installed where torchserve runs") from error
         self.runner = runner
-        self.labels: tuple[str, ...] = runner.labels or ()
+        self.labels = runner.labels
         self.per_token = runner.task is Task.TOKEN_CLASSIFICATION
         self.default_steps = n_steps
         self.integrated_gradients = LayerIntegratedGradients(self._score, runner.model.get_input_embeddings())
-        activation = getattr(runner, "activation", Activation.SOFTMAX)
-        self.activation = torch.sigmoid if activation is Activation.SIGMOID else lambda x: torch.softmax(x, dim=-1)
+        # Token classification serves softmax scores; sequence classification its own activation.
+        self.activation = TORCH_ACTIVATIONS[getattr(runner, "activation", Activation.SOFTMAX)]
         self.schema: Mapping[str, ParamSpec] = {
             "target": ParamSpec("choice", choices=self.labels),
-            "n_steps": ParamSpec("int", minimum=1, maximum=512),
+            "n_steps": ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS),
             **({"token_index": ParamSpec("int", minimum=0)} if self.per_token else {}),
         }
 
     def parse(self, body: RequestBody) -> ParsedRequest[Any, ExplainParams]:
         parse_one = parse_text if self.per_token else parse_text_or_pair
         inputs, is_list = parse_inputs(body.inputs, parse_one, self.runner.settings.max_inputs_per_request)
-        try:
-            given = validate_parameters(body.parameters, self.schema)
-        except ValueError as error:
-            raise RequestError(str(error), reason="invalid_parameter") from None
+        given = request_parameters(body.parameters, self.schema)
         if self.per_token and "token_index" not in given:
             raise RequestError(
                 "token classification explanations need parameters.token_index (a token position, "
@@ -78,7 +83,7 @@ class Explainer:
         params = ExplainParams(given.get("target"), given.get("token_index"), given.get("n_steps", self.default_steps))
         return ParsedRequest(inputs, is_list, params)
 
-    def run(self, requests: Sequence[ParsedRequest[Any, ExplainParams]]) -> list[RequestOutcome]:
+    def run(self, requests: Sequence[ParsedRequest[Any, ExplainParams]]) -> BatchResult:
         outcomes = []
         for request in requests:
             try:
@@ -87,7 +92,7 @@ class Explainer:
                 outcomes.append(RequestOutcome.failed(error))
                 continue
             outcomes.append(RequestOutcome(payload=results if request.is_list else results[0]))
-        return outcomes
+        return BatchResult(outcomes)
 
     # ---- one input ------------------------------------------------------------------------
 

@@ -11,13 +11,14 @@ import numpy as np
 from transformers import AutoModelForQuestionAnswering
 
 from handler.api.errors import RequestError
-from handler.engine.model_loading import LoadedModel
 from handler.api.parameters import ParamSpec
-from handler.postprocess.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
 from handler.api.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
+from handler.api.types import ParsedRequest
+from handler.engine.model_loading import LoadedModel
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, windows_of_inputs
+from handler.postprocess.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,17 @@ class AnswerParams:
     doc_stride: int
 
 
-class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
+@dataclass(frozen=True)
+class QAWindow:
+    """What reading one window's logits back into the context needs."""
+
+    answerable: np.ndarray  # the context tokens and the CLS token
+    offsets: Sequence[tuple[int, int]]
+    word_ids: Sequence[int | None]
+    sequence_ids: Sequence[int | None]
+
+
+class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWindow]):
     task = Task.QUESTION_ANSWERING
     auto_model_class = AutoModelForQuestionAnswering
     needs_fast_tokenizer = True
@@ -45,12 +56,13 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
         self.cls_token_id = self.tokenizer.cls_token_id
 
     def schema(self) -> Mapping[str, ParamSpec]:
+        # The 4.x pipeline's defaults; doc_stride's depends on max_seq_len, so it is set in parse().
         return {
-            "top_k": ParamSpec("int", minimum=1, maximum=100),
-            "max_answer_len": ParamSpec("int", minimum=1, maximum=self.max_length),
-            "handle_impossible_answer": ParamSpec("bool"),
-            "align_to_words": ParamSpec("bool"),
-            "max_seq_len": ParamSpec("int", minimum=8, maximum=self.max_length),
+            "top_k": ParamSpec("int", default=1, minimum=1, maximum=100),
+            "max_answer_len": ParamSpec("int", default=15, minimum=1, maximum=self.max_length),
+            "handle_impossible_answer": ParamSpec("bool", default=False),
+            "align_to_words": ParamSpec("bool", default=True),
+            "max_seq_len": ParamSpec("int", default=min(self.max_length, 384), minimum=8, maximum=self.max_length),
             "doc_stride": ParamSpec("int", minimum=0, maximum=self.max_length),
         }
 
@@ -63,7 +75,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
             )
         inputs, is_list = parse_inputs(body.inputs, parse_question_context, self.settings.max_inputs_per_request)
         params = self.parameters_for(body)
-        max_seq_len = params.get("max_seq_len", min(self.max_length, 384))
+        max_seq_len = params["max_seq_len"]
         doc_stride = params.get("doc_stride", min(max_seq_len // 2, 128))
         if doc_stride >= max_seq_len:
             raise RequestError(
@@ -74,10 +86,10 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
             inputs,
             is_list,
             AnswerParams(
-                top_k=params.get("top_k", 1),
-                max_answer_len=params.get("max_answer_len", 15),
-                handle_impossible_answer=params.get("handle_impossible_answer", False),
-                align_to_words=params.get("align_to_words", True),
+                top_k=params["top_k"],
+                max_answer_len=params["max_answer_len"],
+                handle_impossible_answer=params["handle_impossible_answer"],
+                align_to_words=params["align_to_words"],
                 max_seq_len=max_seq_len,
                 doc_stride=doc_stride,
             ),
@@ -107,32 +119,28 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
                 "tokens; shorten the question or raise max_seq_len",
                 reason="question_too_long",
             )
-        rows = range(len(encoding["input_ids"]))
-        kept = list(rows)[: self.settings.max_windows_per_input]
+        [(rows, cut_off)] = windows_of_inputs(
+            encoding["overflow_to_sample_mapping"], 1, self.settings.max_windows_per_input
+        )
         windows = []
-        for row in kept:
+        for row in rows:
             ids = encoding["input_ids"][row]
             sequence_ids = encoding.sequence_ids(row)
             answerable = np.array([s == self.context_sequence for s in sequence_ids], dtype=bool)
             # The CLS token stays answerable: its score is the "no answer" score.
             answerable |= np.array(ids) == self.cls_token_id
-            type_ids = encoding.get("token_type_ids")
-            windows.append(
-                Window(
-                    ids,
-                    type_ids[row] if type_ids is not None else None,
-                    extra={
-                        "answerable": answerable,
-                        "offsets": encoding["offset_mapping"][row],
-                        "word_ids": encoding.encodings[row].word_ids,
-                        "sequence_ids": sequence_ids,
-                    },
-                )
+            detail = QAWindow(
+                answerable, encoding["offset_mapping"][row], encoding.encodings[row].word_ids, sequence_ids
             )
-        return EncodedInput(windows, truncated=len(kept) < len(rows))
+            windows.append(Window(ids, token_types_of(encoding, row), detail))
+        return EncodedInput(windows, truncated=cut_off)
 
-    def finish(
-        self, item: QuestionContext, params: AnswerParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    def postprocess(
+        self,
+        item: QuestionContext,
+        params: AnswerParams,
+        encoded: EncodedInput[QAWindow],
+        outputs: list[dict[str, np.ndarray]],
     ) -> Any:
         found = []
         min_null_score = NO_NULL_SCORE
@@ -140,7 +148,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
             spans = select_spans(
                 output["start_logits"],
                 output["end_logits"],
-                window.extra["answerable"],
+                window.detail.answerable,
                 params.top_k,
                 params.max_answer_len,
             )
@@ -148,9 +156,9 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams]):
             for span in spans.spans:
                 start, end = char_span(
                     span,
-                    window.extra["offsets"],
-                    window.extra["word_ids"],
-                    window.extra["sequence_ids"],
+                    window.detail.offsets,
+                    window.detail.word_ids,
+                    window.detail.sequence_ids,
                     self.context_sequence,
                     params.align_to_words,
                 )

@@ -12,11 +12,14 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification
 
 from handler.api.errors import ConfigurationError, RequestError
-from handler.engine.model_loading import LoadedModel
-from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window, was_truncated
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
+from handler.api.types import ParsedRequest
+from handler.engine.model_loading import LoadedModel
+from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, was_truncated
 from handler.postprocess.scoring import (
     Activation,
     activate,
@@ -26,23 +29,24 @@ from handler.postprocess.scoring import (
     ranked_labels,
     threshold_vector,
 )
-from handler.api.settings import HandlerSettings
-from handler.api.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-# The default answer shape: one {"label", "score"} (single-label) or the labels over threshold.
-BEST = "best"
+# Multi-label: a label is in the answer when its sigmoid score reaches this, unless configured.
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
 class ClassificationParams:
-    top_k: int | str | None  # an int, None for every label, or BEST
-    activation: Activation | None
-    thresholds: np.ndarray | None  # None: the configured per-label thresholds
+    # False: the default answer, one {"label", "score"} (single-label) or the labels over threshold.
+    ranked: bool
+    # With ranked: how many labels, best first; None for all of them.
+    top_k: int | None
+    activation: Activation
+    thresholds: np.ndarray
 
 
-class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams]):
+class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams, None]):
     task = Task.SEQUENCE_CLASSIFICATION
     auto_model_class = AutoModelForSequenceClassification
     parameter_schema = {
@@ -53,8 +57,6 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
         super().__init__(loaded, settings, labels)
-        assert labels is not None, "sequence classification needs labels"
-        self.label_names = labels
         problem_type = getattr(self.config, "problem_type", None)
         self.multi_label = (
             settings.multi_label if settings.multi_label is not None else problem_type == "multi_label_classification"
@@ -71,7 +73,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 "or remove threshold/label_thresholds"
             )
         self.thresholds = threshold_vector(
-            labels, self.default_parameters.get("threshold", 0.5), dict(settings.label_thresholds)
+            labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
         self.packed = self._packed_execution(settings)
 
@@ -96,14 +98,17 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 reason="invalid_parameter",
             )
         function = params.get("function_to_apply")
+        # Only a threshold the request itself sends replaces the per-label ones.
+        given_threshold = threshold if isinstance(body.parameters, dict) and "threshold" in body.parameters else None
         return ParsedRequest(
             inputs,
             is_list,
             ClassificationParams(
-                top_k=params.get("top_k", BEST),
-                activation=Activation(function) if function is not None else None,
+                ranked="top_k" in params,
+                top_k=params.get("top_k"),
+                activation=Activation(function) if function is not None else self.activation,
                 # A request's threshold applies to every label, overriding per-label settings.
-                thresholds=None if threshold is None else np.full(len(self.label_names), threshold),
+                thresholds=self.thresholds if given_threshold is None else np.full(len(self.labels), given_threshold),
             ),
         )
 
@@ -118,19 +123,21 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             if not positions:
                 continue
             encoding = self.tokenizer(texts, text_pairs, truncation=True, max_length=self.max_length)
-            type_ids = encoding.get("token_type_ids")
             for row, position in enumerate(positions):
-                window = Window(encoding["input_ids"][row], type_ids[row] if type_ids is not None else None)
+                window = Window(encoding["input_ids"][row], token_types_of(encoding, row), None)
                 results[position] = EncodedInput([window], truncated=was_truncated(encoding, row, self.max_length))
         return results
 
-    def finish(
-        self, item: TextInput, params: ClassificationParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    def postprocess(
+        self,
+        item: TextInput,
+        params: ClassificationParams,
+        encoded: EncodedInput[None],
+        outputs: list[dict[str, np.ndarray]],
     ) -> Any:
-        scores = activate(outputs[0]["logits"], params.activation or self.activation)
-        if params.top_k != BEST:
-            return ranked_labels(scores, self.label_names, params.top_k)  # type: ignore[arg-type]
+        scores = activate(outputs[0]["logits"], params.activation)
+        if params.ranked:
+            return ranked_labels(scores, self.labels, params.top_k)
         if self.multi_label:
-            thresholds = params.thresholds if params.thresholds is not None else self.thresholds
-            return labels_reaching(scores, self.label_names, thresholds)
-        return best_label(scores, self.label_names)
+            return labels_reaching(scores, self.labels, params.thresholds)
+        return best_label(scores, self.labels)

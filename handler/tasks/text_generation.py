@@ -15,14 +15,15 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from handler.engine.batching import attention_mask, pad_rows
 from handler.api.errors import ConfigurationError, RequestError
-from handler.engine.model_loading import LoadedModel
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.engine.runner import ForwardStats, ParsedRequest, RequestOutcome, TaskRunner
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
+from handler.api.types import BatchResult, ForwardStats, ParsedRequest, RequestOutcome
+from handler.engine.batching import attention_mask, pad_rows
+from handler.engine.model_loading import LoadedModel
+from handler.engine.runner import TaskRunner
 
 logger = logging.getLogger(__name__)
 
@@ -68,41 +69,29 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
             raise ConfigurationError("the tokenizer has neither a pad nor an EOS token to pad prompts with")
         self.pad_id = pad_id
         self.eos_id = tokenizer.eos_token_id
-        defaults = self.default_parameters
-        self.defaults = GenerationParams(
-            max_new_tokens=defaults.get("max_new_tokens", min(DEFAULT_MAX_NEW_TOKENS, self.max_new_tokens_cap)),
-            do_sample=defaults.get("do_sample", False),
-            temperature=defaults.get("temperature", 1.0),
-            top_k=defaults.get("top_k", 50),
-            top_p=defaults.get("top_p", 1.0),
-            repetition_penalty=defaults.get("repetition_penalty", 1.0),
-            seed=defaults.get("seed"),
-            return_full_text=defaults.get("return_full_text", True),
-            stop=tuple(defaults.get("stop", ())),
-        )
 
     def schema(self) -> Mapping[str, ParamSpec]:
+        cap = self.max_new_tokens_cap
         return {
-            "max_new_tokens": ParamSpec("int", minimum=1, maximum=self.max_new_tokens_cap),
-            "do_sample": ParamSpec("bool"),
-            "temperature": ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=100.0),
-            "top_k": ParamSpec("int", minimum=0, maximum=1_000_000),
-            "top_p": ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1.0),
-            "repetition_penalty": ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=100.0),
-            "seed": ParamSpec("int", minimum=0, maximum=2**63 - 1, nullable=True),
-            "return_full_text": ParamSpec("bool"),
-            "stop": ParamSpec("str_list", max_items=16, max_item_length=128, accepts_single_string=True),
+            "max_new_tokens": ParamSpec("int", default=min(DEFAULT_MAX_NEW_TOKENS, cap), minimum=1, maximum=cap),
+            "do_sample": ParamSpec("bool", default=False),
+            "temperature": ParamSpec("float", default=1.0, minimum=0.0, exclusive_minimum=True, maximum=100.0),
+            "top_k": ParamSpec("int", default=50, minimum=0, maximum=1_000_000),
+            "top_p": ParamSpec("float", default=1.0, minimum=0.0, exclusive_minimum=True, maximum=1.0),
+            "repetition_penalty": ParamSpec("float", default=1.0, minimum=0.0, exclusive_minimum=True, maximum=100.0),
+            "seed": ParamSpec("int", default=None, minimum=0, maximum=2**63 - 1, nullable=True),
+            "return_full_text": ParamSpec("bool", default=True),
+            "stop": ParamSpec("str_list", default=(), max_items=16, max_item_length=128, accepts_single_string=True),
         }
 
     def parse(self, body: RequestBody) -> ParsedRequest[str, GenerationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
-        given = self.parameters_for(body)
-        merged = {**self.defaults.__dict__, **{k: v for k, v in given.items() if k in self.defaults.__dict__}}
-        if any(not text for text in merged["stop"]):
+        params = self.parameters_for(body)
+        if any(not text for text in params["stop"]):
             raise RequestError("parameters.stop: stop strings must not be empty", reason="invalid_parameter")
-        return ParsedRequest(inputs, is_list, GenerationParams(**merged))
+        return ParsedRequest(inputs, is_list, GenerationParams(**{**params, "stop": tuple(params["stop"])}))
 
-    def run(self, requests: Sequence[ParsedRequest[str, GenerationParams]]) -> list[RequestOutcome]:
+    def run(self, requests: Sequence[ParsedRequest[str, GenerationParams]]) -> BatchResult:
         texts: list[list[Any]] = [[None] * len(request.inputs) for request in requests]
         truncated = [0] * len(requests)
         stats = ForwardStats()
@@ -122,11 +111,11 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
                     r, k = prompts[i]
                     prompt = requests[r].inputs[k]
                     texts[r][k] = [{"generated_text": prompt + new_text if params.return_full_text else new_text}]
-        self.last_stats = stats
-        return [
+        outcomes = [
             RequestOutcome(payload=texts[r] if request.is_list else texts[r][0], truncated_inputs=truncated[r])
             for r, request in enumerate(requests)
         ]
+        return BatchResult(outcomes, stats)
 
     @staticmethod
     def _groups(requests: Sequence[ParsedRequest[str, GenerationParams]]) -> list[tuple[GenerationParams, list[int]]]:
@@ -145,9 +134,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
         input_ids = pad_rows(prompts, self.pad_id, side="left")
         width = input_ids.shape[1]
         mask = attention_mask(lengths, width, side="left")
-        stats.real_tokens += sum(lengths)
-        stats.padded_tokens += width * len(prompts)
-        stats.forward_passes += 1
+        stats.add_pass(lengths, padded=True)
         kwargs = params.generate_kwargs()
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)

@@ -11,13 +11,14 @@ import numpy as np
 from transformers import AutoModelForTokenClassification
 
 from handler.api.errors import ConfigurationError
-from handler.engine.model_loading import LoadedModel
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, ParsedRequest, Window
-from handler.postprocess.scoring import softmax
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
+from handler.api.types import ParsedRequest
+from handler.engine.model_loading import LoadedModel
+from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, windows_of_inputs
+from handler.postprocess.scoring import softmax
 from handler.postprocess.token_aggregation import (
     AggregationStrategy,
     WindowTokens,
@@ -35,20 +36,20 @@ class TokenParams:
     ignore_labels: tuple[str, ...]
 
 
-class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
+class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
     task = Task.TOKEN_CLASSIFICATION
     auto_model_class = AutoModelForTokenClassification
     needs_fast_tokenizer = True
     token_level_outputs = True
     parameter_schema = {
-        "aggregation_strategy": ParamSpec("choice", choices=tuple(s.value for s in AggregationStrategy)),
-        "ignore_labels": ParamSpec("str_list", max_items=1024),
+        "aggregation_strategy": ParamSpec(
+            "choice", default=AggregationStrategy.SIMPLE.value, choices=tuple(s.value for s in AggregationStrategy)
+        ),
+        "ignore_labels": ParamSpec("str_list", default=("O",), max_items=1024),
     }
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
         super().__init__(loaded, settings, labels)
-        assert labels is not None, "token classification needs labels"
-        self.label_names = labels
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         self.stride = settings.stride if settings.stride is not None else content_length // 4
         if not 0 <= self.stride < content_length:
@@ -61,8 +62,6 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
         backend_model = getattr(getattr(self.tokenizer, "_tokenizer", None), "model", None)
         self.uses_subword_prefix = bool(getattr(backend_model, "continuing_subword_prefix", None))
         self.unk_token_id = self.tokenizer.unk_token_id
-        self.default_strategy = AggregationStrategy(self.default_parameters.get("aggregation_strategy", "simple"))
-        self.default_ignore = tuple(self.default_parameters.get("ignore_labels", ("O",)))
 
     def parse(self, body: RequestBody) -> ParsedRequest[str, TokenParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
@@ -70,10 +69,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
         return ParsedRequest(
             inputs,
             is_list,
-            TokenParams(
-                AggregationStrategy(params.get("aggregation_strategy", self.default_strategy)),
-                tuple(params.get("ignore_labels", self.default_ignore)),
-            ),
+            TokenParams(AggregationStrategy(params["aggregation_strategy"]), tuple(params["ignore_labels"])),
         )
 
     def encode(self, inputs: Sequence[str], params: Sequence[TokenParams]) -> list[EncodeResult]:
@@ -86,44 +82,34 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams]):
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
         )
-        windows_of: list[list[int]] = [[] for _ in inputs]
-        for row, owner in enumerate(encoding["overflow_to_sample_mapping"]):
-            windows_of[owner].append(row)
-        type_ids = encoding.get("token_type_ids")
         results: list[EncodeResult] = []
-        for rows in windows_of:
-            kept = rows[: self.settings.max_windows_per_input]
+        for rows, cut_off in windows_of_inputs(
+            encoding["overflow_to_sample_mapping"], len(inputs), self.settings.max_windows_per_input
+        ):
             windows = []
-            for k, row in enumerate(kept):
+            for k, row in enumerate(rows):
                 ids = encoding["input_ids"][row]
-                windows.append(
-                    Window(
-                        ids,
-                        type_ids[row] if type_ids is not None else None,
-                        extra={
-                            "tokens": WindowTokens(
-                                token_ids=ids,
-                                tokens=self.tokenizer.convert_ids_to_tokens(ids),
-                                offsets=encoding["offset_mapping"][row],
-                                special_tokens_mask=encoding["special_tokens_mask"][row],
-                                index_offset=k * self.window_step,
-                            )
-                        },
-                    )
+                tokens = WindowTokens(
+                    token_ids=ids,
+                    tokens=self.tokenizer.convert_ids_to_tokens(ids),
+                    offsets=encoding["offset_mapping"][row],
+                    special_tokens_mask=encoding["special_tokens_mask"][row],
+                    index_offset=k * self.window_step,
                 )
-            results.append(EncodedInput(windows, truncated=len(kept) < len(rows)))
+                windows.append(Window(ids, token_types_of(encoding, row), tokens))
+            results.append(EncodedInput(windows, truncated=cut_off))
         return results
 
-    def finish(
-        self, item: str, params: TokenParams, encoded: EncodedInput, outputs: list[dict[str, np.ndarray]]
+    def postprocess(
+        self, item: str, params: TokenParams, encoded: EncodedInput[WindowTokens], outputs: list[dict[str, np.ndarray]]
     ) -> Any:
         entities = []
         for window, output in zip(encoded.windows, outputs):
             predictions = gather_predictions(
-                item, window.extra["tokens"], softmax(output["logits"]), self.uses_subword_prefix, self.unk_token_id
+                item, window.detail, softmax(output["logits"]), self.uses_subword_prefix, self.unk_token_id
             )
             grouped = aggregate(
-                predictions, params.aggregation_strategy, self.label_names, self.tokenizer.convert_tokens_to_string
+                predictions, params.aggregation_strategy, self.labels, self.tokenizer.convert_tokens_to_string
             )
             entities.extend(drop_ignored(grouped, params.ignore_labels))
         if len(encoded.windows) > 1:

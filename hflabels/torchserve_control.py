@@ -1,4 +1,4 @@
-"""Start, wait for, and stop a TorchServe instance; shared by serve.py, the demo, tests and benchmarks.
+"""Start, wait for, and stop a TorchServe instance; shared by `hflabels serve`, the demo, tests and benchmarks.
 
 Each instance lives in its own run folder: TorchServe writes its pid file under TMPDIR and its
 token file (key_file.json) and logs in its working folder, so pointing both at the run folder
@@ -20,13 +20,14 @@ from pathlib import Path
 
 import requests
 
+from hflabels.paths import LOG_CONFIG
+
 JAVA_HINT = (
     "TorchServe's frontend needs Java 17 (a JDK). Install it, e.g. "
     "`sudo apt-get install -y openjdk-17-jdk-headless` (Debian/Ubuntu) or `brew install openjdk@17` (macOS), "
     "then make sure `java -version` works"
 )
 MIN_JAVA = 11
-LOG_CONFIG = Path(__file__).resolve().parent.parent / "log4j2.xml"
 
 
 class ServeError(Exception):

@@ -1,4 +1,4 @@
-"""KServe: the store layout, and a real torchserve behind each envelope answering like /predictions."""
+"""KServe: a real torchserve started from a KServe store, behind each envelope, answering like /predictions."""
 
 from __future__ import annotations
 
@@ -6,35 +6,11 @@ import json
 
 import pytest
 import requests
-import yaml
-from kserve_store import main as kserve_store_main
-from support import assert_same_answers, post
-from torchserve_control import config_with_free_ports, read_properties, start, stop
+from support import assert_same_answers, post, script
 
+from hflabels.torchserve_control import config_with_free_ports, start, stop
 
-def test_store_layout_carries_the_model_config_over(sentiment_model, tmp_path):
-    config = tmp_path / "model-config.yaml"
-    config.write_text(yaml.safe_dump({"minWorkers": 2, "maxWorkers": 3, "batchSize": 16, "maxBatchDelay": 7,
-                                      "responseTimeout": 42, "handler": {"micro_batch_size": 8}}))  # fmt: skip
-    output = tmp_path / "store"
-    assert kserve_store_main(["--model", f"reviews={sentiment_model}", "--output", str(output), "--protocol", "v2",
-                              "--config", str(config), "--storage-uri", "gs://bucket/reviews"]) == 0  # fmt: skip
-    assert (output / "model-store" / "reviews.mar").exists()
-    properties = read_properties(output / "config" / "config.properties")
-    assert properties["service_envelope"] == "kservev2"
-    assert properties["inference_address"] == "http://0.0.0.0:8085" and properties["enable_model_api"] == "false"
-    snapshot = json.loads(properties["model_snapshot"])
-    assert snapshot["models"]["reviews"]["1.0"] == {
-        "defaultVersion": True, "marName": "reviews.mar", "minWorkers": 2, "maxWorkers": 3,
-        "batchSize": 1, "maxBatchDelay": 7, "responseTimeout": 42,
-    }  # fmt: skip
-    manifest = yaml.safe_load((output / "inferenceservice.yaml").read_text())
-    container = manifest["spec"]["predictor"]["containers"][0]
-    assert manifest["metadata"]["name"] == "reviews"
-    assert {e["name"]: e["value"] for e in container["env"]} == {
-        "TS_SERVICE_ENVELOPE": "kservev2", "STORAGE_URI": "gs://bucket/reviews"
-    }  # fmt: skip
-    assert "<" not in (output / "inferenceservice.yaml").read_text()
+kserve_store_main = script("kserve-store")
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])

@@ -1,0 +1,74 @@
+"""Value types shared by every layer: a parsed request, its outcome, and a batch's token accounting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from handler.api.errors import RequestError
+from handler.api.request_parsing import RequestBody
+
+InputT = TypeVar("InputT")
+ParamsT = TypeVar("ParamsT")
+
+
+@dataclass(frozen=True)
+class ParsedRequest(Generic[InputT, ParamsT]):
+    inputs: tuple[InputT, ...]
+    # A request that sent a list of inputs gets a list of results; a single input, one result.
+    is_list: bool
+    params: ParamsT
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    payload: Any = None
+    error: RequestError | None = None
+    truncated_inputs: int = 0
+
+    @classmethod
+    def failed(cls, error: RequestError) -> RequestOutcome:
+        return cls(error=error)
+
+
+@dataclass
+class ForwardStats:
+    """Token accounting of the forward passes of one TorchServe batch (for metrics and benchmarks)."""
+
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    forward_passes: int = 0
+
+    def add_pass(self, lengths: Sequence[int], padded: bool) -> None:
+        """One pass over rows of ``lengths`` tokens; a padded pass computes every row at the longest."""
+        real = sum(lengths)
+        self.real_tokens += real
+        self.padded_tokens += max(lengths, default=0) * len(lengths) if padded else real
+        self.forward_passes += 1
+
+    def merge(self, other: ForwardStats) -> None:
+        self.real_tokens += other.real_tokens
+        self.padded_tokens += other.padded_tokens
+        self.forward_passes += other.forward_passes
+
+    @property
+    def padding_ratio(self) -> float:
+        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+
+
+@dataclass
+class BatchResult:
+    """What running a batch of parsed requests gives: one outcome per request, in order, and the
+    token accounting of the passes that produced them."""
+
+    outcomes: list[RequestOutcome]
+    stats: ForwardStats = field(default_factory=ForwardStats)
+
+
+class BatchExecutor(Protocol):
+    """What answers a TorchServe batch: a task runner, or the explainer."""
+
+    def parse(self, body: RequestBody) -> ParsedRequest: ...
+
+    def run(self, requests: Sequence[ParsedRequest]) -> BatchResult: ...

@@ -1,0 +1,25 @@
+"""A TorchServe batch between the handler's steps: parsed (``preprocess``), then answered (``inference``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handler.api.types import BatchExecutor, ForwardStats, ParsedRequest, RequestOutcome
+
+
+@dataclass
+class PreparedBatch:
+    """A TorchServe batch after parsing: what runs it (the task runner, or the explainer), the
+    requests it parsed, and the outcomes already known (requests that failed to parse)."""
+
+    # None when explanations were asked for and are unavailable.
+    executor: BatchExecutor | None
+    outcomes: list[RequestOutcome | None]
+    parsed: list[tuple[int, ParsedRequest]] = field(default_factory=list)
+
+
+@dataclass
+class AnsweredBatch:
+    outcomes: list[RequestOutcome]
+    inputs: int
+    stats: ForwardStats

@@ -1,0 +1,195 @@
+"""Bundle a transformers model folder, its label mapping and the handler into a TorchServe .mar.
+
+The folder is checked first (config, weights, tokenizer, mapping against num_labels, task against
+the model's architecture) with the checks the handler runs at load (``handler.engine.model_folder``,
+which loads no task runner). The archive holds only what serving needs: the handler package with
+its subpackages, config and tokenizer files, safetensors weights, index_to_name.json and the
+model-config.yaml (with the task written in).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from handler.api.errors import ConfigurationError
+from handler.api.labels import MAPPING_FILE_NAME
+from handler.api.settings import HandlerSettings
+from handler.api.tasks import Task
+from handler.engine.model_folder import check_model_folder
+from handler.engine.model_loading import PICKLED_WEIGHT_PATTERNS
+from hflabels.paths import HANDLER_PACKAGE, MODEL_CONFIG, MODEL_STORE
+
+ENTRY_MODULE = HANDLER_PACKAGE / "torchserve_handler.py"
+# Files of a save_pretrained folder that serving reads; training leftovers (optimizer states,
+# training_args.bin, checkpoints) stay out of the archive.
+SERVING_FILES = (
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+)
+
+
+class ArchiveError(Exception):
+    pass
+
+
+def load_model_config(model_dir: Path, config: Path | None, task: Task | None) -> dict:
+    """The model-config.yaml to archive: ``config``, else the folder's own, else the repository's;
+    ``task`` (when given) replaces its handler.task."""
+    path = config or (model_dir / "model-config.yaml" if (model_dir / "model-config.yaml").exists() else MODEL_CONFIG)
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such config file")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ArchiveError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise ArchiveError(f"{path}: must be a YAML mapping")
+    handler_section = dict(document.get("handler") or {})
+    if task is not None:
+        handler_section["task"] = task.value
+    document["handler"] = handler_section
+    return document
+
+
+def serving_files(model_dir: Path, allow_pickle: bool) -> list[Path]:
+    patterns = SERVING_FILES + (PICKLED_WEIGHT_PATTERNS if allow_pickle else ())
+    return sorted(
+        path for path in model_dir.iterdir() if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in patterns)
+    )
+
+
+def stage(model_dir: Path, mapping: Path | None, allow_pickle: bool, folder: Path) -> None:
+    """Lay out the archive's extra files: model files (linked), the mapping, the handler package."""
+    for path in serving_files(model_dir, allow_pickle):
+        (folder / path.name).symlink_to(path.resolve())
+    if mapping is not None:
+        shutil.copyfile(mapping, folder / MAPPING_FILE_NAME)
+    # A sub-folder of --extra-files keeps its tree, so the package imports as `handler.*` there.
+    shutil.copytree(HANDLER_PACKAGE, folder / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def archiver_command() -> list[str]:
+    beside_python = Path(sys.executable).with_name("torch-model-archiver")
+    if beside_python.exists():
+        return [str(beside_python)]
+    found = shutil.which("torch-model-archiver")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "model_archiver.model_packaging"]
+
+
+def check_model_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ArchiveError(
+            f"model name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit"
+        )
+    if name.lower().startswith("token"):
+        # TorchServe 0.12 treats any management URL containing "/token" as its token API, so
+        # GET /models/token... rewrites key_file.json and every later call is refused.
+        raise ArchiveError(
+            f"model name {name!r}: names starting with 'token' break TorchServe 0.12's management API "
+            "under token authorization; choose another name (e.g. 'ner')"
+        )
+
+
+def build(
+    model_dir: Path,
+    name: str,
+    document: dict,
+    mapping: Path | None,
+    export_path: Path,
+    version: str = "1.0",
+    allow_pickle: bool = False,
+) -> Path:
+    """Run torch-model-archiver on a staged copy of the folder; no checks (``archive`` checks first)."""
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="archive-") as scratch:
+        extra = Path(scratch) / "extra"
+        extra.mkdir()
+        stage(model_dir, mapping, allow_pickle, extra)
+        config_file = Path(scratch) / "model-config.yaml"
+        config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        command = archiver_command() + [
+            "--model-name", name,
+            "--version", version,
+            "--handler", str(ENTRY_MODULE),
+            "--extra-files", str(extra),
+            "--config-file", str(config_file),
+            "--export-path", str(export_path),
+            "--force",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ArchiveError(f"torch-model-archiver failed: {(result.stderr or result.stdout).strip()[-500:]}")
+    return export_path / f"{name}.mar"
+
+
+@dataclass(frozen=True)
+class Archived:
+    path: Path
+    task: Task
+    labels: tuple[str, ...] | None
+
+    def summary(self) -> str:
+        """``wrote PATH (task, N labels: a, b, c; 83.8 MB)``"""
+        labels = ""
+        if self.labels:
+            more = ", ..." if len(self.labels) > 8 else ""
+            labels = f", {len(self.labels)} labels: {', '.join(self.labels[:8])}{more}"
+        return f"wrote {self.path} ({self.task.value}{labels}; {self.path.stat().st_size / 1e6:.1f} MB)"
+
+
+def archive(
+    model_dir: Path,
+    name: str,
+    *,
+    task: Task | None = None,
+    mapping: Path | None = None,
+    config: Path | None = None,
+    document: dict | None = None,
+    export_path: Path = MODEL_STORE,
+    version: str = "1.0",
+) -> Archived:
+    """Check ``model_dir`` and archive it as ``export_path/NAME.mar``; raises ArchiveError naming the
+    problem. ``document`` (a parsed model-config) takes the place of ``config`` when given."""
+    check_model_name(name)
+    if not model_dir.is_dir():
+        raise ArchiveError(f"{model_dir}: not a folder")
+    if document is None:
+        document = load_model_config(model_dir, config, task)
+    else:
+        document = {**document, "handler": dict(document.get("handler") or {})}
+    try:
+        settings = HandlerSettings.from_mapping(document["handler"])
+        if mapping is not None and not mapping.is_file():
+            raise ArchiveError(f"{mapping}: no such mapping file")
+        checked = check_model_folder(model_dir, settings, mapping)
+    except ConfigurationError as error:
+        raise ArchiveError(str(error)) from None
+    document["handler"]["task"] = checked.task.value
+    if mapping is None and checked.labels is not None and (model_dir / MAPPING_FILE_NAME).exists():
+        mapping = model_dir / MAPPING_FILE_NAME
+    mapping = mapping if checked.labels is not None else None
+    output = build(model_dir, name, document, mapping, export_path, version, settings.allow_pickle_weights)
+    return Archived(output, checked.task, checked.labels)

@@ -1,0 +1,67 @@
+"""``hflabels COMMAND ...``: every tool of this repository behind one console command.
+
+``scripts/NAME.py`` runs the same command as its own program (``run_command``), so both spellings
+take the same arguments and print the same lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+# Subcommand -> module under hflabels.commands (imported only when that command runs, so
+# `hflabels serve stop` does not load torch).
+COMMANDS = {
+    "archive": ("archive", "check a model folder and bundle it into a .mar"),
+    "serve": ("serve", "start, stop or check torchserve with this repository's config"),
+    "train": ("train", "fine-tune a model on labelled data, labels included"),
+    "evaluate": ("evaluate", "check a served model against labelled data and its model folder"),
+    "plot-evaluation": ("plot_evaluation", "plot an evaluation report"),
+    "demo": ("demo", "train, archive and serve the demo model, show real answers"),
+    "bench": ("bench", "served throughput and latency against the in-process limit"),
+    "soak": ("soak", "sustained load: errors, latency and memory over time"),
+    "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
+    "kserve-store": ("kserve_store", "lay out a KServe model store for an archive"),
+}
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"hflabels.commands.{COMMANDS[name][0]}")
+
+
+def _summary(module: ModuleType) -> str:
+    return (module.__doc__ or "").strip().split("\n\n")[0]
+
+
+def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """One command as a program of its own (``prog`` names it in usage and error lines)."""
+    module = _module(name)
+    parser = argparse.ArgumentParser(prog=prog, description=_summary(module))
+    module.configure(parser)
+    args = parser.parse_args(argv)
+    args.prog = parser.prog
+    return module.run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hflabels", description=__doc__.strip().split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # Only the chosen command's module is imported; the others are listed by name.
+    chosen = next((word for word in arguments if not word.startswith("-")), None)
+    for name in COMMANDS:
+        if name == chosen:
+            module = _module(name)
+            module.configure(commands.add_parser(name, help=_summary(module), description=_summary(module)))
+        else:
+            commands.add_parser(name, help=COMMANDS[name][1], add_help=False)
+    args = parser.parse_args(arguments)
+    args.prog = f"hflabels {args.command}"
+    return _module(args.command).run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Measure the handler's opt-in accelerations on a model: speed-up and effect on answers.
+
+    accelerations [--model-dir DIR] [--data data/sentiment/test.csv]
+
+For each variant (fp32 baseline, SDPA and eager attention, dynamic int8 quantization,
+torch.compile, bf16; fp16 on a GPU) the model is loaded through the handler's own loader with
+that setting, timed in-process on mixed inputs (sorted batches, tokenization included, median of
+rounds), and its predictions on the labelled file compared with fp32's: label agreement and the
+largest score difference. Writes build/accelerations.json. Measures and reports; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from handler.api.settings import HandlerSettings
+from handler.engine.model_loading import load_config, load_model, load_tokenizer
+from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.load import mixed_inputs, word_stream
+from hflabels.paths import BUILD, SENTIMENT_DATA
+from hflabels.training_data import load_examples
+
+AGREEMENT_NEEDED = 0.99
+
+
+def variants() -> dict[str, dict[str, Any]]:
+    found = {
+        "fp32 (default)": {},
+        "fp32, eager attention": {"attn_implementation": "eager"},
+        "fp32, SDPA attention": {"attn_implementation": "sdpa"},
+        "dynamic int8 (CPU)": {"quantization": "dynamic_int8"},
+        "torch.compile": {"torch_compile": True},
+        "bf16": {"dtype": "bfloat16"},
+    }
+    if torch.cuda.is_available():
+        found["fp16 (GPU)"] = {"dtype": "float16"}
+        del found["dynamic int8 (CPU)"]
+    return found
+
+
+def scores(model: Any, tokenizer: Any, texts: list[str], device: torch.device, batch: int = 16) -> np.ndarray:
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch):
+            encoded = tokenizer(texts[start : start + batch], truncation=True, padding=True, return_tensors="pt")
+            logits = model(**{k: v.to(device) for k, v in encoded.items()}).logits
+            rows.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(rows)
+
+
+def throughput(model: Any, tokenizer: Any, texts: list[str], device: torch.device, rounds: int) -> float:
+    ordered = sorted(texts, key=lambda text: len(tokenizer(text)["input_ids"]))
+    scores(model, tokenizer, ordered[:64], device)  # warm-up (and compilation)
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        scores(model, tokenizer, ordered, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(len(ordered) / (time.perf_counter() - started))
+    return statistics.median(timings)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--data", type=Path, default=SENTIMENT_DATA / "test.csv")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=BUILD / "accelerations.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model_dir is None:
+        ensure_model(retrain=False)
+        args.model_dir = DEMO_MODEL
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    config = load_config(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir, require_fast=False)
+    from transformers import AutoModelForSequenceClassification
+
+    labelled = [example.text for example in load_examples(args.data, "single_label")]
+    timing_texts = mixed_inputs(word_stream(1234), 512, 1234)
+    results: dict[str, Any] = {
+        "model": str(args.model_dir),
+        "device": str(device),
+        "data": str(args.data),
+        "variants": {},
+    }
+    baseline = None
+    for name, overrides in variants().items():
+        settings = HandlerSettings.from_mapping(overrides)
+        try:
+            model = load_model(args.model_dir, AutoModelForSequenceClassification, config, settings, device)
+            speed = throughput(model, tokenizer, timing_texts, device, args.rounds)
+            predicted = scores(model, tokenizer, labelled, device)
+        except Exception as error:  # a variant this machine cannot run is reported, not fatal
+            results["variants"][name] = {"settings": overrides, "error": str(error)[:300]}
+            print(f"{name:<24} not available here: {str(error)[:120]}")
+            continue
+        if baseline is None:
+            baseline = (speed, predicted)
+        agreement = float(np.mean(predicted.argmax(1) == baseline[1].argmax(1)))
+        entry = {
+            "settings": overrides,
+            "inputs_per_s": round(speed, 1),
+            "speedup": round(speed / baseline[0], 3),
+            "label_agreement": agreement,
+            "max_score_difference": float(np.abs(predicted - baseline[1]).max()),
+            "offered": agreement >= AGREEMENT_NEEDED,
+        }
+        results["variants"][name] = entry
+        print(f"{name:<24} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
+              f"max |score diff| {entry['max_score_difference']:.2e}")  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.output}")
+    return 0

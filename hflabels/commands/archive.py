@@ -1,0 +1,46 @@
+"""Bundle a transformers model folder, its label mapping and this handler into a TorchServe .mar.
+
+The folder is checked first, with the checks the handler runs at load; a problem exits with
+status 2 and one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from handler.api.labels import MAPPING_FILE_NAME
+from handler.api.tasks import Task
+from hflabels.archiving import ArchiveError, archive
+from hflabels.paths import MODEL_STORE
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", type=Path, help="a save_pretrained folder (config, weights, tokenizer)")
+    parser.add_argument("--name", required=True, help="model name: the NAME in /predictions/NAME")
+    parser.add_argument("--task", choices=[task.value for task in Task], help="overrides the config's handler.task")
+    parser.add_argument("--mapping", type=Path, help=f"label mapping (default: MODEL_DIR/{MAPPING_FILE_NAME})")
+    parser.add_argument(
+        "--config", type=Path, help="model-config.yaml (default: MODEL_DIR/model-config.yaml, else the repo's)"
+    )
+    parser.add_argument("--export-path", type=Path, default=MODEL_STORE, help="where NAME.mar goes")
+    parser.add_argument("--version", default="1.0")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        archived = archive(
+            args.model_dir,
+            args.name,
+            task=Task.parse(args.task) if args.task else None,
+            mapping=args.mapping,
+            config=args.config,
+            export_path=args.export_path,
+            version=args.version,
+        )
+    except ArchiveError as error:
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(archived.summary())
+    return 0

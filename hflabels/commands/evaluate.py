@@ -1,0 +1,70 @@
+"""Check a served model against a labelled file, and against the model folder it was built from.
+
+    evaluate --url http://127.0.0.1:8080/predictions/sentiment --token-file .serve/key_file.json \
+        --data data/sentiment/test.csv --task single_label --model-dir build/demo-model [--report FILE]
+
+Every served prediction is compared with the model folder's own prediction computed here with
+plain transformers: any difference is listed and the exit status is 1. A deployment that matches
+its training run exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import requests
+
+from hflabels.evaluation import local_predictions, metrics_for, model_labels, served_predictions
+from hflabels.training_data import TASKS, DataError, load_examples
+from hflabels.training_math import format_table
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True, help="the /predictions/NAME URL")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", help="the inference bearer token")
+    token.add_argument("--token-file", type=Path, help="TorchServe's key_file.json")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True, help="the folder the served archive was built from")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--report", type=Path, help="write every example's truth and predictions as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        examples = load_examples(args.data, args.task)
+        token = args.token
+        if args.token_file is not None:
+            token = json.loads(args.token_file.read_text())["inference"]["key"]
+        served = served_predictions(args.url, token, examples, args.task, args.batch_size, args.concurrency)
+        local = local_predictions(args.model_dir, examples, args.task)
+    except (DataError, requests.RequestException, OSError, KeyError) as error:
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
+        return 2
+    labels = model_labels(args.model_dir)
+    metrics = metrics_for(args.task, examples, served, labels)
+    print(f"served model on {args.data} ({len(examples)} examples):\n{format_table(metrics)}")
+    mismatches = [{"line": e.line, "served": s, "in_process": p} for e, s, p in zip(examples, served, local) if s != p]
+    if args.report is not None:
+        truth = [
+            list(e.tags) if args.task == "token_classification" else e.labels if args.task == "multi_label" else e.label
+            for e in examples
+        ]
+        args.report.write_text(json.dumps({
+            "task": args.task, "labels": labels, "metrics": metrics, "truth": truth,
+            "served": served, "in_process": local, "mismatches": mismatches,
+        }, indent=1) + "\n")  # fmt: skip
+    if mismatches:
+        print(f"\n{len(mismatches)} of {len(examples)} served predictions differ from the model folder's:")
+        for mismatch in mismatches[:20]:
+            print(
+                f"  {args.data}:{mismatch['line']}: served {mismatch['served']} vs in-process {mismatch['in_process']}"
+            )
+        return 1
+    print(f"\nall {len(examples)} served predictions equal the model folder's in-process predictions")
+    return 0

@@ -1,0 +1,60 @@
+"""Start and stop TorchServe with this project's config.properties, and print a working curl.
+
+serve start NAME [NAME ...]   # serves model_store/NAME.mar, waits until READY
+serve stop
+serve status
+serve check-java
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hflabels.paths import MODEL_STORE, RUN_DIR, TORCHSERVE_CONFIG
+from hflabels.torchserve_control import ServeError, is_running, java_version, server_for, start, stop
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=TORCHSERVE_CONFIG)
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="pid, token file and logs")
+    commands = parser.add_subparsers(dest="action", required=True)
+    start_parser = commands.add_parser("start", help="start torchserve and wait until the models are ready")
+    start_parser.add_argument("models", nargs="+", help="NAME (serves NAME.mar) or NAME=FILE.mar")
+    start_parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
+    start_parser.add_argument("--timeout", type=float, default=300.0)
+    commands.add_parser("stop", help="stop the torchserve started from this run folder")
+    commands.add_parser("status", help="say whether it runs, and how to call it")
+    commands.add_parser("check-java", help="check that a Java TorchServe can use is installed")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "check-java":
+            print(f"java {java_version()}: ok")
+        elif args.action == "start":
+            if is_running(args.run_dir):
+                raise ServeError(f"already running from {args.run_dir}; stop it with: make stop")
+            specs = [spec if "=" in spec else f"{spec}={spec}.mar" for spec in args.models]
+            for spec in specs:
+                archive = args.model_store / spec.split("=", 1)[1]
+                if not archive.exists():
+                    raise ServeError(f"{archive} does not exist; build it with: hflabels archive")
+            server = start(args.config, args.model_store, specs, args.run_dir, timeout=args.timeout)
+            print(f"torchserve is ready at {server.inference_url} (logs in {args.run_dir / 'logs'})")
+            for spec in specs:
+                print(server.curl_example(spec.split("=", 1)[0]))
+            print("stop it with: make stop  (or hflabels serve stop)")
+        elif args.action == "stop":
+            print("stopped" if stop(args.run_dir) else "not running")
+        elif args.action == "status":
+            if not is_running(args.run_dir):
+                print("not running")
+                return 1
+            server = server_for(args.config, args.run_dir)
+            print(f"running at {server.inference_url}; token in {server.key_file}")
+    except ServeError as error:
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0

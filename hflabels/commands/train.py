@@ -1,0 +1,63 @@
+"""Fine-tune a classifier from labelled data into a folder that `archive` takes as is.
+
+train --task single_label --train data/sentiment/train.csv --output build/my-model
+      [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N]
+      [--class-weights none|inverse|sqrt_inverse|effective] [--label-all-subwords]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from hflabels.training import TrainOptions, train
+from hflabels.training_data import TASKS, DataError
+from hflabels.training_math import WEIGHT_SCHEMES, format_table
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--validation", type=Path, help="held-out data (default: a fifth of --train)")
+    parser.add_argument("--test", type=Path, help="test data, reported separately")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--base-model", type=Path, help="a local save_pretrained folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--epochs", type=float, default=8.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--class-weights", choices=WEIGHT_SCHEMES, default="none")
+    parser.add_argument("--label-all-subwords", action="store_true", help="give continuation subwords the I- tag")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def options_of(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(**{field.name: getattr(args, field.name) for field in fields(TrainOptions)})
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The load report lists the new classifier head as "missing", which is the point of fine-tuning.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    try:
+        results = train(options_of(args))
+    except DataError as error:
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
+        return 2
+    weights = {k: round(v, 3) for k, v in results["class_weights"].items() if k != "scheme"}
+    print(f"\nclass weights ({results['class_weights']['scheme']}): {weights}")
+    if "thresholds" in results:
+        print("tuned thresholds: " + ", ".join(f"{k} {v:.3f}" for k, v in results["thresholds"].items()))
+    for split in ("validation", "test"):
+        if split in results:
+            print(f"\n{split}:\n{format_table(results[split])}")
+    print(f"\nwrote {args.output} (archive it with: hflabels archive {args.output} --name NAME)")
+    return 0

@@ -1,0 +1,107 @@
+"""Figures: a served model's evaluation (confusion matrix, or per-label bars) and a benchmark's
+throughput and latency.
+
+Single-label (and sentence-pair) models get a confusion matrix of the served predictions, with
+counts and row-normalised shading; multi-label and token-classification models get per-label
+(per-entity-type) precision, recall and F1 bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def confusion(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Counts: rows are true labels, columns predicted ones, both in ``labels`` order."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for true, guess in zip(truth, predicted):
+        if true in index and guess in index:
+            matrix[index[true], index[guess]] += 1
+    return matrix
+
+
+def plot_report(report: dict[str, Any], output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = report["metrics"]
+    headline = ", ".join(f"{key} {value:.3f}" for key, value in metrics.items() if isinstance(value, float))
+    if report["task"] in ("single_label", "sentence_pair"):
+        labels = report["labels"]
+        matrix = confusion(report["truth"], report["served"], labels)
+        shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        figure, axis = plt.subplots(figsize=(1.2 * len(labels) + 3, 1.0 * len(labels) + 2.5))
+        axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for row in range(len(labels)):
+            for column in range(len(labels)):
+                axis.text(column, row, str(matrix[row, column]), ha="center", va="center",
+                          color="white" if shares[row, column] > 0.6 else "black", fontsize=12)  # fmt: skip
+        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axis.set_yticks(range(len(labels)), labels)
+        axis.set(xlabel="served prediction", ylabel="true label")
+    else:
+        rows = metrics.get("per_class") or metrics.get("per_type") or {}
+        names = list(rows)
+        positions = np.arange(len(names))
+        figure, axis = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 4))
+        for offset, key in zip((-0.25, 0.0, 0.25), ("precision", "recall", "f1")):
+            axis.bar(positions + offset, [rows[name][key] for name in names], width=0.25, label=key)
+        axis.set_xticks(positions, names, rotation=30, ha="right")
+        axis.set(ylim=(0, 1.05), ylabel="score")
+        axis.legend(fontsize=8)
+    mismatches = len(report.get("mismatches", []))
+    axis.set_title(f"{headline}\nserved vs in-process mismatches: {mismatches}", fontsize=9)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+
+
+def plot_benchmark(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput_axis, latency_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"mixed": "tab:blue", "long": "tab:orange"}
+    for variant, runs in results.get("served", {}).items():
+        levels = sorted(runs, key=int)
+        clients = [int(level) for level in levels]
+        throughput_axis.plot(clients, [runs[c]["throughput"] for c in levels], "o-", color=colours[variant],
+                             label=f"served, {variant}")  # fmt: skip
+        limits = results["in_process"][variant]
+        throughput_axis.axhline(
+            limits["best"], color=colours[variant], linestyle="--", label=f"in-process limit, {variant}"
+        )
+        if variant == "mixed":
+            throughput_axis.axhline(limits["chunks_of_32"], color=colours[variant], linestyle=":",
+                                    label="handler in-process, 32 at a time (a server's view)")  # fmt: skip
+        latency_axis.plot(
+            clients, [runs[c]["p99_ms"] for c in levels], "o-", color=colours[variant], label=f"p99, {variant}"
+        )
+        latency_axis.plot(
+            clients, [runs[c]["p50_ms"] for c in levels], "s:", color=colours[variant], label=f"p50, {variant}"
+        )
+    throughput_axis.set(xlabel="concurrent clients", ylabel="requests / s (one input each)", title="Throughput")
+    latency_axis.set(xlabel="concurrent clients", ylabel="latency (ms)", title="Latency", yscale="log")
+    for axis in (throughput_axis, latency_axis):
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+        if axis is throughput_axis:
+            axis.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.1))
+        else:
+            axis.legend(fontsize=7, loc="upper left")
+    info = results["machine"]
+    figure.suptitle(
+        f"{Path(results['model']).name} on {info['cores']} cores ({info['cpu']}), torch {info['torch']}", fontsize=9
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
