@@ -23,7 +23,7 @@ java:
 	@$(PY) scripts/serve.py check-java
 
 test: venv java
-	$(PY) -m ruff check handler scripts tests
+	$(PY) -m ruff check handler hflabels scripts tests
 	$(PY) -m pytest
 
 # Unit and handler tests only: no torchserve started.
@@ -46,7 +46,7 @@ soak: venv java
 	$(PY) scripts/soak.py
 
 lint: venv
-	$(PY) -m ruff check handler scripts tests
+	$(PY) -m ruff check handler hflabels scripts tests
 
 clean:
 	rm -rf $(VENV) model_store build .serve .pytest_cache

@@ -85,3 +85,32 @@ def test_explanations_of_other_tasks_are_refused_clearly(qa_model):
     [(status, answer)] = explain(handler, context, [{"inputs": {"question": "q", "context": "c"}}])
     assert status == 501
     assert answer["error"] == "explanations are not available for question_answering"
+
+
+def test_regression_models_explain_their_raw_output(tmp_path):
+    from tiny_models import build_sequence_classifier
+
+    folder = build_sequence_classifier(tmp_path / "regressor", labels=("rating",), problem_type="regression")
+    handler, context = load_handler(folder, {"explain_steps": 16})
+    text = "The package arrived on Tuesday in Paris."
+    [(status, answer)] = explain(handler, context, [{"inputs": text}])
+    assert status == 200
+    runner = handler.runner
+    ids = runner.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        raw = runner.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0].item()
+    # A softmax over one label would be 1.0 whatever the input; the served value is the raw output.
+    assert answer["target_score"] == pytest.approx(raw, abs=1e-5)
+
+
+def test_the_steps_limit_is_the_same_for_the_setting_and_the_request(sentiment_model):
+    from handler.api.errors import ConfigurationError
+    from handler.api.settings import MAX_EXPLAIN_STEPS, HandlerSettings
+
+    with pytest.raises(
+        ConfigurationError, match=f"handler.explain_steps must be an integer >= 1 and <= {MAX_EXPLAIN_STEPS}"
+    ):
+        HandlerSettings.from_mapping({"explain_steps": MAX_EXPLAIN_STEPS + 1})
+    handler, context = load_handler(sentiment_model, {"explain_steps": MAX_EXPLAIN_STEPS})
+    [(status, answer)] = explain(handler, context, [{"inputs": "ok", "parameters": {"n_steps": MAX_EXPLAIN_STEPS + 1}}])
+    assert status == 400 and f"<= {MAX_EXPLAIN_STEPS}" in answer["error"]

@@ -24,7 +24,7 @@ from transformers import BertForSequenceClassification
 
 from handler.engine.batching import plan_micro_batches
 
-# Attention groups are cut like forward passes (handler/batching.py), with a fixed price per
+# Attention groups are cut like forward passes (handler/engine/batching.py), with a fixed price per
 # group of this many tokens' worth of work: attention has no weights to stream, so it is small.
 ATTENTION_GROUP_OVERHEAD_TOKENS = 32
 
