@@ -193,3 +193,12 @@ def trained(tmp_path_factory, models_root):
         assert script("train")(argv) == 0, f"training {task} failed"
         outputs[task] = output
     return outputs
+
+
+@pytest.fixture(scope="session")
+def qa_reference(qa_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The QA parity cases and transformers 4.x's own answers to them (tests/qa_oracle.py)."""
+    from qa_cases import cases, oracle_answers
+
+    job_cases = cases()
+    return job_cases, oracle_answers(qa_model, job_cases, tmp_path_factory.mktemp("qa-oracle"))

@@ -112,3 +112,18 @@ def test_a_bad_item_gets_its_400_while_good_ones_are_served(torchserve, model, b
     assert [r.status_code for r in responses] == [200, 400, 200]
     assert message in responses[1].json()["error"]
     assert responses[0].json() == responses[2].json()
+
+
+def test_qa_over_http_equals_the_4x_pipeline(torchserve, qa_reference):
+    """The parity cases of test_qa_parity, sent concurrently so windows of several requests share passes."""
+    cases, expected = qa_reference
+
+    def ask(case):
+        body = {"inputs": {"question": case["question"], "context": case["context"]}, "parameters": case["parameters"]}
+        return post(torchserve, "qa", body)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(ask, cases))
+    for case, response, reference in zip(cases, responses, expected):
+        assert response.status_code == 200, (case["parameters"], response.text)
+        assert_same_answers(response.json(), reference)

@@ -15,14 +15,14 @@ def logits(peaks):
 
 
 def test_the_best_span_is_chosen():
-    spans = select_spans(logits({5: 8.0}), logits({6: 8.0}), ANSWERABLE, top_k=1, max_answer_len=15)
+    spans = select_spans(logits({5: 8.0}), logits({6: 8.0}), ANSWERABLE, candidates=1, max_answer_len=15)
     assert [(s.start, s.end) for s in spans.spans] == [(5, 6)]
     assert 0 < spans.spans[0].score <= 1
 
 
 def test_an_end_before_its_start_is_never_chosen():
     # The strongest end (4) lies before the strongest start (6).
-    spans = select_spans(logits({6: 9.0}), logits({4: 9.0, 7: 1.0}), ANSWERABLE, top_k=5, max_answer_len=15)
+    spans = select_spans(logits({6: 9.0}), logits({4: 9.0, 7: 1.0}), ANSWERABLE, candidates=5, max_answer_len=15)
     assert spans.spans, "some span must remain"
     assert all(span.start <= span.end for span in spans.spans)
     assert (6, 4) not in [(s.start, s.end) for s in spans.spans]
@@ -30,25 +30,29 @@ def test_an_end_before_its_start_is_never_chosen():
 
 
 def test_question_tokens_are_never_chosen_even_with_the_highest_logits():
-    spans = select_spans(logits({1: 50.0, 5: 2.0}), logits({2: 50.0, 6: 2.0}), ANSWERABLE, top_k=10, max_answer_len=15)
+    spans = select_spans(
+        logits({1: 50.0, 5: 2.0}), logits({2: 50.0, 6: 2.0}), ANSWERABLE, candidates=10, max_answer_len=15
+    )
     chosen = {position for span in spans.spans for position in (span.start, span.end)}
     assert chosen and chosen.isdisjoint({0, 1, 2, 3, 8})
 
 
 def test_max_answer_len_bounds_the_span():
-    spans = select_spans(logits({4: 9.0}), logits({7: 9.0}), ANSWERABLE, top_k=10, max_answer_len=2)
+    spans = select_spans(logits({4: 9.0}), logits({7: 9.0}), ANSWERABLE, candidates=10, max_answer_len=2)
     assert all(span.end - span.start + 1 <= 2 for span in spans.spans)
 
 
-def test_top_k_spans_are_sorted_by_score():
-    spans = select_spans(logits({4: 3.0, 5: 2.0}), logits({5: 3.0, 6: 1.0}), ANSWERABLE, top_k=3, max_answer_len=15)
+def test_the_best_spans_are_sorted_by_score():
+    spans = select_spans(
+        logits({4: 3.0, 5: 2.0}), logits({5: 3.0, 6: 1.0}), ANSWERABLE, candidates=3, max_answer_len=15
+    )
     scores = [span.score for span in spans.spans]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
 
 
 def test_null_score_is_the_cls_probability_product():
     start, end = logits({0: 4.0, 5: 1.0}), logits({0: 4.0, 6: 1.0})
-    spans = select_spans(start, end, ANSWERABLE, top_k=1, max_answer_len=15)
+    spans = select_spans(start, end, ANSWERABLE, candidates=1, max_answer_len=15)
     masked = np.where(ANSWERABLE, start, -10000.0)
     p_start = np.exp(masked - masked.max()) / np.exp(masked - masked.max()).sum()
     assert spans.null_score == pytest.approx(float(p_start[0] ** 2), rel=1e-5)

@@ -1,15 +1,20 @@
 """Extractive question answering from start/end logits: pure functions.
 
-transformers 5 removed the question-answering pipeline; these follow the 4.x pipeline's
-semantics so answers match what users had:
-- per window, every token that is not context is masked (the CLS token stays, for the null
-  answer), start and end logits are softmaxed separately, and a span (i, j) scores
-  ``p_start[i] * p_end[j]`` for ``i <= j < i + max_answer_len``;
-- the null score is ``p_start[0] * p_end[0]`` (the CLS position), its minimum over windows is the
-  null answer's score, and position 0 is then excluded from spans;
+transformers 5 removed the question-answering pipeline; these follow the 4.x pipeline
+(``select_starts_ends``, ``decode_spans``, ``postprocess``, ``get_answer`` in 4.4x-4.5x) so answers
+equal what users had:
+- per window, every token that is not context is masked (the CLS token stays), start and end
+  logits are softmaxed separately, and a span (i, j) scores ``p_start[i] * p_end[j]`` for
+  ``i <= j < i + max_answer_len``;
+- the null score is ``p_start[0] * p_end[0]`` taken before position 0 is zeroed; the answer ""
+  gets the minimum of it over windows (only with ``handle_impossible_answer``);
+- each window keeps its best ``top_k * 2 + 10`` spans (``top_k`` without ``align_to_words``),
+  chosen among all positions and only then stripped of spans that start or end outside the
+  context, so a span can score 0;
 - spans map to character offsets, widened to whole words unless ``align_to_words`` is false;
-- the same answer text found in several windows (case-insensitively) adds up its scores;
-- the best ``top_k`` answers across windows are returned.
+- a span whose text equals (case-insensitively) an answer already found, in any window at any
+  position, adds its score to that answer, which keeps the first occurrence's offsets;
+- the answers are then sorted by score and cut to ``top_k``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NO_NULL_SCORE = 1_000_000.0  # larger than any probability: "no null score seen yet"
+NO_NULL_SCORE = 1_000_000.0  # larger than any probability: "no null score seen yet", as the pipeline starts
 
 
 @dataclass(frozen=True)
@@ -35,17 +40,22 @@ class WindowSpans:
     null_score: float
 
 
+def candidates_per_window(top_k: int, align_to_words: bool) -> int:
+    """How many spans each window keeps: more when aligning to words may merge some away."""
+    return top_k * 2 + 10 if align_to_words else top_k
+
+
 def select_spans(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
     answerable: np.ndarray,
-    top_k: int,
+    candidates: int,
     max_answer_len: int,
 ) -> WindowSpans:
-    """The ``top_k`` best spans of one window.
+    """The best ``candidates`` spans of one window that lie in the context, best first.
 
     ``answerable`` is true for the context tokens and the CLS token; everything else (question,
-    separators, padding) can neither start nor end an answer and takes no part in the softmax.
+    separators) can neither start nor end an answer and takes no part in the softmax.
     """
     answerable = np.asarray(answerable, dtype=bool)
     start = _masked_softmax(np.asarray(start_logits, dtype=np.float32), answerable)
@@ -53,17 +63,20 @@ def select_spans(
     null_score = float(start[0] * end[0])
     start[0] = end[0] = 0.0
 
-    # outer[i, j] = start[i] * end[j]; keep j >= i and j - i < max_answer_len.
-    candidates = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)
-    candidates[~answerable, :] = 0.0
-    candidates[:, ~answerable] = 0.0
-    flat = candidates.ravel()
-    positive = np.flatnonzero(flat > 0.0)
-    if positive.size > top_k:
-        positive = positive[np.argpartition(-flat[positive], top_k - 1)[:top_k]]
-    positive = positive[np.argsort(-flat[positive], kind="stable")]
-    starts, ends = np.unravel_index(positive, candidates.shape)
-    spans = [TokenSpan(int(s), int(e), float(flat[i])) for s, e, i in zip(starts, ends, positive)]
+    # scores[i, j] = start[i] * end[j]; kept where j >= i and j - i < max_answer_len.
+    scores = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)
+    flat = scores.ravel()
+    # The best spans of the whole matrix, ties and zeros included, as the 4.x pipeline picks them.
+    if candidates == 1:
+        best = np.array([np.argmax(flat)])
+    elif flat.size < candidates:
+        best = np.argsort(-flat)
+    else:
+        best = np.argpartition(-flat, candidates)[:candidates]
+        best = best[np.argsort(-flat[best])]
+    starts, ends = np.unravel_index(best, scores.shape)
+    inside = answerable[starts] & answerable[ends]
+    spans = [TokenSpan(int(s), int(e), float(scores[s, e])) for s, e in zip(starts[inside], ends[inside])]
     return WindowSpans(spans, null_score)
 
 
@@ -117,17 +130,19 @@ def rank_answers(
     handle_impossible_answer: bool,
     min_null_score: float,
 ) -> list[Answer]:
-    """Answers from ``(start_char, end_char, score)`` spans of all windows, best first."""
+    """Answers from ``(start_char, end_char, score)`` spans of all windows (in window order, each
+    window's best first), the same text merged, best first, at most ``top_k``."""
     answers: list[Answer] = []
+    by_text: dict[str, int] = {}
     for start, end, score in found:
         text = context[start:end]
-        same = next((i for i, a in enumerate(answers) if a.answer.lower() == text.lower()), None)
+        same = by_text.get(text.lower())
         if same is None:
+            by_text[text.lower()] = len(answers)
             answers.append(Answer(score, start, end, text))
         else:
             kept = answers[same]
             answers[same] = Answer(kept.score + score, kept.start, kept.end, kept.answer)
-    if handle_impossible_answer or not answers:
-        null = min_null_score if min_null_score < NO_NULL_SCORE else 0.0
-        answers.append(Answer(null, 0, 0, ""))
+    if handle_impossible_answer:
+        answers.append(Answer(min_null_score, 0, 0, ""))
     return sorted(answers, key=lambda answer: answer.score, reverse=True)[:top_k]

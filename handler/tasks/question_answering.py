@@ -18,7 +18,7 @@ from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
 from handler.engine.model_loading import LoadedModel
 from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, windows_of_inputs
-from handler.postprocess.qa_spans import NO_NULL_SCORE, char_span, rank_answers, select_spans
+from handler.postprocess.qa_spans import NO_NULL_SCORE, candidates_per_window, char_span, rank_answers, select_spans
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
             "align_to_words": ParamSpec("bool", default=True),
             "max_seq_len": ParamSpec("int", default=min(self.max_length, 384), minimum=8, maximum=self.max_length),
             "doc_stride": ParamSpec("int", minimum=0, maximum=self.max_length),
+            # Accepted as the pipeline accepts it; like the pipeline with a fast tokenizer, it changes nothing.
+            "max_question_len": ParamSpec("int", minimum=1, maximum=self.max_length),
         }
 
     def parse(self, body: RequestBody) -> ParsedRequest[QuestionContext, AnswerParams]:
@@ -144,12 +146,13 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
     ) -> Any:
         found = []
         min_null_score = NO_NULL_SCORE
+        candidates = candidates_per_window(params.top_k, params.align_to_words)
         for window, output in zip(encoded.windows, outputs):
             spans = select_spans(
                 output["start_logits"],
                 output["end_logits"],
                 window.detail.answerable,
-                params.top_k,
+                candidates,
                 params.max_answer_len,
             )
             min_null_score = min(min_null_score, spans.null_score)
@@ -164,6 +167,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
                 )
                 found.append((start, end, span.score))
         answers = rank_answers(found, item.context, params.top_k, params.handle_impossible_answer, min_null_score)
-        if params.top_k == 1:
+        # The 4.x pipeline's shape: one answer is an object, whatever top_k asked for.
+        if len(answers) == 1:
             return answers[0].to_json()
         return [answer.to_json() for answer in answers]
