@@ -10,16 +10,20 @@ work as for any TorchServe handler.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from ts.handler_utils.timer import timed
+from ts.protocol.otf_message_handler import send_intermediate_predict_response
 from ts.torch_handler.base_handler import BaseHandler
 
+from handler.api.client_shapes import response_format_of
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
 from handler.api.settings import HandlerSettings
+from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE, StreamSink
 from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, RequestOutcome
 from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
@@ -28,7 +32,6 @@ from handler.serving.batches import AnsweredBatch, PreparedBatch
 from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
 from handler.serving.metrics import ServingMetrics
 from handler.serving.responses import (
-    JSON_CONTENT_TYPE,
     TRUNCATED_HEADER,
     SerializedOutcome,
     json_body,
@@ -91,13 +94,17 @@ class TransformersLabelHandler(BaseHandler):
                 if executor is None:
                     raise RequestError(self.explain_unavailable, status=501, reason="explain_unavailable")
                 batch.parsed.append((index, executor.parse(body)))
+                if body.stream:
+                    batch.streaming.add(index)
             except RequestError as error:
                 batch.outcomes[index] = RequestOutcome.failed(error)
         return batch
 
     @timed
     def inference(self, batch: PreparedBatch) -> AnsweredBatch:  # type: ignore[override]
-        result = self._run_isolated(batch.executor, [request for _, request in batch.parsed])
+        sinks = [self._stream_sink(index) if index in batch.streaming else None for index, _ in batch.parsed]
+        requests = [request for _, request in batch.parsed]
+        result = self._run_isolated(batch.executor, requests, sinks if any(sinks) else None)
         outcomes = list(batch.outcomes)
         for (index, _), outcome in zip(batch.parsed, result.outcomes):
             outcomes[index] = outcome
@@ -136,6 +143,7 @@ class TransformersLabelHandler(BaseHandler):
     def _bodies(self, items: list[Any]) -> list[RequestBody | RequestError]:
         """One request body per item: an HTTP request, or an instance/input behind an envelope."""
         bodies: list[RequestBody | RequestError] = []
+        setting = self._require_runner().settings.response_format
         for index, item in enumerate(items):
             try:
                 if self.envelope is Envelope.KSERVE:
@@ -144,24 +152,42 @@ class TransformersLabelHandler(BaseHandler):
                     bodies.append(v2_input_body(item))
                 else:
                     headers = self.context.get_all_request_header(index)
-                    bodies.append(read_request_body(item, content_type_of(headers)))
+                    body = read_request_body(item, content_type_of(headers))
+                    bodies.append(replace(body, response_format=response_format_of(headers, setting)))
             except RequestError as error:
                 bodies.append(error)
         return bodies
 
+    def _stream_sink(self, index: int) -> StreamSink | None:
+        """Sends chunks of request ``index``'s answer ahead of the rest (TorchServe's streaming
+        responses); None where there is no frontend to send to (in-process calls)."""
+        context = self.context
+        if getattr(context, "cl_socket", None) is None:
+            return None
+
+        def send(chunk: str) -> None:
+            context.set_response_content_type(index, EVENT_STREAM_CONTENT_TYPE)
+            request_ids = {index: context.request_ids[index]}
+            send_intermediate_predict_response({index: chunk}, request_ids, "Intermediate response", 200, context)
+
+        return send
+
     @staticmethod
-    def _run_isolated(executor: BatchExecutor | None, requests: list[ParsedRequest]) -> BatchResult:
+    def _run_isolated(
+        executor: BatchExecutor | None, requests: list[ParsedRequest], sinks: list[StreamSink | None] | None
+    ) -> BatchResult:
         """All requests in one go; if that fails, each alone, so a failure stays with its request."""
         if executor is None or not requests:
             return BatchResult([])
         try:
-            return executor.run(requests)
+            return executor.run(requests, sinks) if sinks else executor.run(requests)
         except Exception:
             logger.exception("batch of %d failed; retrying its requests one by one", len(requests))
         combined = BatchResult([])
-        for request in requests:
+        for position, request in enumerate(requests):
             try:
-                alone = executor.run([request])
+                sink = sinks[position] if sinks else None
+                alone = executor.run([request], [sink]) if sink else executor.run([request])
             except Exception:
                 logger.exception("request failed")
                 error = RequestError("internal error while running the model", 500, "internal_error")
@@ -173,7 +199,7 @@ class TransformersLabelHandler(BaseHandler):
 
     def _respond(self, index: int, item: SerializedOutcome) -> str:
         context = self.context
-        context.set_response_content_type(index, JSON_CONTENT_TYPE)
+        context.set_response_content_type(index, item.content_type)
         error = item.outcome.error
         if error is not None:
             context.set_response_status(error.status, reason_phrase(error.message), idx=index)

@@ -101,7 +101,10 @@ def test_one_bad_request_fails_alone_and_the_others_get_their_own_answers(sentim
 def test_unknown_parameters_and_thresholds_on_single_label_are_refused(sentiment):
     handler, context = sentiment
     status, answer = call_one(handler, context, {"inputs": "x", "parameters": {"topk": 1}})
-    assert (status, answer["error"]) == (400, "unknown parameters: topk (allowed: function_to_apply, threshold, top_k)")
+    assert (status, answer["error"]) == (
+        400,
+        "unknown parameters: topk (allowed: function_to_apply, raw_scores, return_all_scores, threshold, top_k, truncate)",
+    )
     status, answer = call_one(handler, context, {"inputs": "x", "parameters": {"threshold": 0.3}})
     assert status == 400 and "threshold applies to multi-label models" in answer["error"]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from handler.api.client_shapes import ResponseFormat
 from handler.api.errors import RequestError
 from handler.api.parameters import json_type
 
@@ -22,16 +23,24 @@ CURL_HINT = (
     "send the text as the raw body: curl -H 'Content-Type: text/plain' --data-binary 'your text' URL, "
     "or as JSON: curl -H 'Content-Type: application/json' -d '{\"inputs\": \"your text\"}' URL"
 )
-_DOCUMENT_KEYS = ("inputs", "parameters")
+# "options" and "stream" are what Hugging Face inference-API clients send beside inputs/parameters.
+_DOCUMENT_KEYS = ("inputs", "parameters", "options", "stream")
+# The inference API's options: waiting for a cold model (ours is loaded or absent) and its cache.
+_OPTION_KEYS = ("wait_for_model", "use_cache")
 
 
 @dataclass(frozen=True)
 class RequestBody:
-    """One request: its inputs as sent, its raw ``parameters`` (None if absent), and whether it was JSON."""
+    """One request: its inputs as sent, its raw ``parameters`` (None if absent), whether it was JSON,
+    whether it asked for a token stream, and the answer shape it gets."""
 
     inputs: Any
     parameters: Any
     is_json: bool
+    stream: bool = False
+    response_format: ResponseFormat = ResponseFormat.PIPELINE
+    # False: the answer must be computed, not served from a response cache.
+    use_cache: bool = True
 
 
 def content_type_of(headers: Mapping[str, Any]) -> str:
@@ -107,11 +116,37 @@ def _document(payload: Any) -> RequestBody:
     unknown = sorted(str(key) for key in payload if key not in _DOCUMENT_KEYS)
     if unknown:
         raise RequestError(
-            f"unknown JSON field(s) {', '.join(unknown)} (allowed: inputs, parameters)", reason="wrong_shape"
+            f"unknown JSON field(s) {', '.join(unknown)} (allowed: {', '.join(_DOCUMENT_KEYS)})", reason="wrong_shape"
         )
     if "inputs" not in payload:
         raise RequestError('the JSON body needs an "inputs" field', reason="wrong_shape")
-    return RequestBody(inputs=payload["inputs"], parameters=payload.get("parameters"), is_json=True)
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(f"stream must be true or false, got {json_type(stream)}", reason="wrong_shape")
+    options = _options(payload.get("options"))
+    return RequestBody(
+        inputs=payload["inputs"],
+        parameters=payload.get("parameters"),
+        is_json=True,
+        stream=stream,
+        use_cache=options.get("use_cache", True),
+    )
+
+
+def _options(value: Any) -> dict[str, bool]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RequestError(f"options must be an object, got {json_type(value)}", reason="wrong_shape")
+    unknown = sorted(str(key) for key in value if key not in _OPTION_KEYS)
+    if unknown:
+        raise RequestError(
+            f"unknown options {', '.join(unknown)} (allowed: {', '.join(_OPTION_KEYS)})", reason="wrong_shape"
+        )
+    for key, flag in value.items():
+        if not isinstance(flag, bool):
+            raise RequestError(f"options.{key} must be true or false, got {json_type(flag)}", reason="wrong_shape")
+    return dict(value)
 
 
 # ---- inputs ---------------------------------------------------------------------------------

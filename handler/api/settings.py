@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from handler.api.choices import enum_member, enum_values
+from handler.api.client_shapes import ResponseFormatSetting
 from handler.api.errors import ConfigurationError
 from handler.api.parameters import ParamSpec, check_value, json_type
 from handler.api.tasks import Task
@@ -64,6 +66,9 @@ class HandlerSettings:
     explain_steps: int = 32
     # TorchServe's own switch: ts_handler_preprocess/inference/postprocess timings as metrics.
     profile: bool = False
+    # Answer shapes: the pipelines', the inference API's (InferenceClient), or auto: the inference
+    # API's for requests whose User-Agent is huggingface_hub's. A request's x-response-format wins.
+    response_format: ResponseFormatSetting = ResponseFormatSetting.AUTO
 
     @classmethod
     def from_mapping(cls, raw: Any) -> HandlerSettings:
@@ -107,6 +112,13 @@ def _task(name: str, value: Any) -> Task | None:
         return Task.parse(value)
     except ConfigurationError as error:
         raise ValueError(f"{name}: {error}") from None
+
+
+def _response_format(name: str, value: Any) -> ResponseFormatSetting:
+    chosen = enum_member(ResponseFormatSetting, value)
+    if chosen is None:
+        raise ValueError(f"{name} must be one of {enum_values(ResponseFormatSetting)}, got {value!r}")
+    return chosen
 
 
 def _label_thresholds(name: str, value: Any) -> Mapping[str, float]:
@@ -154,6 +166,7 @@ _VALIDATORS = {
     "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
     "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS)),
     "profile": _scalar(ParamSpec("bool")),
+    "response_format": _response_format,
 }
 
 assert set(_VALIDATORS) == {f.name for f in fields(HandlerSettings)}, "every setting needs a validator"

@@ -8,6 +8,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from handler.api.errors import RequestError
 from handler.api.request_parsing import RequestBody
+from handler.api.streaming import StreamSink
 
 InputT = TypeVar("InputT")
 ParamsT = TypeVar("ParamsT")
@@ -26,6 +27,8 @@ class RequestOutcome:
     payload: Any = None
     error: RequestError | None = None
     truncated_inputs: int = 0
+    # A streamed answer's last event, sent as it is (the earlier events went out as they came).
+    stream_tail: str | None = None
 
     @classmethod
     def failed(cls, error: RequestError) -> RequestOutcome:
@@ -71,4 +74,6 @@ class BatchExecutor(Protocol):
 
     def parse(self, body: RequestBody) -> ParsedRequest: ...
 
-    def run(self, requests: Sequence[ParsedRequest]) -> BatchResult: ...
+    def run(self, requests: Sequence[ParsedRequest], sinks: Sequence[StreamSink | None] | None = None) -> BatchResult:
+        """Answer ``requests``; ``sinks[i]``, where given, receives request i's streamed chunks."""
+        ...

@@ -22,6 +22,7 @@ from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec, request_parameters, schema_defaults, validate_parameters
 from handler.api.request_parsing import RequestBody
 from handler.api.settings import HandlerSettings
+from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
@@ -40,6 +41,8 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     auto_model_class: ClassVar[Any]
     parameter_schema: ClassVar[Mapping[str, ParamSpec]]
     needs_fast_tokenizer: ClassVar[bool] = False
+    # Whether requests may ask for their answer as a stream of events ("stream": true).
+    streams: ClassVar[bool] = False
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
         self.model = loaded.model
@@ -77,13 +80,18 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
 
     def parameters_for(self, body: RequestBody) -> dict[str, Any]:
         """Every parameter with a value: the request's own over the defaults."""
+        if body.stream and not self.streams:
+            raise RequestError(f'"stream": true is for text generation, not {self.task.value}', reason="wrong_shape")
         return {**self.default_parameters, **request_parameters(body.parameters, self.schema())}
 
     @abc.abstractmethod
     def parse(self, body: RequestBody) -> ParsedRequest[InputT, ParamsT]: ...
 
     @abc.abstractmethod
-    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> BatchResult: ...
+    def run(
+        self, requests: Sequence[ParsedRequest[InputT, ParamsT]], sinks: Sequence[StreamSink | None] | None = None
+    ) -> BatchResult:
+        """One outcome per request; ``sinks`` (streaming runners only) receive streamed chunks."""
 
 
 @dataclass
@@ -148,7 +156,9 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     ) -> Any:
         """The JSON-able result for one input from the outputs of its windows."""
 
-    def run(self, requests: Sequence[ParsedRequest[InputT, ParamsT]]) -> BatchResult:
+    def run(
+        self, requests: Sequence[ParsedRequest[InputT, ParamsT]], sinks: Sequence[StreamSink | None] | None = None
+    ) -> BatchResult:
         # (request index, input index within it) for each input of the batch, flattened.
         owners = [(r, k) for r, request in enumerate(requests) for k in range(len(request.inputs))]
         items = [requests[r].inputs[k] for r, k in owners]

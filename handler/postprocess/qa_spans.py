@@ -69,7 +69,8 @@ def select_spans(
     # The best spans of the whole matrix, ties and zeros included, as the 4.x pipeline picks them.
     if candidates == 1:
         best = np.array([np.argmax(flat)])
-    elif flat.size < candidates:
+    elif flat.size <= candidates:
+        # The pipeline's `<` makes argpartition raise when the sizes are equal; ranking all is its meaning.
         best = np.argsort(-flat)
     else:
         best = np.argpartition(-flat, candidates)[:candidates]

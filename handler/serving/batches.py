@@ -16,6 +16,8 @@ class PreparedBatch:
     executor: BatchExecutor | None
     outcomes: list[RequestOutcome | None]
     parsed: list[tuple[int, ParsedRequest]] = field(default_factory=list)
+    # Indices of the requests that asked for a stream of events.
+    streaming: set[int] = field(default_factory=set)
 
 
 @dataclass

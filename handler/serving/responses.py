@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.api.errors import RequestError
+from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE
 from handler.api.types import RequestOutcome
 
 JSON_CONTENT_TYPE = "application/json"
@@ -32,13 +33,16 @@ def reason_phrase(message: str, limit: int = 160) -> str:
 
 @dataclass(frozen=True)
 class SerializedOutcome:
-    """An outcome and its JSON text; a payload that cannot be JSON has become a 500 outcome."""
+    """An outcome and its body; a payload that cannot be JSON has become a 500 outcome."""
 
     outcome: RequestOutcome
     text: str
+    content_type: str = JSON_CONTENT_TYPE
 
 
 def serialize(outcome: RequestOutcome) -> SerializedOutcome:
+    if outcome.error is None and outcome.stream_tail is not None:
+        return SerializedOutcome(outcome, outcome.stream_tail, EVENT_STREAM_CONTENT_TYPE)
     if outcome.error is None:
         try:
             return SerializedOutcome(outcome, json_body(outcome.payload))

@@ -24,6 +24,7 @@ from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec, request_parameters
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
 from handler.api.settings import MAX_EXPLAIN_STEPS
+from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
 from handler.engine.runner import EncoderRunner, TaskRunner
@@ -83,7 +84,9 @@ class Explainer:
         params = ExplainParams(given.get("target"), given.get("token_index"), given.get("n_steps", self.default_steps))
         return ParsedRequest(inputs, is_list, params)
 
-    def run(self, requests: Sequence[ParsedRequest[Any, ExplainParams]]) -> BatchResult:
+    def run(
+        self, requests: Sequence[ParsedRequest[Any, ExplainParams]], sinks: Sequence[StreamSink | None] | None = None
+    ) -> BatchResult:
         outcomes = []
         for request in requests:
             try:

@@ -3,6 +3,7 @@ and sentence pairs, answered in the shapes of transformers' text-classification 
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
+from handler.api.client_shapes import ResponseFormat
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
@@ -36,14 +38,28 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
 
 
+class AnswerShape(str, enum.Enum):
+    # The default: one {"label", "score"} (single-label), or the labels over threshold (multi-label).
+    BEST = "best"
+    # The best label alone, as an object, whatever the model (return_all_scores: false).
+    TOP = "top"
+    # Labels sorted by score, at most top_k (top_k given, or the inference API's shape).
+    RANKED = "ranked"
+    # Every label in index order, unsorted (return_all_scores: true, as the 4.x pipeline had it).
+    LABEL_ORDER = "label_order"
+
+
 @dataclass(frozen=True)
 class ClassificationParams:
-    # False: the default answer, one {"label", "score"} (single-label) or the labels over threshold.
-    ranked: bool
-    # With ranked: how many labels, best first; None for all of them.
+    shape: AnswerShape
+    # With RANKED: how many labels, best first; None for all of them.
     top_k: int | None
     activation: Activation
     thresholds: np.ndarray
+    # A single text answered as a one-item list (return_all_scores given, or the inference API).
+    wrap_single: bool
+    # False (TEI's truncate): a text longer than max_length is refused with a 413, not cut.
+    truncate: bool
 
 
 class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams, None]):
@@ -53,6 +69,10 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         "top_k": ParamSpec("int", minimum=1, nullable=True),
         "function_to_apply": ParamSpec("choice", choices=tuple(a.value for a in Activation)),
         "threshold": ParamSpec("float", minimum=0.0, maximum=1.0),
+        # Names users bring from neighbouring APIs: the 4.x pipeline's, then TEI's.
+        "return_all_scores": ParamSpec("bool"),
+        "raw_scores": ParamSpec("bool", default=False),
+        "truncate": ParamSpec("bool", default=True),
     }
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
@@ -98,19 +118,41 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 reason="invalid_parameter",
             )
         function = params.get("function_to_apply")
+        if params["raw_scores"]:
+            if function not in (None, Activation.NONE.value):
+                raise RequestError(
+                    f"raw_scores: true asks for logits, but function_to_apply is {function!r}",
+                    reason="invalid_parameter",
+                )
+            function = Activation.NONE.value
         # Only a threshold the request itself sends replaces the per-label ones.
         given_threshold = threshold if isinstance(body.parameters, dict) and "threshold" in body.parameters else None
+        shape, top_k, wrap_single = self._shape(params, body.response_format)
         return ParsedRequest(
             inputs,
             is_list,
             ClassificationParams(
-                ranked="top_k" in params,
-                top_k=params.get("top_k"),
+                shape=shape,
+                top_k=top_k,
                 activation=Activation(function) if function is not None else self.activation,
                 # A request's threshold applies to every label, overriding per-label settings.
                 thresholds=self.thresholds if given_threshold is None else np.full(len(self.labels), given_threshold),
+                wrap_single=wrap_single and not is_list,
+                truncate=params["truncate"],
             ),
         )
+
+    @staticmethod
+    def _shape(params: dict, response_format: ResponseFormat) -> tuple[AnswerShape, int | None, bool]:
+        """(shape, top_k, wrap_single) as the 4.x pipeline derives them, or the inference API's."""
+        if "top_k" in params:
+            return AnswerShape.RANKED, params["top_k"], response_format is ResponseFormat.INFERENCE_API
+        if response_format is ResponseFormat.INFERENCE_API:
+            return AnswerShape.RANKED, None, True
+        if "return_all_scores" in params:
+            shape = AnswerShape.LABEL_ORDER if params["return_all_scores"] else AnswerShape.TOP
+            return shape, None, True
+        return AnswerShape.BEST, None, False
 
     def encode(self, inputs: Sequence[TextInput], params: Sequence[ClassificationParams]) -> list[EncodeResult]:
         results: list[EncodeResult] = [RequestError("not encoded")] * len(inputs)
@@ -124,8 +166,16 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 continue
             encoding = self.tokenizer(texts, text_pairs, truncation=True, max_length=self.max_length)
             for row, position in enumerate(positions):
+                truncated = was_truncated(encoding, row, self.max_length)
+                if truncated and not params[position].truncate:
+                    results[position] = RequestError(
+                        f"the text is longer than max_length={self.max_length} tokens and truncate is false",
+                        status=413,
+                        reason="input_too_long",
+                    )
+                    continue
                 window = Window(encoding["input_ids"][row], token_types_of(encoding, row), None)
-                results[position] = EncodedInput([window], truncated=was_truncated(encoding, row, self.max_length))
+                results[position] = EncodedInput([window], truncated=truncated)
         return results
 
     def postprocess(
@@ -136,8 +186,13 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         outputs: list[dict[str, np.ndarray]],
     ) -> Any:
         scores = activate(outputs[0]["logits"], params.activation)
-        if params.ranked:
-            return ranked_labels(scores, self.labels, params.top_k)
-        if self.multi_label:
-            return labels_reaching(scores, self.labels, params.thresholds)
-        return best_label(scores, self.labels)
+        answer: Any
+        if params.shape is AnswerShape.RANKED:
+            answer = ranked_labels(scores, self.labels, params.top_k)
+        elif params.shape is AnswerShape.LABEL_ORDER:
+            answer = [{"label": label, "score": float(score)} for label, score in zip(self.labels, scores)]
+        elif params.shape is AnswerShape.BEST and self.multi_label:
+            answer = labels_reaching(scores, self.labels, params.thresholds)
+        else:
+            answer = best_label(scores, self.labels)
+        return [answer] if params.wrap_single else answer

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForTokenClassification
 
-from handler.api.errors import ConfigurationError
+from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
 from handler.api.settings import HandlerSettings
@@ -34,6 +34,8 @@ from handler.postprocess.token_aggregation import (
 class TokenParams:
     aggregation_strategy: AggregationStrategy
     ignore_labels: tuple[str, ...]
+    # Tokens of overlap between the windows of a long text.
+    stride: int
 
 
 class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
@@ -46,19 +48,18 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
             "choice", default=AggregationStrategy.SIMPLE.value, choices=tuple(s.value for s in AggregationStrategy)
         ),
         "ignore_labels": ParamSpec("str_list", default=("O",), max_items=1024),
+        "stride": ParamSpec("int", minimum=0),
     }
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
         super().__init__(loaded, settings, labels)
-        content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        self.stride = settings.stride if settings.stride is not None else content_length // 4
-        if not 0 <= self.stride < content_length:
+        self.content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        self.stride = settings.stride if settings.stride is not None else self.content_length // 4
+        if not 0 <= self.stride < self.content_length:
             raise ConfigurationError(
-                f"handler.stride={self.stride} must be below the {content_length} text tokens "
+                f"handler.stride={self.stride} must be below the {self.content_length} text tokens "
                 f"that fit in one window of max_length={self.max_length}"
             )
-        # Window k starts this many tokens after window k-1 in the whole text's token sequence.
-        self.window_step = content_length - self.stride
         backend_model = getattr(getattr(self.tokenizer, "_tokenizer", None), "model", None)
         self.uses_subword_prefix = bool(getattr(backend_model, "continuing_subword_prefix", None))
         self.unk_token_id = self.tokenizer.unk_token_id
@@ -66,25 +67,42 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
     def parse(self, body: RequestBody) -> ParsedRequest[str, TokenParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
         params = self.parameters_for(body)
-        return ParsedRequest(
-            inputs,
-            is_list,
-            TokenParams(AggregationStrategy(params["aggregation_strategy"]), tuple(params["ignore_labels"])),
-        )
+        stride = params.get("stride", self.stride)
+        if stride >= self.content_length:
+            raise RequestError(
+                f"parameters.stride={stride} must be below the {self.content_length} text tokens "
+                f"that fit in one window of max_length={self.max_length}",
+                reason="invalid_parameter",
+            )
+        strategy = AggregationStrategy(params["aggregation_strategy"])
+        return ParsedRequest(inputs, is_list, TokenParams(strategy, tuple(params["ignore_labels"]), stride))
 
     def encode(self, inputs: Sequence[str], params: Sequence[TokenParams]) -> list[EncodeResult]:
+        """Windows of each text; one tokenizer call per stride in the batch."""
+        results: list[EncodeResult] = [RequestError("not encoded")] * len(inputs)
+        by_stride: dict[int, list[int]] = {}
+        for position, item_params in enumerate(params):
+            by_stride.setdefault(item_params.stride, []).append(position)
+        for stride, positions in by_stride.items():
+            for position, encoded in zip(positions, self._encode_with_stride([inputs[i] for i in positions], stride)):
+                results[position] = encoded
+        return results
+
+    def _encode_with_stride(self, texts: list[str], stride: int) -> list[EncodedInput[WindowTokens]]:
         encoding = self.tokenizer(
-            list(inputs),
+            texts,
             truncation=True,
             max_length=self.max_length,
-            stride=self.stride,
+            stride=stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
         )
-        results: list[EncodeResult] = []
+        # Window k starts this many tokens after window k-1 in the whole text's token sequence.
+        window_step = self.content_length - stride
+        results = []
         for rows, cut_off in windows_of_inputs(
-            encoding["overflow_to_sample_mapping"], len(inputs), self.settings.max_windows_per_input
+            encoding["overflow_to_sample_mapping"], len(texts), self.settings.max_windows_per_input
         ):
             windows = []
             for k, row in enumerate(rows):
@@ -94,7 +112,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
                     tokens=self.tokenizer.convert_ids_to_tokens(ids),
                     offsets=encoding["offset_mapping"][row],
                     special_tokens_mask=encoding["special_tokens_mask"][row],
-                    index_offset=k * self.window_step,
+                    index_offset=k * window_step,
                 )
                 windows.append(Window(ids, token_types_of(encoding, row), tokens))
             results.append(EncodedInput(windows, truncated=cut_off))
