@@ -197,7 +197,7 @@ def trained(tmp_path_factory, models_root):
 
 @pytest.fixture(scope="session")
 def qa_reference(qa_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The QA parity cases and transformers 4.x's own answers to them (tests/qa_oracle.py)."""
+    """The QA parity cases and transformers 4.x's own answers to them (tests/pipeline_oracle.py)."""
     from qa_cases import cases, oracle_answers
 
     job_cases = cases()

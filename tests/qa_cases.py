@@ -1,6 +1,6 @@
-"""Question-answering cases for the parity tests against the 4.x pipeline: long, repetitive contexts
-(the same words in many windows, so answers merge across windows) under every parameter the mode
-accepts."""
+"""Question-answering cases for the parity tests against the 4.x pipeline, and the oracle runner:
+long, repetitive contexts (the same words in many windows, so answers merge across windows) under
+every parameter the mode accepts."""
 
 from __future__ import annotations
 
@@ -53,12 +53,19 @@ def cases() -> list[dict[str, Any]]:
     return found
 
 
-def oracle_answers(model_dir: Path, job_cases: list[dict[str, Any]], scratch: Path) -> list[Any]:
-    """What transformers 4.x's QuestionAnsweringPipeline answers, computed in its own venv."""
+def oracle_answers(
+    model_dir: Path,
+    job_cases: list[dict[str, Any]],
+    scratch: Path,
+    task: str = "question-answering",
+    id2label: dict[int, str] | None = None,
+) -> list[Any]:
+    """What transformers 4.x's own pipeline answers (tests/pipeline_oracle.py), in its own venv."""
     assert ORACLE_PYTHON.exists(), "the 4.x oracle venv is missing: run `make qa-oracle` (make test does)"
-    job, answers = scratch / "qa-job.json", scratch / "qa-answers.json"
-    job.write_text(json.dumps({"model_dir": str(model_dir), "cases": job_cases}), encoding="utf-8")
-    subprocess.run([str(ORACLE_PYTHON), str(REPO / "tests" / "qa_oracle.py"), str(job), str(answers)],
+    job, answers = scratch / f"{task}-job.json", scratch / f"{task}-answers.json"
+    document = {"task": task, "model_dir": str(model_dir), "cases": job_cases, "id2label": id2label}
+    job.write_text(json.dumps(document), encoding="utf-8")
+    subprocess.run([str(ORACLE_PYTHON), str(REPO / "tests" / "pipeline_oracle.py"), str(job), str(answers)],
                    check=True, capture_output=True, text=True, timeout=600)  # fmt: skip
     document = json.loads(answers.read_text(encoding="utf-8"))
     assert document["transformers"].startswith("4.")

@@ -96,7 +96,7 @@ def test_generation_equals_the_pipeline_and_batches_match_single_prompts(torchse
         ("qa", {"inputs": {"question": "Where?"}}, "inputs is missing context"),
         ("lm", {"inputs": "x", "parameters": {"temperature": "hot"}}, "parameters.temperature must be a number"),
         ("lm", {"inputs": "x", "parameters": {"max_new_tokens": 10**9}}, "<= 64, got 1000000000"),
-        ("ner", {"inputs": "x", "parameters": {"stride": 3}}, "unknown parameters: stride"),
+        ("ner", {"inputs": "x", "parameters": {"stride": 1000}}, "parameters.stride=1000 must be below"),
         ("keyword_qa", {"inputs": {"question": "q", "context": "c", "extra": 1}}, "unknown field(s) extra"),
     ],
 )

@@ -1,12 +1,15 @@
-"""The reference answers for question answering: transformers 4.x's QuestionAnsweringPipeline itself.
+"""Reference answers from transformers 4.x's own pipelines, where transformers 5 removed or changed
+them (the question-answering pipeline; text classification's ``return_all_scores``).
 
-transformers 5 removed that pipeline, so this file runs in a venv of its own with transformers 4.x
-(``make qa-oracle`` builds ``.venv-qa-oracle``), never in the project's venv:
+This file runs in a venv of its own with transformers 4.x (``make qa-oracle`` builds
+``.venv-qa-oracle``), never in the project's venv:
 
-    .venv-qa-oracle/bin/python tests/qa_oracle.py JOB.json ANSWERS.json
+    .venv-qa-oracle/bin/python tests/pipeline_oracle.py JOB.json ANSWERS.json
 
-JOB.json: ``{"model_dir": "...", "cases": [{"question", "context", "parameters"}, ...]}``;
-ANSWERS.json: the pipeline's return value for each case, in order.
+JOB.json: ``{"task": "question-answering" | "text-classification", "model_dir": "...", "cases": [...]}``
+where a question-answering case is ``{"question", "context", "parameters"}`` and a
+text-classification case ``{"inputs", "parameters"}``; ANSWERS.json holds the pipeline's return
+value for each case, in order.
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ def main(job_path: str, answers_path: str) -> int:
     with open(job_path, encoding="utf-8") as job_file:
         job = json.load(job_file)
     tokenizer = fast_tokenizer(job["model_dir"])
-    answerer = pipeline("question-answering", model=job["model_dir"], tokenizer=tokenizer, device=-1)
-    answers = [
-        answerer(question=case["question"], context=case["context"], **case["parameters"]) for case in job["cases"]
-    ]
+    reference = pipeline(job["task"], model=job["model_dir"], tokenizer=tokenizer, device=-1)
+    if job.get("id2label"):  # the names a mapping file gives, where the config has none
+        reference.model.config.id2label = {int(i): name for i, name in job["id2label"].items()}
+    answers = []
+    for case in job["cases"]:
+        if job["task"] == "question-answering":
+            answers.append(reference(question=case["question"], context=case["context"], **case["parameters"]))
+        else:
+            answers.append(reference(case["inputs"], **case["parameters"]))
     with open(answers_path, "w", encoding="utf-8") as answers_file:
         json.dump({"transformers": transformers.__version__, "answers": answers}, answers_file)
     return 0
