@@ -7,8 +7,12 @@ TORCH_VERSION := 2.13.0
 # transformers 5 removed the question-answering pipeline; its 4.x answers are the QA tests' oracle.
 QA_ORACLE := .venv-qa-oracle
 QA_ORACLE_STAMP := $(QA_ORACLE)/.installed-stamp
+# KServe's Python SDK brings its own web stack; the KServe tests call it from a venv of its own.
+KSERVE_CLIENT := .venv-kserve-client
+KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
+KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle java test test-fast demo stop bench accelerations soak lint clean
+.PHONY: venv qa-oracle kserve-client java test test-fast demo stop bench accelerations soak lint clean
 
 venv: $(STAMP)
 
@@ -30,10 +34,17 @@ $(QA_ORACLE_STAMP):
 	$(QA_ORACLE)/bin/python -m pip install --quiet "transformers>=4.50,<5"
 	touch $(QA_ORACLE_STAMP)
 
+kserve-client: $(KSERVE_CLIENT_STAMP)
+
+$(KSERVE_CLIENT_STAMP):
+	$(PYTHON) -m venv $(KSERVE_CLIENT)
+	$(KSERVE_CLIENT)/bin/python -m pip install --quiet kserve==$(KSERVE_VERSION)
+	touch $(KSERVE_CLIENT_STAMP)
+
 java:
 	@$(PY) scripts/serve.py check-java
 
-test: venv qa-oracle java
+test: venv qa-oracle kserve-client java
 	$(PY) -m ruff check handler hflabels scripts tests
 	$(PY) -m pytest
 
@@ -60,4 +71,4 @@ lint: venv
 	$(PY) -m ruff check handler hflabels scripts tests
 
 clean:
-	rm -rf $(VENV) $(QA_ORACLE) model_store build .serve .pytest_cache
+	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) model_store build .serve .pytest_cache

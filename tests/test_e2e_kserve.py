@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import requests
+from conftest import REPO_ROOT
 from support import assert_same_answers, post, script
 
 from hflabels.torchserve_control import config_with_free_ports, start, stop
@@ -110,3 +112,20 @@ def test_v1_explain_gives_one_explanation_per_instance(kserve_server):
     assert len(explanations) == 2
     assert [item["tokens"][0] for item in explanations] == ["i", "the"]
     assert all(len(item["tokens"]) == len(item["attributions"]) == len(item["offsets"]) for item in explanations)
+
+
+@pytest.mark.parametrize("model", ["sentiment", "keyword_ner"])
+def test_kserves_own_client_gets_the_plain_predictions_answers(kserve_server, torchserve, model, tmp_path):
+    """KServe's InferenceRESTClient (its own venv: tests/kserve_client.py), v1 and v2."""
+    client_python = REPO_ROOT / ".venv-kserve-client" / "bin" / "python"
+    assert client_python.exists(), "the KServe client venv is missing: run `make kserve-client` (make test does)"
+    texts, answers_file = tmp_path / "texts.json", tmp_path / "answers.json"
+    texts.write_text(json.dumps(TEXTS), encoding="utf-8")
+    result = subprocess.run(
+        [str(client_python), str(REPO_ROOT / "tests" / "kserve_client.py"), kserve_server.inference_url, model,
+         kserve_server.protocol, str(texts), str(answers_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = json.loads(answers_file.read_text(encoding="utf-8"))
+    assert_same_answers(served, [plain(torchserve, model, text) for text in TEXTS])
