@@ -15,12 +15,14 @@ from handler.tasks.question_answering import QuestionAnsweringRunner
 from handler.tasks.sequence_classification import SequenceClassificationRunner
 from handler.tasks.text_generation import TextGenerationRunner
 from handler.tasks.token_classification import TokenClassificationRunner
+from handler.tasks.zero_shot_classification import ZeroShotClassificationRunner
 
 RUNNERS: dict[Task, type[TaskRunner]] = {
     Task.SEQUENCE_CLASSIFICATION: SequenceClassificationRunner,
     Task.TOKEN_CLASSIFICATION: TokenClassificationRunner,
     Task.QUESTION_ANSWERING: QuestionAnsweringRunner,
     Task.TEXT_GENERATION: TextGenerationRunner,
+    Task.ZERO_SHOT_CLASSIFICATION: ZeroShotClassificationRunner,
 }
 
 assert set(RUNNERS) == set(Task), "every task needs a runner"

@@ -18,6 +18,7 @@ import sys
 
 async def infer(base_url: str, model: str, protocol: str, texts: list) -> list:
     import numpy
+
     from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
     client = InferenceRESTClient(RESTConfig(protocol=protocol, retries=1, timeout=60))

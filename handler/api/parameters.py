@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from handler.api.errors import RequestError
 
-ParamKind = Literal["int", "float", "bool", "choice", "str_list"]
+ParamKind = Literal["int", "float", "bool", "choice", "str", "str_list"]
 
 
 class _NoDefault:
@@ -39,14 +39,18 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     max_items: int = 64
     max_item_length: int = 256
-    # A bare string is accepted where a list of strings is expected (``"stop": "\n"``).
+    # A bare string is accepted where a list of strings is expected (``"stop": "\n"``)...
     accepts_single_string: bool = False
+    # ...or, with this, read as comma-separated items (``"candidate_labels": "a, b"``).
+    comma_separated: bool = False
 
     def describe(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "str_list":
             return f"a list of at most {self.max_items} strings"
+        if self.kind == "str":
+            return f"a string of at most {self.max_item_length} characters"
         words = {"int": "an integer", "float": "a number", "bool": "true or false"}[self.kind]
         bounds = []
         if self.minimum is not None:
@@ -100,6 +104,10 @@ def check_value(name: str, value: Any, spec: ParamSpec) -> Any:
         raise ValueError(f"{name} must be {spec.describe()}, got {_short_repr(value)}")
     if spec.kind == "str_list":
         return _check_string_list(name, value, spec)
+    if spec.kind == "str":
+        if isinstance(value, str) and len(value) <= spec.max_item_length:
+            return value
+        raise ValueError(f"{name} must be {spec.describe()}, got {json_type(value)}")
     return _check_number(name, value, spec)
 
 
@@ -124,7 +132,9 @@ def _check_number(name: str, value: Any, spec: ParamSpec) -> int | float:
 
 
 def _check_string_list(name: str, value: Any, spec: ParamSpec) -> tuple[str, ...]:
-    if isinstance(value, str) and spec.accepts_single_string:
+    if isinstance(value, str) and spec.comma_separated:
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    elif isinstance(value, str) and spec.accepts_single_string:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"{name} must be {spec.describe()}, got {json_type(value)}")

@@ -51,6 +51,8 @@ class HandlerSettings:
     # Threads per worker for torch; None keeps torch's default (one per physical core).
     torch_num_threads: int | None = None
     max_inputs_per_request: int = 64
+    # Zero-shot: at most this many candidate labels per request (each is a row of the batch).
+    max_candidate_labels: int = 64
     # Long texts beyond this many windows are cut (the response header says so).
     max_windows_per_input: int = 32
     # Hard cap on generated tokens, so no request can exceed TorchServe's responseTimeout or
@@ -157,6 +159,7 @@ _VALIDATORS = {
     "packed_forward": _scalar(ParamSpec("bool")),
     "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
     "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
+    "max_candidate_labels": _scalar(ParamSpec("int", minimum=1, maximum=10_000)),
     "max_windows_per_input": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
     "max_new_tokens_limit": _scalar(ParamSpec("int", minimum=1, maximum=1_000_000)),
     "allow_pickle_weights": _scalar(ParamSpec("bool")),

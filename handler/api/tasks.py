@@ -16,6 +16,8 @@ class Task(str, enum.Enum):
     TOKEN_CLASSIFICATION = "token_classification"
     QUESTION_ANSWERING = "question_answering"
     TEXT_GENERATION = "text_generation"
+    # An NLI sequence classifier scoring labels the request names (entailment of "This example is {}.").
+    ZERO_SHOT_CLASSIFICATION = "zero_shot_classification"
 
     @classmethod
     def parse(cls, value: object) -> Task:
@@ -26,7 +28,7 @@ class Task(str, enum.Enum):
 
     @property
     def uses_label_mapping(self) -> bool:
-        return self in (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
+        return self in (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION, Task.ZERO_SHOT_CLASSIFICATION)
 
 
 # Architecture class-name suffixes, as written in a model's config.json "architectures".
@@ -37,6 +39,10 @@ _ARCHITECTURE_SUFFIXES: dict[str, Task] = {
     "ForCausalLM": Task.TEXT_GENERATION,
     "LMHeadModel": Task.TEXT_GENERATION,
 }
+
+
+# Zero-shot runs an NLI sequence classifier: a model is served that way only when asked for.
+_ALSO_SERVED_AS: dict[Task, Task] = {Task.SEQUENCE_CLASSIFICATION: Task.ZERO_SHOT_CLASSIFICATION}
 
 
 def task_of_architecture(architecture: str) -> Task | None:
@@ -56,6 +62,7 @@ def resolve_task(requested: Task | None, architectures: Sequence[str] | None) ->
                 f"set handler.task in model-config.yaml (one of: {enum_values(Task)})"
             )
         return declared[0]
+    declared += [_ALSO_SERVED_AS[task] for task in declared if task in _ALSO_SERVED_AS]
     if declared and requested not in declared:
         raise ConfigurationError(
             f"the model config declares {architectures[0]} ({declared[0].value}) "  # type: ignore[index]

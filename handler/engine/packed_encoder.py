@@ -14,6 +14,7 @@ takes the model's own forward.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,10 @@ from torch import nn
 from torch.nn import functional
 from transformers import BertForSequenceClassification
 
+from handler.api.settings import HandlerSettings
 from handler.engine.batching import plan_micro_batches
+
+logger = logging.getLogger(__name__)
 
 # Attention groups are cut like forward passes (handler/engine/batching.py), with a fixed price per
 # group of this many tokens' worth of work: attention has no weights to stream, so it is small.
@@ -46,6 +50,19 @@ def packing_unsupported(model: Any) -> str | None:
     if any(type(module) is not nn.Linear for module in model.modules() if "Linear" in type(module).__name__):
         return "its linear layers are quantized"
     return None
+
+
+def packed_classifier_for(model: Any, settings: HandlerSettings) -> PackedBertClassifier | None:
+    """The padding-free runner for ``model`` when the settings ask for it and the model allows it."""
+    if not settings.packed_forward:
+        return None
+    # A compiled forward is what torch_compile asks for; packing would bypass it.
+    reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(model)
+    if reason is not None:
+        logger.info("padded forward passes: %s", reason)
+        return None
+    logger.info("padding-free forward passes (packed_forward)")
+    return PackedBertClassifier(model)
 
 
 class PackedBertClassifier:

@@ -20,7 +20,7 @@ from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
 from handler.engine.model_loading import LoadedModel
-from handler.engine.packed_encoder import PackedBertClassifier, packing_unsupported
+from handler.engine.packed_encoder import packed_classifier_for
 from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, was_truncated
 from handler.postprocess.scoring import (
     Activation,
@@ -95,18 +95,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         self.thresholds = threshold_vector(
             labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
-        self.packed = self._packed_execution(settings)
-
-    def _packed_execution(self, settings: HandlerSettings) -> PackedBertClassifier | None:
-        if not settings.packed_forward:
-            return None
-        # A compiled forward is what torch_compile asks for; packing would bypass it.
-        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
-        if reason is not None:
-            logger.info("padded forward passes: %s", reason)
-            return None
-        logger.info("padding-free forward passes (packed_forward)")
-        return PackedBertClassifier(self.model)
+        self.packed = packed_classifier_for(self.model, settings)
 
     def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.max_inputs_per_request)
