@@ -33,6 +33,7 @@ from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v
 from handler.serving.metrics import ServingMetrics
 from handler.serving.responses import (
     TRUNCATED_HEADER,
+    WINDOWS_HEADER,
     SerializedOutcome,
     json_body,
     reason_phrase,
@@ -203,8 +204,11 @@ class TransformersLabelHandler(BaseHandler):
         error = item.outcome.error
         if error is not None:
             context.set_response_status(error.status, reason_phrase(error.message), idx=index)
-        elif item.outcome.truncated_inputs:
-            context.set_response_header(index, TRUNCATED_HEADER, str(item.outcome.truncated_inputs))
+        else:
+            if item.outcome.truncated_inputs:
+                context.set_response_header(index, TRUNCATED_HEADER, str(item.outcome.truncated_inputs))
+            if item.outcome.windows_read:
+                context.set_response_header(index, WINDOWS_HEADER, str(item.outcome.windows_read))
         return item.text
 
     def _envelope_answers(self, serialized: list[SerializedOutcome]) -> list[Any]:

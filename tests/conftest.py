@@ -131,6 +131,8 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
         ServedModel("topics", fixture("topics_model"), {"label_thresholds": {"praise": 0.0}}, FAST_BATCHING,
                     mappings / "topics_multilabel.json"),
         ServedModel("nli", fixture("nli_model"), {}, FAST_BATCHING, mappings / "nli.json"),
+        ServedModel("zeroshot", fixture("nli_model"), {"task": "zero_shot_classification"}, FAST_BATCHING,
+                    mappings / "nli.json"),
         ServedModel("ner", fixture("conll_ner_model"), {"stride": 8}, FAST_BATCHING, mappings / "ner_conll.json"),
         ServedModel("keyword_ner", fixture("keyword_ner_model"), {"stride": 4}, FAST_BATCHING),
         ServedModel("qa", fixture("qa_model"), {}, FAST_BATCHING),

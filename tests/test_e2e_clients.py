@@ -208,3 +208,16 @@ def test_tei_raw_scores_and_truncate(torchserve, sentiment_model):
     assert refused.status_code == 413 and "truncate is false" in refused.json()["error"]
     cut = post(torchserve, "sentiment", {"inputs": long_text, "parameters": {"truncate": True}})
     assert cut.status_code == 200 and cut.headers["x-truncated-inputs"] == "1"
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_zero_shot_classification_equals_the_pipeline(torchserve, nli_model, multi_label):
+    labels = ["travel", "food", "shipping"]
+    template = "This text is about {}."
+    answer = client(torchserve, "zeroshot").zero_shot_classification(
+        REVIEW, candidate_labels=labels, multi_label=multi_label, hypothesis_template=template
+    )
+    reference = pipeline("zero-shot-classification", model=str(nli_model), tokenizer=str(nli_model))
+    expected = reference(REVIEW, candidate_labels=labels, multi_label=multi_label, hypothesis_template=template)
+    assert_same_answers(plain(answer), [{"label": label, "score": score}
+                                        for label, score in zip(expected["labels"], expected["scores"])])  # fmt: skip

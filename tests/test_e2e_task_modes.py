@@ -127,3 +127,26 @@ def test_qa_over_http_equals_the_4x_pipeline(torchserve, qa_reference):
     for case, response, reference in zip(cases, responses, expected):
         assert response.status_code == 200, (case["parameters"], response.text)
         assert_same_answers(response.json(), reference)
+
+
+def test_zero_shot_over_http_equals_the_pipeline_for_a_batch_of_requests(torchserve, nli_model):
+    reference = pipeline("zero-shot-classification", model=str(nli_model), tokenizer=str(nli_model))
+    cases = [
+        ("The package arrived on Tuesday in Paris.", ["travel", "shipping", "food"], False),
+        ("I hated the food, it was cold and bland.", ["food", "weather"], True),
+        ("Our train to Amsterdam was delayed by two hours.", ["travel", "music", "sport", "money"], False),
+    ]
+
+    def ask(case):
+        text, labels, multi_label = case
+        return post(torchserve, "zeroshot", {"inputs": text, "parameters": {"candidate_labels": labels,
+                                                                            "multi_label": multi_label}})  # fmt: skip
+
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(ask, cases))
+    for (text, labels, multi_label), response in zip(cases, responses):
+        assert response.status_code == 200, response.text
+        expected = reference(text, candidate_labels=labels, multi_label=multi_label)
+        answer = response.json()
+        assert answer["sequence"] == text and answer["labels"] == expected["labels"]
+        assert max(abs(a - b) for a, b in zip(answer["scores"], expected["scores"])) <= 1e-5

@@ -11,6 +11,7 @@ def test_task_values_are_the_documented_names():
         "token_classification",
         "question_answering",
         "text_generation",
+        "zero_shot_classification",
     ]
 
 
@@ -53,3 +54,11 @@ def test_a_task_is_needed_when_the_architecture_says_nothing():
     with pytest.raises(ConfigurationError, match="set handler.task"):
         resolve_task(None, ["BertModel"])
     assert resolve_task(Task.TEXT_GENERATION, ["BertModel"]) is Task.TEXT_GENERATION
+
+
+def test_an_nli_classifier_is_served_zero_shot_only_when_asked():
+    architectures = ["BertForSequenceClassification"]
+    assert resolve_task(None, architectures) is Task.SEQUENCE_CLASSIFICATION
+    assert resolve_task(Task.ZERO_SHOT_CLASSIFICATION, architectures) is Task.ZERO_SHOT_CLASSIFICATION
+    with pytest.raises(ConfigurationError, match="declares BertForTokenClassification"):
+        resolve_task(Task.ZERO_SHOT_CLASSIFICATION, ["BertForTokenClassification"])

@@ -265,3 +265,44 @@ def build_base_encoder(folder: Path, seed: int = 0) -> Path:
     BertModel(_bert_config(len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_keyword_sequence_classifier(
+    folder: Path,
+    keyword: str,
+    labels: Sequence[str] = ("negative", "neutral", "positive"),
+    keyword_label: str = "positive",
+    default_label: str = "neutral",
+    model_max_length: int = 32,
+) -> Path:
+    """Answers ``keyword_label`` for a window holding ``keyword`` and ``default_label`` otherwise.
+
+    One attention layer with zero queries and keys attends uniformly, so the [CLS] position
+    receives the mean of the window's token vectors: the keyword's direction when it is there,
+    nothing when it is not; the pooler and classifier read that direction."""
+    tokenizer = wordpiece_tokenizer(model_max_length)
+    config = _keyword_bert(tokenizer, [keyword], **_label_maps(labels))
+    config.num_hidden_layers = 1
+    config.intermediate_size = 4
+    model = BertForSequenceClassification(config).eval()
+    vectors = _keyword_vectors(model, tokenizer, [keyword])
+    size = config.hidden_size
+    layer = model.bert.encoder.layer[0]
+    with torch.no_grad():
+        for linear in (layer.attention.self.query, layer.attention.self.key, layer.intermediate.dense,
+                       layer.output.dense):  # fmt: skip
+            linear.weight.zero_()
+            linear.bias.zero_()
+        for linear in (layer.attention.self.value, layer.attention.output.dense, model.bert.pooler.dense):
+            linear.weight.copy_(torch.eye(size))
+            linear.bias.zero_()
+        for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[labels.index(default_label)] = 1.0
+        model.classifier.weight[labels.index(keyword_label)] = 4.0 * torch.sign(vectors[keyword])
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -34,8 +34,12 @@ class HandlerSettings:
     label_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     # Defaults for the request "parameters" object; same names and rules as requests.
     parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # Overlap in tokens between windows of long texts (token classification); None: max_length // 4.
+    # Overlap in tokens between the windows of long texts (token classification, and documents
+    # read whole with long_text); None: a quarter of a window.
     stride: int | None = None
+    # Sequence classification of a text longer than one window: truncate (the pipeline's way), or
+    # score every window and answer their mean or, per label, their max. parameters.long_text wins.
+    long_text: str = "truncate"
     # The fixed cost of one forward pass, in tokens' worth of compute: a batch sorted by length is
     # cut into passes where padding would cost more than another pass. Larger favours fewer passes.
     batch_overhead_tokens: int = 32
@@ -152,6 +156,7 @@ _VALIDATORS = {
     "label_thresholds": _label_thresholds,
     "parameters": _parameters,
     "stride": _scalar(ParamSpec("int", minimum=0, nullable=True)),
+    "long_text": _scalar(ParamSpec("choice", choices=("truncate", "mean", "max"))),
     "batch_overhead_tokens": _scalar(ParamSpec("int", minimum=0, maximum=1_000_000)),
     "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
     "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),

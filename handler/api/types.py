@@ -27,6 +27,8 @@ class RequestOutcome:
     payload: Any = None
     error: RequestError | None = None
     truncated_inputs: int = 0
+    # Windows read for inputs read whole (long_text mean/max); 0 when none was.
+    windows_read: int = 0
     # A streamed answer's last event, sent as it is (the earlier events went out as they came).
     stream_tail: str | None = None
 

@@ -107,6 +107,8 @@ class Window(Generic[DetailT]):
 class EncodedInput(Generic[DetailT]):
     windows: list[Window[DetailT]]
     truncated: bool = False
+    # Whether the answer reports how many windows were read (a document read whole).
+    reports_windows: bool = False
 
 
 EncodeResult = EncodedInput[Any] | RequestError
@@ -178,6 +180,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         results: list[list[Any]] = [[] for _ in requests]
         errors: dict[int, RequestError] = {}
         truncated = [0] * len(requests)
+        windows_read = [0] * len(requests)
         for position, ((owner, index), item, result) in enumerate(zip(owners, items, encoded)):
             if owner in errors:
                 continue
@@ -186,6 +189,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
                 errors[owner] = RequestError(where + result.message, result.status, result.reason)
                 continue
             truncated[owner] += int(result.truncated)
+            windows_read[owner] += len(result.windows) if result.reports_windows else 0
             results[owner].append(self.postprocess(item, requests[owner].params, result, outputs_by_input[position]))
 
         outcomes = []
@@ -194,7 +198,9 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
                 outcomes.append(RequestOutcome.failed(errors[r]))
             else:
                 payload = results[r] if request.is_list else results[r][0]
-                outcomes.append(RequestOutcome(payload=payload, truncated_inputs=truncated[r]))
+                outcomes.append(
+                    RequestOutcome(payload=payload, truncated_inputs=truncated[r], windows_read=windows_read[r])
+                )
         return BatchResult(outcomes, stats)
 
     def forward(self, windows: Sequence[Window[DetailT]]) -> tuple[list[dict[str, np.ndarray]], ForwardStats]:

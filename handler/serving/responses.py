@@ -13,6 +13,7 @@ from handler.api.types import RequestOutcome
 
 JSON_CONTENT_TYPE = "application/json"
 TRUNCATED_HEADER = "x-truncated-inputs"
+WINDOWS_HEADER = "x-windows-read"
 _UNSAFE_PHRASE_CHARS = re.compile(r"[^\x20-\x7e]")
 
 

@@ -21,7 +21,15 @@ from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
 from handler.engine.model_loading import LoadedModel
 from handler.engine.packed_encoder import packed_classifier_for
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, was_truncated
+from handler.engine.runner import (
+    EncodedInput,
+    EncodeResult,
+    EncoderRunner,
+    Window,
+    token_types_of,
+    was_truncated,
+    windows_of_inputs,
+)
 from handler.postprocess.scoring import (
     Activation,
     activate,
@@ -36,6 +44,26 @@ logger = logging.getLogger(__name__)
 
 # Multi-label: a label is in the answer when its sigmoid score reaches this, unless configured.
 DEFAULT_THRESHOLD = 0.5
+
+
+class LongText(str, enum.Enum):
+    """``handler.long_text`` / ``parameters.long_text``: a text longer than the window is cut
+    (the pipeline's way), or read whole and its windows' scores averaged or maxed per label."""
+
+    TRUNCATE = "truncate"
+    MEAN = "mean"
+    MAX = "max"
+
+    @property
+    def windowed(self) -> bool:
+        return self is not LongText.TRUNCATE
+
+
+def aggregate_windows(window_scores: np.ndarray, long_text: LongText) -> np.ndarray:
+    """One score vector from the windows' (windows x labels); the only row when there is one."""
+    if long_text is LongText.MAX:
+        return window_scores.max(axis=0)
+    return window_scores.mean(axis=0)
 
 
 class AnswerShape(str, enum.Enum):
@@ -60,6 +88,8 @@ class ClassificationParams:
     wrap_single: bool
     # False (TEI's truncate): a text longer than max_length is refused with a 413, not cut.
     truncate: bool
+    # How a text longer than one window is read: cut, or every window scored and aggregated.
+    long_text: LongText
 
 
 class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams, None]):
@@ -73,6 +103,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         "return_all_scores": ParamSpec("bool"),
         "raw_scores": ParamSpec("bool", default=False),
         "truncate": ParamSpec("bool", default=True),
+        "long_text": ParamSpec("choice", choices=tuple(mode.value for mode in LongText)),
     }
 
     def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
@@ -96,6 +127,14 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
         self.packed = packed_classifier_for(self.model, settings)
+        content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        # Overlap of a long document's windows: handler.stride, else a quarter of a window.
+        self.document_stride = settings.stride if settings.stride is not None else content_length // 4
+        if not 0 <= self.document_stride < content_length:
+            raise ConfigurationError(
+                f"handler.stride={self.document_stride} must be below the {content_length} text tokens "
+                f"that fit in one window of max_length={self.max_length}"
+            )
 
     def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.max_inputs_per_request)
@@ -128,6 +167,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 thresholds=self.thresholds if given_threshold is None else np.full(len(self.labels), given_threshold),
                 wrap_single=wrap_single and not is_list,
                 truncate=params["truncate"],
+                long_text=LongText(params.get("long_text", self.settings.long_text)),
             ),
         )
 
@@ -145,8 +185,13 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
 
     def encode(self, inputs: Sequence[TextInput], params: Sequence[ClassificationParams]) -> list[EncodeResult]:
         results: list[EncodeResult] = [RequestError("not encoded")] * len(inputs)
-        singles = [i for i, item in enumerate(inputs) if item.text_pair is None]
+        # Sentence pairs always truncate: which window of a pair would a premise align with?
+        documents = [i for i, item in enumerate(inputs) if item.text_pair is None and params[i].long_text.windowed]
+        singles = [i for i, item in enumerate(inputs) if item.text_pair is None and i not in documents]
         pairs = [i for i, item in enumerate(inputs) if item.text_pair is not None]
+        if documents:
+            for position, encoded in zip(documents, self._windows([inputs[i].text for i in documents])):
+                results[position] = encoded
         for positions, texts, text_pairs in (
             (singles, [inputs[i].text for i in singles], None),
             (pairs, [inputs[i].text for i in pairs], [inputs[i].text_pair for i in pairs]),
@@ -167,6 +212,27 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 results[position] = EncodedInput([window], truncated=truncated)
         return results
 
+    def _windows(self, texts: list[str]) -> list[EncodedInput[None]]:
+        """Each text as the windows the tokenizer makes (overlapping by the document stride)."""
+        encoding = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.document_stride,
+            return_overflowing_tokens=True,
+        )
+        owned = windows_of_inputs(
+            encoding["overflow_to_sample_mapping"], len(texts), self.settings.max_windows_per_input
+        )
+        return [
+            EncodedInput(
+                [Window(encoding["input_ids"][r], token_types_of(encoding, r), None) for r in rows],
+                truncated=cut_off,
+                reports_windows=True,
+            )
+            for rows, cut_off in owned
+        ]
+
     def postprocess(
         self,
         item: TextInput,
@@ -174,7 +240,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         encoded: EncodedInput[None],
         outputs: list[dict[str, np.ndarray]],
     ) -> Any:
-        scores = activate(outputs[0]["logits"], params.activation)
+        window_scores = np.stack([activate(output["logits"], params.activation) for output in outputs])
+        scores = aggregate_windows(window_scores, params.long_text)
         answer: Any
         if params.shape is AnswerShape.RANKED:
             answer = ranked_labels(scores, self.labels, params.top_k)
