@@ -34,4 +34,5 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     tokenizer = load_tokenizer(model_dir, require_fast=runner_class.needs_fast_tokenizer)
     apply_thread_settings(settings)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device)
-    return runner_class(LoadedModel(model, tokenizer, checked.config, device), settings, checked.labels)
+    loaded = LoadedModel(model, tokenizer, checked.config, device)
+    return runner_class(loaded, settings, checked.labels, checked.label_sets)

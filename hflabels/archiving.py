@@ -15,13 +15,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from handler.api.errors import ConfigurationError
-from handler.api.labels import MAPPING_FILE_NAME
+from handler.api.labels import MAPPING_FILE_NAME, label_set_file_name, label_set_files
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.engine.model_folder import check_model_folder
@@ -79,12 +80,20 @@ def serving_files(model_dir: Path, allow_pickle: bool) -> list[Path]:
     )
 
 
-def stage(model_dir: Path, mapping: Path | None, allow_pickle: bool, folder: Path) -> None:
-    """Lay out the archive's extra files: model files (linked), the mapping, the handler package."""
+def stage(
+    model_dir: Path,
+    mapping: Path | None,
+    allow_pickle: bool,
+    folder: Path,
+    label_sets: Mapping[str, Path] | None = None,
+) -> None:
+    """Lay out the archive's extra files: model files (linked), the mappings, the handler package."""
     for path in serving_files(model_dir, allow_pickle):
         (folder / path.name).symlink_to(path.resolve())
     if mapping is not None:
         shutil.copyfile(mapping, folder / MAPPING_FILE_NAME)
+    for label_set, path in (label_sets or {}).items():
+        shutil.copyfile(path, folder / label_set_file_name(label_set))
     # A sub-folder of --extra-files keeps its tree, so the package imports as `handler.*` there.
     shutil.copytree(HANDLER_PACKAGE, folder / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
@@ -121,13 +130,14 @@ def build(
     export_path: Path,
     version: str = "1.0",
     allow_pickle: bool = False,
+    label_sets: Mapping[str, Path] | None = None,
 ) -> Path:
     """Run torch-model-archiver on a staged copy of the folder; no checks (``archive`` checks first)."""
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="archive-") as scratch:
         extra = Path(scratch) / "extra"
         extra.mkdir()
-        stage(model_dir, mapping, allow_pickle, extra)
+        stage(model_dir, mapping, allow_pickle, extra, label_sets)
         config_file = Path(scratch) / "model-config.yaml"
         config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         command = archiver_command() + [
@@ -150,6 +160,7 @@ class Archived:
     path: Path
     task: Task
     labels: tuple[str, ...] | None
+    label_sets: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """``wrote PATH (task, N labels: a, b, c; 83.8 MB)``"""
@@ -157,7 +168,8 @@ class Archived:
         if self.labels:
             more = ", ..." if len(self.labels) > 8 else ""
             labels = f", {len(self.labels)} labels: {', '.join(self.labels[:8])}{more}"
-        return f"wrote {self.path} ({self.task.value}{labels}; {self.path.stat().st_size / 1e6:.1f} MB)"
+        sets = f"; label sets: {', '.join(self.label_sets)}" if self.label_sets else ""
+        return f"wrote {self.path} ({self.task.value}{labels}{sets}; {self.path.stat().st_size / 1e6:.1f} MB)"
 
 
 def archive(
@@ -166,6 +178,7 @@ def archive(
     *,
     task: Task | None = None,
     mapping: Path | None = None,
+    label_sets: Mapping[str, Path] | None = None,
     config: Path | None = None,
     document: dict | None = None,
     export_path: Path = MODEL_STORE,
@@ -182,14 +195,20 @@ def archive(
         document = {**document, "handler": dict(document.get("handler") or {})}
     try:
         settings = HandlerSettings.from_mapping(document["handler"])
-        if mapping is not None and not mapping.is_file():
-            raise ArchiveError(f"{mapping}: no such mapping file")
-        checked = check_model_folder(model_dir, settings, mapping)
+        for path in [mapping, *(label_sets or {}).values()]:
+            if path is not None and not path.is_file():
+                raise ArchiveError(f"{path}: no such mapping file")
+        if label_sets is None:
+            label_sets = label_set_files(model_dir)
+        for label_set in label_sets:
+            label_set_file_name(label_set)  # the name must suit a file name
+        checked = check_model_folder(model_dir, settings, mapping, label_sets)
     except ConfigurationError as error:
         raise ArchiveError(str(error)) from None
     document["handler"]["task"] = checked.task.value
     if mapping is None and checked.labels is not None and (model_dir / MAPPING_FILE_NAME).exists():
         mapping = model_dir / MAPPING_FILE_NAME
     mapping = mapping if checked.labels is not None else None
-    output = build(model_dir, name, document, mapping, export_path, version, settings.allow_pickle_weights)
-    return Archived(output, checked.task, checked.labels)
+    label_sets = label_sets if checked.labels is not None else {}
+    output = build(model_dir, name, document, mapping, export_path, version, settings.allow_pickle_weights, label_sets)
+    return Archived(output, checked.task, checked.labels, tuple(checked.label_sets))

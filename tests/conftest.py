@@ -119,13 +119,15 @@ class ServedModel:
     handler: dict
     frontend: dict
     mapping: Path | None = None
+    label_sets: tuple[tuple[str, Path], ...] = ()
 
 
 def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
     fixture = request.getfixturevalue
     mappings = REPO_ROOT / "mappings"
     return [
-        ServedModel("sentiment", fixture("sentiment_model"), {}, FAST_BATCHING),
+        ServedModel("sentiment", fixture("sentiment_model"), {}, FAST_BATCHING, label_sets=(
+            ("de", mappings / "sentiment_3way.de.json"), ("fr", mappings / "sentiment_3way.fr.json"))),
         # Four concurrent requests fill a batch of four at once; a lone one would wait 3 s.
         ServedModel("batched", fixture("sentiment_model"), {}, SLOW_FULL_BATCHES),
         ServedModel("topics", fixture("topics_model"), {"label_thresholds": {"praise": 0.0}}, FAST_BATCHING,
@@ -162,6 +164,8 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         argv = [str(model.model_dir), "--name", model.name, "--config", str(config), "--export-path", str(store)]
         if model.mapping is not None:
             argv += ["--mapping", str(model.mapping)]
+        for label_set, path in model.label_sets:
+            argv += ["--mapping", f"{label_set}={path}"]
         assert archive_main(argv) == 0, f"archiving {model.name} failed"
     properties = config_with_free_ports(REPO_ROOT / "config.properties", root / "config.properties")
     server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], root / "run", timeout=600)

@@ -129,3 +129,21 @@ def test_archive_script_refuses_a_bad_mapping_with_one_line(sentiment_model, tmp
         "archive.py: error: index_to_name.json: indices must be 0..1 without gaps; missing [1], unexpected [2]"
     )
     assert not (tmp_path / "store" / "x.mar").exists()
+
+
+def test_label_sets_over_http(torchserve):
+    text = "The staff were friendly."
+    main = post(torchserve, "sentiment", {"inputs": text, "parameters": {"top_k": None}}).json()
+    french = post(torchserve, "sentiment", {"inputs": text, "parameters": {"top_k": None, "label_set": "fr"}}).json()
+    to_french = {"negative": "négatif", "neutral": "neutre", "positive": "positif"}
+    assert french == [{"label": to_french[item["label"]], "score": item["score"]} for item in main]
+    unknown = post(torchserve, "sentiment", {"inputs": text, "parameters": {"label_set": "es"}})
+    assert unknown.status_code == 400 and unknown.json()["error"].endswith("available: de, fr")
+
+
+def test_a_long_document_is_read_whole_over_http(torchserve):
+    document = "The weather in London is rainy and grey today. " * 20
+    response = post(torchserve, "sentiment", {"inputs": document, "parameters": {"long_text": "mean"}})
+    assert response.status_code == 200 and int(response.headers["x-windows-read"]) > 1
+    truncated = post(torchserve, "sentiment", {"inputs": document})
+    assert "x-windows-read" not in truncated.headers and truncated.headers["x-truncated-inputs"] == "1"

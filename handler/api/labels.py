@@ -21,6 +21,55 @@ from handler.api.errors import ConfigurationError
 
 MAPPING_FILE_NAME = "index_to_name.json"
 _DEFAULT_LABEL = re.compile(r"LABEL_(\d+)")
+# Other names for the same outputs: index_to_name.<set>.json (index_to_name.de.json, ...).
+LABEL_SET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_LABEL_SET_FILE = re.compile(r"index_to_name\.([a-z][a-z0-9_-]{0,31})\.json")
+
+
+def label_set_file_name(label_set: str) -> str:
+    if not LABEL_SET_NAME.fullmatch(label_set):
+        raise ConfigurationError(
+            f"label set name {label_set!r}: use lower-case letters, digits, '_' and '-', starting with a letter"
+        )
+    return f"index_to_name.{label_set}.json"
+
+
+def label_set_files(folder: Path) -> dict[str, Path]:
+    """The label-set files beside a model's main mapping, by set name."""
+    found = {}
+    for path in sorted(folder.glob("index_to_name.*.json")):
+        match = _LABEL_SET_FILE.fullmatch(path.name)
+        if match:
+            found[match.group(1)] = path
+    return found
+
+
+def check_label_set(main: tuple[str, ...], other: tuple[str, ...], source: str) -> None:
+    """Another name for every output of the main set: as many labels, and (for BIO tags) the same
+    B-/I-/O structure, so entity grouping works the same under every set."""
+    check_label_count(other, len(main), source)
+    for index, (ours, theirs) in enumerate(zip(main, other)):
+        if _bio_role(ours) != _bio_role(theirs):
+            raise ConfigurationError(
+                f"{source}: index {index} is {theirs!r} but the main label is {ours!r}; "
+                "a label set renames entity types and keeps their B-/I-/O prefixes"
+            )
+
+
+def _bio_role(label: str) -> str:
+    if label == "O":
+        return "O"
+    return label[:2] if label[:2] in ("B-", "I-") else ""
+
+
+def load_label_sets(paths: Mapping[str, Path], main: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each set's labels in index order, checked against the main ones."""
+    sets = {}
+    for name, path in sorted(paths.items()):
+        labels = parse_label_mapping(path.read_text(encoding="utf-8"), path.name)
+        check_label_set(main, labels, path.name)
+        sets[name] = labels
+    return sets
 
 
 def parse_label_mapping(text: str, source: str = MAPPING_FILE_NAME) -> tuple[str, ...]:

@@ -44,13 +44,20 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     # Whether requests may ask for their answer as a stream of events ("stream": true).
     streams: ClassVar[bool] = False
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = loaded.config
         self.device = loaded.device
         self.settings = settings
         self.labels: tuple[str, ...] = labels or ()
+        self.label_sets: Mapping[str, tuple[str, ...]] = dict(label_sets or {})
         model_limit = getattr(self.tokenizer, "model_max_length", None)
         position_limit = getattr(self.config, "max_position_embeddings", None)
         limits = [limit for limit in (model_limit, position_limit) if isinstance(limit, int) and limit > 0]
@@ -83,6 +90,19 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         if body.stream and not self.streams:
             raise RequestError(f'"stream": true is for text generation, not {self.task.value}', reason="wrong_shape")
         return {**self.default_parameters, **request_parameters(body.parameters, self.schema())}
+
+    def labels_named_by(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The label names a request asked for with ``label_set`` (the main ones without it)."""
+        name = params.get("label_set")
+        if name is None:
+            return self.labels
+        if name not in self.label_sets:
+            available = ", ".join(sorted(self.label_sets)) or "none (this archive has only index_to_name.json)"
+            raise RequestError(
+                f"parameters.label_set {name!r} is not in this archive; available: {available}",
+                reason="invalid_parameter",
+            )
+        return self.label_sets[name]
 
     @abc.abstractmethod
     def parse(self, body: RequestBody) -> ParsedRequest[InputT, ParamsT]: ...
@@ -141,8 +161,14 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     output_fields: ClassVar[tuple[str, ...]] = ("logits",)
     token_level_outputs: ClassVar[bool] = False
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
-        super().__init__(loaded, settings, labels)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(loaded, settings, labels, label_sets)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
         self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names

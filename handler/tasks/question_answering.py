@@ -48,8 +48,14 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
     token_level_outputs = True
     output_fields = ("start_logits", "end_logits")
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
-        super().__init__(loaded, settings, labels)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(loaded, settings, labels, label_sets)
         # Right-padding tokenizers put the question first (BERT-style); left-padding ones the context.
         self.question_first = self.tokenizer.padding_side == "right"
         self.context_sequence = 1 if self.question_first else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,8 @@ class ClassificationParams:
     truncate: bool
     # How a text longer than one window is read: cut, or every window scored and aggregated.
     long_text: LongText
+    # The names to answer with: the main ones, or a label set's (parameters.label_set).
+    labels: tuple[str, ...]
 
 
 class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams, None]):
@@ -104,10 +106,17 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         "raw_scores": ParamSpec("bool", default=False),
         "truncate": ParamSpec("bool", default=True),
         "long_text": ParamSpec("choice", choices=tuple(mode.value for mode in LongText)),
+        "label_set": ParamSpec("str", max_item_length=32),
     }
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
-        super().__init__(loaded, settings, labels)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(loaded, settings, labels, label_sets)
         problem_type = getattr(self.config, "problem_type", None)
         self.multi_label = (
             settings.multi_label if settings.multi_label is not None else problem_type == "multi_label_classification"
@@ -168,6 +177,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 wrap_single=wrap_single and not is_list,
                 truncate=params["truncate"],
                 long_text=LongText(params.get("long_text", self.settings.long_text)),
+                labels=self.labels_named_by(params),
             ),
         )
 
@@ -243,12 +253,13 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         window_scores = np.stack([activate(output["logits"], params.activation) for output in outputs])
         scores = aggregate_windows(window_scores, params.long_text)
         answer: Any
+        labels = params.labels
         if params.shape is AnswerShape.RANKED:
-            answer = ranked_labels(scores, self.labels, params.top_k)
+            answer = ranked_labels(scores, labels, params.top_k)
         elif params.shape is AnswerShape.LABEL_ORDER:
-            answer = [{"label": label, "score": float(score)} for label, score in zip(self.labels, scores)]
+            answer = [{"label": label, "score": float(score)} for label, score in zip(labels, scores)]
         elif params.shape is AnswerShape.BEST and self.multi_label:
-            answer = labels_reaching(scores, self.labels, params.thresholds)
+            answer = labels_reaching(scores, labels, params.thresholds)
         else:
-            answer = best_label(scores, self.labels)
+            answer = best_label(scores, labels)
         return [answer] if params.wrap_single else answer

@@ -114,11 +114,17 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
     auto_model_class = AutoModelForCausalLM
     streams = True
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         context = getattr(loaded.config, "max_position_embeddings", None)
         self.context_length = context if isinstance(context, int) and context > 1 else settings.max_length
         self.max_new_tokens_cap = min(settings.max_new_tokens_limit, self.context_length - 1)
-        super().__init__(loaded, settings, labels)
+        super().__init__(loaded, settings, labels, label_sets)
         tokenizer = self.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:

@@ -3,7 +3,7 @@ offsets, over overlapping windows so a long text is read to its end."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ class TokenParams:
     ignore_labels: tuple[str, ...]
     # Tokens of overlap between the windows of a long text.
     stride: int
+    # The tag names to answer with: the main ones, or a label set's (parameters.label_set).
+    labels: tuple[str, ...]
 
 
 class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
@@ -49,10 +51,17 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
         ),
         "ignore_labels": ParamSpec("str_list", default=("O",), max_items=1024),
         "stride": ParamSpec("int", minimum=0),
+        "label_set": ParamSpec("str", max_item_length=32),
     }
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
-        super().__init__(loaded, settings, labels)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(loaded, settings, labels, label_sets)
         self.content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         self.stride = settings.stride if settings.stride is not None else self.content_length // 4
         if not 0 <= self.stride < self.content_length:
@@ -75,7 +84,8 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
                 reason="invalid_parameter",
             )
         strategy = AggregationStrategy(params["aggregation_strategy"])
-        return ParsedRequest(inputs, is_list, TokenParams(strategy, tuple(params["ignore_labels"]), stride))
+        labels = self.labels_named_by(params)
+        return ParsedRequest(inputs, is_list, TokenParams(strategy, tuple(params["ignore_labels"]), stride, labels))
 
     def encode(self, inputs: Sequence[str], params: Sequence[TokenParams]) -> list[EncodeResult]:
         """Windows of each text; one tokenizer call per stride in the batch."""
@@ -127,7 +137,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
                 item, window.detail, softmax(output["logits"]), self.uses_subword_prefix, self.unk_token_id
             )
             grouped = aggregate(
-                predictions, params.aggregation_strategy, self.labels, self.tokenizer.convert_tokens_to_string
+                predictions, params.aggregation_strategy, params.labels, self.tokenizer.convert_tokens_to_string
             )
             entities.extend(drop_ignored(grouped, params.ignore_labels))
         if len(encoded.windows) > 1:

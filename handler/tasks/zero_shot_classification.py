@@ -78,8 +78,14 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
     task = Task.ZERO_SHOT_CLASSIFICATION
     auto_model_class = AutoModelForSequenceClassification
 
-    def __init__(self, loaded: LoadedModel, settings: HandlerSettings, labels: tuple[str, ...] | None) -> None:
-        super().__init__(loaded, settings, labels)
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: HandlerSettings,
+        labels: tuple[str, ...] | None,
+        label_sets: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(loaded, settings, labels, label_sets)
         entailment = [i for i, name in enumerate(self.labels) if name.lower().startswith("entail")]
         if not entailment:
             raise ConfigurationError(

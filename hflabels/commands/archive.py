@@ -20,7 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="a save_pretrained folder (config, weights, tokenizer)")
     parser.add_argument("--name", required=True, help="model name: the NAME in /predictions/NAME")
     parser.add_argument("--task", choices=[task.value for task in Task], help="overrides the config's handler.task")
-    parser.add_argument("--mapping", type=Path, help=f"label mapping (default: MODEL_DIR/{MAPPING_FILE_NAME})")
+    parser.add_argument(
+        "--mapping",
+        action="append",
+        default=[],
+        metavar="[SET=]FILE",
+        help=f"label mapping (default: MODEL_DIR/{MAPPING_FILE_NAME}); SET=FILE adds a label set a request "
+        "picks with parameters.label_set (e.g. de=mappings/sentiment_3way.de.json); repeat for each",
+    )
     parser.add_argument(
         "--config", type=Path, help="model-config.yaml (default: MODEL_DIR/model-config.yaml, else the repo's)"
     )
@@ -28,13 +35,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="1.0")
 
 
+def mappings_of(values: list[str]) -> tuple[Path | None, dict[str, Path] | None]:
+    """(the main mapping, the label sets) from ``--mapping FILE`` and ``--mapping SET=FILE``."""
+    main = [Path(value) for value in values if "=" not in value]
+    if len(main) > 1:
+        raise ArchiveError(f"one main mapping at most, got {len(main)}; name the others SET=FILE")
+    sets = dict(value.split("=", 1) for value in values if "=" in value)
+    return (main[0] if main else None), ({name: Path(path) for name, path in sets.items()} or None)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        mapping, label_sets = mappings_of(args.mapping)
         archived = archive(
             args.model_dir,
             args.name,
             task=Task.parse(args.task) if args.task else None,
-            mapping=args.mapping,
+            mapping=mapping,
+            label_sets=label_sets,
             config=args.config,
             export_path=args.export_path,
             version=args.version,
