@@ -12,8 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from hflabels.deployment import DeployError, deploy, rollback
 from hflabels.paths import MODEL_STORE, RUN_DIR, TORCHSERVE_CONFIG
 from hflabels.torchserve_control import ServeError, is_running, java_version, server_for, start, stop
+from hflabels.training_data import DataError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +26,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     start_parser.add_argument("models", nargs="+", help="NAME (serves NAME.mar) or NAME=FILE.mar")
     start_parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
     start_parser.add_argument("--timeout", type=float, default=300.0)
+    deploy_parser = commands.add_parser(
+        "deploy", help="serve a new version of a running model; the old one serves until the new one passes"
+    )
+    deploy_parser.add_argument("name")
+    deploy_parser.add_argument("archive", type=Path, help="the new version's .mar (its version: archive --version)")
+    deploy_parser.add_argument("--probe", type=Path, help="labelled examples (text,label) the new version must pass")
+    deploy_parser.add_argument("--min-accuracy", type=float, default=0.0, help="on the probe, at least this")
+    deploy_parser.add_argument(
+        "--expect-same", action="store_true", help="every probe label equal to the old version's"
+    )
+    deploy_parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
+    rollback_parser = commands.add_parser("rollback", help="make the previously deployed version the default again")
+    rollback_parser.add_argument("name")
     commands.add_parser("stop", help="stop the torchserve started from this run folder")
     commands.add_parser("status", help="say whether it runs, and how to call it")
     commands.add_parser("check-java", help="check that a Java TorchServe can use is installed")
@@ -46,6 +61,16 @@ def run(args: argparse.Namespace) -> int:
             for spec in specs:
                 print(server.curl_example(spec.split("=", 1)[0]))
             print("stop it with: make stop  (or hflabels serve stop)")
+        elif args.action in ("deploy", "rollback"):
+            if not is_running(args.run_dir):
+                raise ServeError(f"no torchserve runs from {args.run_dir}; start it with: hflabels serve start")
+            server = server_for(args.config, args.run_dir)
+            if args.action == "deploy":
+                done = deploy(server, args.name, args.archive, args.model_store, args.probe, args.min_accuracy,
+                              args.expect_same)  # fmt: skip
+            else:
+                done = rollback(server, args.name)
+            print(done.summary())
         elif args.action == "stop":
             print("stopped" if stop(args.run_dir) else "not running")
         elif args.action == "status":
@@ -54,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             server = server_for(args.config, args.run_dir)
             print(f"running at {server.inference_url}; token in {server.key_file}")
-    except ServeError as error:
+    except (ServeError, DeployError, DataError) as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 1
     return 0

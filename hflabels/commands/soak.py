@@ -7,7 +7,9 @@ inputs until --requests have been answered, and reports throughput, p50/p99 late
 by status, and the resident memory of the frontend and the worker at the start, during and at the
 end (a leak shows as growth). With --kill-worker-after, the worker process is killed once, that
 many seconds in, and the report says which requests failed, with which status, and how long until
-answers came back. Writes build/soak.json. Not a test: it measures and reports.
+answers came back. With --deploy-after, a second version of the model is deployed that many seconds
+in (as `hflabels serve deploy` does) and the report counts the requests around the switch that
+were not answered 200. Writes build/soak.json. Not a test: it measures and reports.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import numpy as np
 import psutil
 import yaml
 
+from hflabels.archiving import archive
 from hflabels.benchmark import serve_model
 from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.deployment import DeployError, deploy
 from hflabels.load import mixed_inputs, served_run, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
 from hflabels.torchserve_control import stop
@@ -55,6 +59,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--slice", type=float, default=15.0, help="seconds between memory samples")
     parser.add_argument("--kill-worker-after", type=float, help="kill the worker once, this many seconds in")
+    parser.add_argument(
+        "--deploy-after",
+        type=float,
+        help="deploy a second version of the model (hflabels serve deploy) this many seconds in, under the load",
+    )
     parser.add_argument("--output", type=Path, default=BUILD / "soak")
 
 
@@ -81,6 +90,19 @@ def run(args: argparse.Namespace) -> int:
             psutil.Process(victim).kill()
 
         threading.Timer(args.kill_worker_after, kill).start()
+    deployed: dict[str, object] = {}
+    if args.deploy_after is not None:
+        second = archive(args.model_dir, "soak", document=config, export_path=args.output / "v2", version="2.0").path
+
+        def roll_out() -> None:
+            deployed["at"] = time.perf_counter()
+            try:
+                deployed["summary"] = deploy(server, "soak", second, args.output / "model_store").summary()
+            except DeployError as error:
+                deployed["error"] = str(error)
+            deployed["done"] = time.perf_counter()
+
+        threading.Timer(args.deploy_after, roll_out).start()
     try:
         done = 0
         while done < args.requests:
@@ -117,6 +139,16 @@ def run(args: argparse.Namespace) -> int:
             "first_answer_after_kill_s": round(back[0], 2) if back else None,
             "last_failure_s": round(max((t for t, _ in failed), default=0.0), 2),
             "answered_after_kill": len(back),
+        }
+    if deployed:
+        during = [status for t, status in timeline if deployed["at"] - 1 <= t <= deployed.get("done", t) + 5]  # type: ignore[operator]
+        report["deploy"] = {
+            "at_s": round(deployed["at"] - started, 1),  # type: ignore[operator]
+            "took_s": round(deployed.get("done", deployed["at"]) - deployed["at"], 1),  # type: ignore[operator]
+            "result": deployed.get("summary") or deployed.get("error"),
+            "requests_during": len(during),
+            "not_200_during": len([status for status in during if status != 200]),
+            "lost_during": len([status for status in during if status == 0]),
         }
     (args.output / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "memory_mb"}, indent=1))
