@@ -10,7 +10,7 @@ from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
-from handler.engine.runner import TaskRunner
+from handler.engine.runner import RunnerSetup, TaskRunner
 from handler.tasks.question_answering import QuestionAnsweringRunner
 from handler.tasks.sequence_classification import SequenceClassificationRunner
 from handler.tasks.text_generation import TextGenerationRunner
@@ -35,4 +35,4 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     apply_thread_settings(settings)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
-    return runner_class(loaded, settings, checked.labels, checked.label_sets)
+    return runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets))

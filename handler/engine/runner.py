@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -35,6 +35,17 @@ PACKING_MIN_FILL = 0.95
 DetailT = TypeVar("DetailT")
 
 
+@dataclass(frozen=True)
+class RunnerSetup:
+    """What a runner is built from: the loaded model, the settings and the names of its outputs."""
+
+    loaded: LoadedModel
+    settings: HandlerSettings
+    labels: tuple[str, ...] | None = None
+    # Other names for the same outputs, by set name (index_to_name.<set>.json).
+    label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     task: ClassVar[Task]
     # The transformers Auto class that loads this task's model.
@@ -44,20 +55,15 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     # Whether requests may ask for their answer as a stream of events ("stream": true).
     streams: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
+    def __init__(self, setup: RunnerSetup) -> None:
+        loaded, settings = setup.loaded, setup.settings
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = loaded.config
         self.device = loaded.device
         self.settings = settings
-        self.labels: tuple[str, ...] = labels or ()
-        self.label_sets: Mapping[str, tuple[str, ...]] = dict(label_sets or {})
+        self.labels: tuple[str, ...] = setup.labels or ()
+        self.label_sets: Mapping[str, tuple[str, ...]] = dict(setup.label_sets)
         model_limit = getattr(self.tokenizer, "model_max_length", None)
         position_limit = getattr(self.config, "max_position_embeddings", None)
         limits = [limit for limit in (model_limit, position_limit) if isinstance(limit, int) and limit > 0]
@@ -161,14 +167,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     output_fields: ClassVar[tuple[str, ...]] = ("logits",)
     token_level_outputs: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
         self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names

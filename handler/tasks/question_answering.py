@@ -13,11 +13,17 @@ from transformers import AutoModelForQuestionAnswering
 from handler.api.errors import RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
-from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.model_loading import LoadedModel
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, windows_of_inputs
+from handler.engine.runner import (
+    EncodedInput,
+    EncodeResult,
+    EncoderRunner,
+    RunnerSetup,
+    Window,
+    token_types_of,
+    windows_of_inputs,
+)
 from handler.postprocess.qa_spans import NO_NULL_SCORE, candidates_per_window, char_span, rank_answers, select_spans
 
 
@@ -48,14 +54,8 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
     token_level_outputs = True
     output_fields = ("start_logits", "end_logits")
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
         # Right-padding tokenizers put the question first (BERT-style); left-padding ones the context.
         self.question_first = self.tokenizer.padding_side == "right"
         self.context_sequence = 1 if self.question_first else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +16,14 @@ from handler.api.client_shapes import ResponseFormat
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
-from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.model_loading import LoadedModel
 from handler.engine.packed_encoder import packed_classifier_for
 from handler.engine.runner import (
     EncodedInput,
     EncodeResult,
     EncoderRunner,
+    RunnerSetup,
     Window,
     token_types_of,
     was_truncated,
@@ -109,14 +108,9 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         "label_set": ParamSpec("str", max_item_length=32),
     }
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
+        settings, labels = self.settings, self.labels
         problem_type = getattr(self.config, "problem_type", None)
         self.multi_label = (
             settings.multi_label if settings.multi_label is not None else problem_type == "multi_label_classification"

@@ -21,13 +21,11 @@ from transformers.generation.streamers import BaseStreamer
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.api.settings import HandlerSettings
 from handler.api.streaming import StreamSink, token_event
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ForwardStats, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows
-from handler.engine.model_loading import LoadedModel
-from handler.engine.runner import TaskRunner
+from handler.engine.runner import RunnerSetup, TaskRunner
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +112,12 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
     auto_model_class = AutoModelForCausalLM
     streams = True
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        context = getattr(loaded.config, "max_position_embeddings", None)
-        self.context_length = context if isinstance(context, int) and context > 1 else settings.max_length
-        self.max_new_tokens_cap = min(settings.max_new_tokens_limit, self.context_length - 1)
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        # schema() needs these, and the base class reads the schema.
+        context = getattr(setup.loaded.config, "max_position_embeddings", None)
+        self.context_length = context if isinstance(context, int) and context > 1 else setup.settings.max_length
+        self.max_new_tokens_cap = min(setup.settings.max_new_tokens_limit, self.context_length - 1)
+        super().__init__(setup)
         tokenizer = self.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:

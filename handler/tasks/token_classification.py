@@ -3,7 +3,7 @@ offsets, over overlapping windows so a long text is read to its end."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +13,17 @@ from transformers import AutoModelForTokenClassification
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.model_loading import LoadedModel
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, windows_of_inputs
+from handler.engine.runner import (
+    EncodedInput,
+    EncodeResult,
+    EncoderRunner,
+    RunnerSetup,
+    Window,
+    token_types_of,
+    windows_of_inputs,
+)
 from handler.postprocess.scoring import softmax
 from handler.postprocess.token_aggregation import (
     AggregationStrategy,
@@ -54,16 +60,10 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
         "label_set": ParamSpec("str", max_item_length=32),
     }
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
         self.content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        self.stride = settings.stride if settings.stride is not None else self.content_length // 4
+        self.stride = self.settings.stride if self.settings.stride is not None else self.content_length // 4
         if not 0 <= self.stride < self.content_length:
             raise ConfigurationError(
                 f"handler.stride={self.stride} must be below the {self.content_length} text tokens "

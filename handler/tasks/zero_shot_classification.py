@@ -21,12 +21,18 @@ from handler.api.client_shapes import ResponseFormat
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
-from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.model_loading import LoadedModel
 from handler.engine.packed_encoder import packed_classifier_for
-from handler.engine.runner import EncodedInput, EncodeResult, EncoderRunner, Window, token_types_of, was_truncated
+from handler.engine.runner import (
+    EncodedInput,
+    EncodeResult,
+    EncoderRunner,
+    RunnerSetup,
+    Window,
+    token_types_of,
+    was_truncated,
+)
 
 DEFAULT_TEMPLATE = "This example is {}."
 
@@ -78,14 +84,8 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
     task = Task.ZERO_SHOT_CLASSIFICATION
     auto_model_class = AutoModelForSequenceClassification
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        settings: HandlerSettings,
-        labels: tuple[str, ...] | None,
-        label_sets: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        super().__init__(loaded, settings, labels, label_sets)
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
         entailment = [i for i, name in enumerate(self.labels) if name.lower().startswith("entail")]
         if not entailment:
             raise ConfigurationError(
@@ -99,7 +99,7 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
                 check_candidate_labels(configured)
             except RequestError as error:
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
-        self.packed = packed_classifier_for(self.model, settings)
+        self.packed = packed_classifier_for(self.model, self.settings)
 
     def schema(self) -> Mapping[str, ParamSpec]:
         limit = self.settings.max_candidate_labels
