@@ -49,8 +49,22 @@ def ask(server, body, content_type="application/json"):
     return requests.post(server.predictions_url("reviews"), data=data.encode(), headers=headers, timeout=60)
 
 
-def test_deploy_and_rollback_under_load_lose_nothing(served):
+def broken_version(model_dir, tmp_path, version, breakage):
+    """An archive built without the archive checks, so that it fails only when TorchServe loads it."""
+    folder = shutil.copytree(model_dir, tmp_path / f"broken-{version}")
+    handler = {}
+    if breakage == "mapping":
+        (folder / "index_to_name.json").write_text(json.dumps({"0": "only", "1": "two"}))
+    else:
+        handler = {"task": "token_classification"}
+    mapping = folder / "index_to_name.json" if breakage == "mapping" else None
+    return build(folder, "reviews", {**FRONTEND, "handler": handler}, mapping, tmp_path / f"out-{version}",
+                 version=version)  # fmt: skip
+
+
+def test_deploy_and_rollback_under_load_lose_nothing(served, sentiment_model, tmp_path):
     server, store, german, root = served
+    broken = broken_version(sentiment_model, tmp_path, "9.0", "mapping")
     english = dict(zip(TEXTS, predictions(server, "reviews", "1.0", TEXTS)))
     shapes = [({"inputs": text}, "application/json") for text in TEXTS] + [
         ({"inputs": TEXTS[:3]}, "application/json"), (TEXTS[4], "text/plain"),
@@ -77,6 +91,10 @@ def test_deploy_and_rollback_under_load_lose_nothing(served):
         thread.start()
     try:
         time.sleep(2)
+        # A version that cannot load, tried under the same traffic, must leave it untouched.
+        with pytest.raises(DeployError, match="version 9.0 was not deployed"):
+            deploy(server, "reviews", broken, store)
+        refused = time.monotonic()
         deployed = deploy(server, "reviews", german, store)
         switched = time.monotonic()
         time.sleep(3)
@@ -101,22 +119,21 @@ def test_deploy_and_rollback_under_load_lose_nothing(served):
     assert german_times, "the new version answered"
     # The switch point: German answers only once it was the default, none after the rollback settled.
     assert min(german_times) >= switched - 1.0 and max(german_times) <= rolled_back + 1.0
+    assert sum(1 for at, _, _, _ in answers if at <= refused) > 20, "traffic flowed while the bad version was tried"
     assert versions[-1][1] == "1.0"
 
 
-def test_a_version_that_cannot_load_never_takes_traffic(served, sentiment_model, tmp_path):
+@pytest.mark.parametrize(("breakage", "version"), [("mapping", "3.0"), ("task", "3.1")])
+def test_a_version_that_cannot_load_never_takes_traffic(served, sentiment_model, tmp_path, breakage, version):
     server, store, _, _ = served
-    broken_dir = shutil.copytree(sentiment_model, tmp_path / "broken")
-    (broken_dir / "index_to_name.json").write_text(json.dumps({"0": "only", "1": "two"}))
-    broken = build(broken_dir, "reviews", {**FRONTEND, "handler": {}}, broken_dir / "index_to_name.json",
-                   tmp_path / "out", version="3.0")  # fmt: skip
-    assert archive_version(broken) == "3.0"
-    with pytest.raises(DeployError, match="version 3.0 was not deployed: .*; 1.0 still serves"):
+    broken = broken_version(sentiment_model, tmp_path, version, breakage)
+    assert archive_version(broken) == version
+    with pytest.raises(DeployError, match=f"version {version} was not deployed: .*; 1.0 still serves"):
         deploy(server, "reviews", broken, store)
     assert ask(server, {"inputs": TEXTS[0]}).json()["label"] in TO_GERMAN
     listed = requests.get(f"{server.management_url}/models/reviews/all",
                           headers=server.auth(server.management_token), timeout=10).json()  # fmt: skip
-    assert "3.0" not in [v["modelVersion"] for v in listed]
+    assert version not in [v["modelVersion"] for v in listed]
 
 
 def test_a_version_that_fails_its_probe_is_unregistered(served, sentiment_model, tmp_path):
