@@ -21,6 +21,17 @@ MAX_EXPLAIN_STEPS = 512
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Served scores are activation((logits - logit_adjustment) / temperature), per label; what
+    ``hflabels train`` fits on its validation split (prior correction, then temperature)."""
+
+    # One temperature for every label (single-label), or one per label name (multi-label).
+    temperature: float | Mapping[str, float] = 1.0
+    # Subtracted from each label's logit: undoes class weights or resampling used in training.
+    logit_adjustment: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
 class HandlerSettings:
     """Every key the ``handler:`` section accepts; the defaults are what an absent key means."""
 
@@ -70,6 +81,8 @@ class HandlerSettings:
     attn_implementation: str | None = None
     # Integrated-gradients steps for /explanations.
     explain_steps: int = 32
+    # Calibrated scores (sequence classification and tasks built on it); None: the model's own.
+    calibration: Calibration | None = None
     # TorchServe's own switch: ts_handler_preprocess/inference/postprocess timings as metrics.
     profile: bool = False
     # Answer shapes: the pipelines', the inference API's (InferenceClient), or auto: the inference
@@ -127,6 +140,32 @@ def _response_format(name: str, value: Any) -> ResponseFormatSetting:
     return chosen
 
 
+def _calibration(name: str, value: Any) -> Calibration | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map temperature and/or logit_adjustment, got {json_type(value)}")
+    unknown = sorted(str(key) for key in value if key not in ("temperature", "logit_adjustment"))
+    if unknown:
+        raise ValueError(f"{name} has unknown key(s) {', '.join(unknown)} (allowed: logit_adjustment, temperature)")
+    temperature = value.get("temperature", 1.0)
+    positive = ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1_000.0)
+    if isinstance(temperature, Mapping):
+        temperature = MappingProxyType(
+            {str(label): check_value(f"{name}.temperature.{label}", t, positive) for label, t in temperature.items()}
+        )
+    else:
+        temperature = check_value(f"{name}.temperature", temperature, positive)
+    adjustment = value.get("logit_adjustment") or {}
+    if not isinstance(adjustment, Mapping):
+        raise ValueError(f"{name}.logit_adjustment must map label names to numbers, got {json_type(adjustment)}")
+    number = ParamSpec("float", minimum=-1_000.0, maximum=1_000.0)
+    checked = {
+        str(label): check_value(f"{name}.logit_adjustment.{label}", v, number) for label, v in adjustment.items()
+    }
+    return Calibration(temperature, MappingProxyType(checked))
+
+
 def _label_thresholds(name: str, value: Any) -> Mapping[str, float]:
     if value is None:
         return MappingProxyType({})
@@ -174,6 +213,7 @@ _VALIDATORS = {
     "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
     "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS)),
     "profile": _scalar(ParamSpec("bool")),
+    "calibration": _calibration,
     "response_format": _response_format,
 }
 

@@ -8,10 +8,13 @@ lower label index.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from handler.api.errors import ConfigurationError
+from handler.api.settings import Calibration
 
 LabelScore = dict[str, Any]  # {"label": str, "score": float}
 
@@ -75,3 +78,25 @@ def labels_reaching(scores: np.ndarray, labels: Sequence[str], thresholds: np.nd
 
 def threshold_vector(labels: Sequence[str], default: float, per_label: dict[str, float]) -> np.ndarray:
     return np.array([per_label.get(label, default) for label in labels], dtype=np.float64)
+
+
+def calibration_vectors(calibration: Calibration | None, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(logit adjustment, temperature) per label index; raises ConfigurationError naming unknown labels."""
+    adjustment = np.zeros(len(labels))
+    temperature = np.ones(len(labels))
+    if calibration is None:
+        return adjustment, temperature
+    named = dict(calibration.logit_adjustment)
+    per_label = calibration.temperature if isinstance(calibration.temperature, Mapping) else {}
+    unknown = sorted((set(named) | set(per_label)) - set(labels))
+    if unknown:
+        raise ConfigurationError(f"handler.calibration names unknown label(s) {unknown}; labels are {list(labels)}")
+    for index, label in enumerate(labels):
+        adjustment[index] = named.get(label, 0.0)
+        temperature[index] = per_label.get(label, 1.0) if per_label else float(calibration.temperature)  # type: ignore[arg-type]
+    return adjustment, temperature
+
+
+def calibrate(logits: np.ndarray, adjustment: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    """``(logits - adjustment) / temperature``, label by label, in the logits' precision."""
+    return ((logits - adjustment) / temperature).astype(logits.dtype, copy=False)

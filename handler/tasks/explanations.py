@@ -63,8 +63,16 @@ class Explainer:
         self.per_token = runner.task is Task.TOKEN_CLASSIFICATION
         self.default_steps = n_steps
         self.integrated_gradients = LayerIntegratedGradients(self._score, runner.model.get_input_embeddings())
-        # Token classification serves softmax scores; sequence classification its own activation.
-        self.activation = TORCH_ACTIVATIONS[getattr(runner, "activation", Activation.SOFTMAX)]
+        # Token classification serves softmax scores; sequence classification its own activation,
+        # of calibrated logits where the model carries a calibration (raw logits stay raw).
+        activation = getattr(runner, "activation", Activation.SOFTMAX)
+        self.activation = TORCH_ACTIVATIONS[activation]
+        calibration = getattr(runner, "calibration", None)
+        self.calibration = (
+            None
+            if calibration is None or activation is Activation.NONE
+            else tuple(torch.tensor(vector, dtype=torch.float32, device=runner.device) for vector in calibration)
+        )
         self.schema: Mapping[str, ParamSpec] = {
             "target": ParamSpec("choice", choices=self.labels),
             "n_steps": ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS),
@@ -108,6 +116,9 @@ class Explainer:
         logits = self.runner.model(**feed).logits.float()
         if position is not None:
             logits = logits[:, position, :]
+        if self.calibration is not None:
+            adjustment, temperature = self.calibration
+            logits = (logits - adjustment) / temperature
         return self.activation(logits)
 
     def _explain(self, item: TextInput | str, params: ExplainParams) -> dict[str, Any]:

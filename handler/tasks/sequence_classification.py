@@ -33,6 +33,8 @@ from handler.postprocess.scoring import (
     Activation,
     activate,
     best_label,
+    calibrate,
+    calibration_vectors,
     default_activation,
     labels_reaching,
     ranked_labels,
@@ -130,6 +132,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
         self.packed = packed_classifier_for(self.model, settings)
+        # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
+        self.calibration = calibration_vectors(settings.calibration, labels)
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         # Overlap of a long document's windows: handler.stride, else a quarter of a window.
         self.document_stride = settings.stride if settings.stride is not None else content_length // 4
@@ -216,6 +220,11 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 results[position] = EncodedInput([window], truncated=truncated)
         return results
 
+    def _scores(self, logits: np.ndarray, activation: Activation) -> np.ndarray:
+        if activation is Activation.NONE:
+            return logits
+        return activate(calibrate(logits, *self.calibration), activation)
+
     def _windows(self, texts: list[str]) -> list[EncodedInput[None]]:
         """Each text as the windows the tokenizer makes (overlapping by the document stride)."""
         encoding = self.tokenizer(
@@ -244,7 +253,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         encoded: EncodedInput[None],
         outputs: list[dict[str, np.ndarray]],
     ) -> Any:
-        window_scores = np.stack([activate(output["logits"], params.activation) for output in outputs])
+        window_scores = np.stack([self._scores(output["logits"], params.activation) for output in outputs])
         scores = aggregate_windows(window_scores, params.long_text)
         answer: Any
         labels = params.labels

@@ -33,6 +33,7 @@ from handler.engine.runner import (
     token_types_of,
     was_truncated,
 )
+from handler.postprocess.scoring import calibrate, calibration_vectors
 
 DEFAULT_TEMPLATE = "This example is {}."
 
@@ -100,6 +101,8 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
             except RequestError as error:
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
         self.packed = packed_classifier_for(self.model, self.settings)
+        # An NLI head trained with a calibration: the pairs' logits are calibrated before scoring.
+        self.calibration = calibration_vectors(self.settings.calibration, self.labels)
 
     def schema(self) -> Mapping[str, ParamSpec]:
         limit = self.settings.max_candidate_labels
@@ -146,7 +149,7 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
     def postprocess(
         self, item: str, params: ZeroShotParams, encoded: EncodedInput[None], outputs: list[dict[str, np.ndarray]]
     ) -> Any:
-        logits = np.stack([output["logits"] for output in outputs])
+        logits = calibrate(np.stack([output["logits"] for output in outputs]), *self.calibration)
         scores = zero_shot_scores(logits, self.entailment_id, params.multi_label)
         order = list(reversed(scores.argsort()))
         labels = [params.candidate_labels[i] for i in order]
