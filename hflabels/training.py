@@ -22,6 +22,15 @@ import numpy as np
 import torch
 import yaml
 
+from hflabels.calibration import (
+    calibration_metrics,
+    fit_label_temperatures,
+    fit_temperature,
+    prior_correction,
+    sigmoid,
+    softmax,
+)
+from hflabels.losses import focal_loss, sigmoid_focal_loss
 from hflabels.paths import MODEL_CONFIG
 from hflabels.training_data import (
     DataError,
@@ -29,6 +38,7 @@ from hflabels.training_data import (
     check_known_labels,
     label_names,
     load_examples,
+    resample,
     split_held_out,
 )
 from hflabels.training_math import (
@@ -67,6 +77,13 @@ class TrainOptions:
     label_all_subwords: bool = False
     validation_fraction: float = 0.2
     seed: int = 42
+    # cross_entropy, or focal (per-class alpha from class_weights, focusing gamma).
+    loss: str = "cross_entropy"
+    focal_gamma: float = 2.0
+    # none, oversample or undersample the training split to balanced classes (single-label).
+    sampling: str = "none"
+    # Fit a prior correction and a temperature on the validation split and serve with them.
+    calibrate: bool = True
 
 
 # ---- encoding ----------------------------------------------------------------------------------
@@ -134,28 +151,34 @@ def label_counts(examples: Sequence[Example], task: str, labels: Sequence[str]) 
 # ---- training ---------------------------------------------------------------------------------
 
 
-def weighted_trainer_class(task: str, weights: torch.Tensor | None) -> type:
+def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: str, gamma: float) -> type:
     from transformers import Trainer
 
-    class WeightedTrainer(Trainer):
-        """The Trainer, with the loss weighted per class (or, multi-label, per label's positives)."""
+    class ImbalanceTrainer(Trainer):
+        """The Trainer, with the loss weighted per class (multi-label: per label's positives), or
+        focal with those weights as alpha."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            if weights is None:
+            if weights is None and loss_name == "cross_entropy":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             targets = inputs.pop("labels")
             outputs = model(**inputs)
             logits = outputs.logits
-            weight = weights.to(logits.device)
-            if task == "multi_label":
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=weight)
+            if loss_name == "focal":
+                focal = sigmoid_focal_loss if task == "multi_label" else focal_loss
+                loss = focal(logits, targets, gamma, weights)
+            elif task == "multi_label":
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, targets.float(), pos_weight=weights.to(logits.device)
+                )
             else:
                 loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), weight=weight, ignore_index=-100
-                )
+                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), weight=weights.to(logits.device),
+                    ignore_index=-100,
+                )  # fmt: skip
             return (loss, outputs) if return_outputs else loss
 
-    return WeightedTrainer
+    return ImbalanceTrainer
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -220,15 +243,16 @@ def train(options: TrainOptions) -> dict[str, Any]:
         else "single_label_classification",
     )
 
+    counts_before = label_counts(train_examples, task, labels)
+    train_examples = resample(train_examples, task, options.sampling, options.seed)
     counts = label_counts(train_examples, task, labels)
     weights = class_weights(counts, options.class_weights)
     collator = (DataCollatorForTokenClassification if task == "token_classification" else DataCollatorWithPadding)(
         tokenizer
     )
     with tempfile.TemporaryDirectory(prefix="train-") as scratch:
-        trainer = weighted_trainer_class(
-            task, None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
-        )(
+        loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
+        trainer = imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
             model=model,
             args=TrainingArguments(
                 output_dir=scratch,
@@ -257,20 +281,91 @@ def train(options: TrainOptions) -> dict[str, Any]:
             "base_model": str(base),
             "train_examples": len(train_examples),
             "class_weights": {"scheme": options.class_weights, **dict(zip(labels, weights.tolist()))},
+            "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
+            "sampling": {
+                "mode": options.sampling,
+                "counts_before": dict(zip(labels, counts_before)),
+                "counts_after": dict(zip(labels, counts)),
+            },  # fmt: skip
         }
+        calibration = None
+        if task != "token_classification" and options.calibrate:
+            # The training made some classes more likely on purpose: how much, per class.
+            ratios = np.ones(len(labels))
+            if options.class_weights != "none":
+                ratios *= weights
+            if options.sampling != "none":
+                ratios *= np.asarray(counts, dtype=float) / np.maximum(np.asarray(counts_before, dtype=float), 1.0)
+            logits = predict_logits(trainer, validation_examples, tokenizer, task, label_ids, options)
+            calibration = fit_calibration(task, logits, truth_of(validation_examples, task, label_ids), ratios)
         thresholds = None
         if task == "multi_label":
-            validation_scores = predict_scores(trainer, validation_examples, tokenizer, task, label_ids, options)
+            validation_scores = predict_scores(
+                trainer, validation_examples, tokenizer, task, label_ids, options, calibration
+            )
             validation_truth = multi_hot(validation_examples, label_ids)
             thresholds = tune_thresholds(validation_scores, validation_truth)
             results["thresholds"] = dict(zip(labels, thresholds.tolist()))
         for split, examples in (("validation", validation_examples), ("test", test_examples)):
             if examples:
                 results[split] = evaluate_split(
-                    trainer, examples, tokenizer, task, labels, label_ids, options, thresholds
+                    trainer, examples, tokenizer, task, labels, label_ids, options, thresholds, calibration
                 )
-    save_outputs(options.output, model, tokenizer, task, labels, results, thresholds)
+        if calibration is not None:
+            results["calibration"] = calibration_config(calibration, labels, task)
+    save_outputs(options.output, model, tokenizer, task, labels, results, thresholds, calibration)
     return results
+
+
+@dataclass(frozen=True)
+class FittedCalibration:
+    adjustment: np.ndarray  # subtracted from each label's logit
+    temperature: np.ndarray  # per label (single-label: one value repeated)
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        return (logits - self.adjustment) / self.temperature
+
+
+def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> FittedCalibration:
+    """Prior correction for the training's class ratios, then the temperature(s) minimising the
+    validation NLL of the corrected logits (hflabels.calibration documents the solver)."""
+    multi_label = task == "multi_label"
+    adjustment = prior_correction(ratios, centred=not multi_label)
+    corrected = logits - adjustment
+    if multi_label:
+        temperature = fit_label_temperatures(corrected, truth)
+    else:
+        temperature = np.full(logits.shape[1], fit_temperature(corrected, truth))
+    return FittedCalibration(adjustment, temperature)
+
+
+def calibration_config(calibration: FittedCalibration, labels: Sequence[str], task: str) -> dict[str, Any]:
+    """``handler.calibration`` for model-config.yaml, by label name."""
+    temperature: Any = round(float(calibration.temperature[0]), 6)
+    if task == "multi_label":
+        temperature = {label: round(float(t), 6) for label, t in zip(labels, calibration.temperature)}
+    return {
+        "temperature": temperature,
+        "logit_adjustment": {label: round(float(a), 6) for label, a in zip(labels, calibration.adjustment)},
+    }
+
+
+def truth_of(examples: Sequence[Example], task: str, label_ids: dict[str, int]) -> np.ndarray:
+    if task == "multi_label":
+        return multi_hot(examples, label_ids)
+    return np.array([label_ids[example.label] for example in examples])
+
+
+def predict_logits(
+    trainer: Any,
+    examples: Sequence[Example],
+    tokenizer: Any,
+    task: str,
+    label_ids: dict[str, int],
+    options: TrainOptions,
+) -> np.ndarray:
+    features = encode(examples, tokenizer, task, label_ids, options, False)
+    return np.asarray(trainer.predict(ListDataset(features)).predictions, dtype=np.float64)
 
 
 def predict_scores(
@@ -280,9 +375,13 @@ def predict_scores(
     task: str,
     label_ids: dict[str, int],
     options: TrainOptions,
+    calibration: FittedCalibration | None = None,
 ) -> np.ndarray:
-    logits = trainer.predict(ListDataset(encode(examples, tokenizer, task, label_ids, options, False))).predictions
-    return 1.0 / (1.0 + np.exp(-logits)) if task == "multi_label" else logits
+    """The served scores: sigmoid (multi-label) or softmax of the (calibrated) logits."""
+    logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
+    if calibration is not None:
+        logits = calibration.apply(logits)
+    return sigmoid(logits) if task == "multi_label" else softmax(logits)
 
 
 def multi_hot(examples: Sequence[Example], label_ids: dict[str, int]) -> np.ndarray:
@@ -301,9 +400,11 @@ def evaluate_split(
     label_ids: dict[str, int],
     options: TrainOptions,
     thresholds: np.ndarray | None,
+    calibration: FittedCalibration | None = None,
 ) -> dict[str, Any]:
+    """The metrics of the answers as served (calibrated), and the calibration before and after."""
     if task == "multi_label":
-        scores = predict_scores(trainer, examples, tokenizer, task, label_ids, options)
+        scores = predict_scores(trainer, examples, tokenizer, task, label_ids, options, calibration)
         truth = multi_hot(examples, label_ids)
         tuned = multi_label_metrics(truth, scores >= thresholds, labels)
         tuned["f1_micro_at_0.5"] = multi_label_metrics(truth, scores >= 0.5, labels)["f1_micro"]
@@ -318,8 +419,15 @@ def evaluate_split(
             truth.append([labels[feature["labels"][i]] for i in positions])
             predicted.append([labels[int(np.argmax(row[i]))] for i in positions])
         return entity_metrics(truth, predicted)
-    logits = predict_scores(trainer, examples, tokenizer, task, label_ids, options)
-    return single_label_metrics([label_ids[e.label] for e in examples], logits.argmax(axis=-1).tolist(), labels)
+    logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
+    truth = np.array([label_ids[e.label] for e in examples])
+    served = softmax(calibration.apply(logits)) if calibration is not None else softmax(logits)
+    metrics = single_label_metrics(truth.tolist(), served.argmax(axis=-1).tolist(), labels)
+    metrics["calibration"] = {"before": calibration_metrics(softmax(logits), truth)}
+    if calibration is not None:
+        metrics["calibration"]["after"] = calibration_metrics(served, truth)
+        metrics["calibration"]["decisions_changed"] = int((served.argmax(-1) != logits.argmax(-1)).sum())
+    return metrics
 
 
 def save_outputs(
@@ -330,6 +438,7 @@ def save_outputs(
     labels: Sequence[str],
     results: dict[str, Any],
     thresholds: np.ndarray | None,
+    calibration: FittedCalibration | None = None,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
@@ -343,6 +452,8 @@ def save_outputs(
     if thresholds is not None:
         handler["multi_label"] = True
         handler["label_thresholds"] = {name: round(float(t), 6) for name, t in zip(labels, thresholds)}
+    if calibration is not None:
+        handler["calibration"] = calibration_config(calibration, labels, task)
     serving["handler"] = handler
     (output / "model-config.yaml").write_text(
         "# Written by hflabels train; hflabels archive archives it with the model.\n"

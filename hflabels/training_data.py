@@ -194,3 +194,32 @@ def split_held_out(
     rng.shuffle(shuffled)
     count = max(1, int(round(len(shuffled) * fraction))) if len(shuffled) > 1 else 0
     return shuffled[count:], shuffled[:count]
+
+
+SAMPLING = ("none", "oversample", "undersample")
+
+
+def resample(examples: Sequence[Example], task: str, mode: str, seed: int) -> list[Example]:
+    """Single-label (and sentence-pair) training data with balanced classes: every class drawn up to
+    the largest class's count (oversample, with replacement) or down to the smallest's
+    (undersample, without); seeded, in a shuffled order."""
+    if mode == "none":
+        return list(examples)
+    if task not in ("single_label", "sentence_pair"):
+        raise DataError(
+            f"--sampling {mode} balances single-label classes; for {task} use --class-weights or --loss focal"
+        )
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example.label, []).append(example)
+    target = (max if mode == "oversample" else min)(len(group) for group in by_label.values())
+    balanced: list[Example] = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        if mode == "oversample":
+            balanced += group + [rng.choice(group) for _ in range(target - len(group))]
+        else:
+            balanced += rng.sample(group, target)
+    rng.shuffle(balanced)
+    return balanced

@@ -149,6 +149,7 @@ def test_a_label_seen_only_in_the_test_file_is_named(tmp_path, capsys, models_ro
 
 # ---- what training writes ---------------------------------------------------------------------
 
+
 def test_training_writes_everything_archive_needs(trained):
     for task, folder in trained.items():
         for name in (
@@ -174,3 +175,58 @@ def test_training_writes_everything_archive_needs(trained):
         "0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"
     }  # fmt: skip
     assert "entity_f1" in json.loads((trained["token_classification"] / "metrics.json").read_text())["validation"]
+
+
+# ---- class imbalance and calibration -------------------------------------------------------------
+
+
+def test_focal_loss_equals_its_formula_and_is_cross_entropy_at_gamma_zero():
+    import torch
+
+    from hflabels.losses import focal_loss, sigmoid_focal_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
+    targets = torch.tensor([0, 1, -100])
+    alpha = torch.tensor([0.5, 2.0, 1.0])
+    p = torch.softmax(logits[:2], -1)
+    p_t = p[[0, 1], [0, 1]]
+    expected = (-alpha[[0, 1]] * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    assert focal_loss(logits, targets, 2.0, alpha).item() == pytest.approx(expected.item(), rel=1e-6)
+    cross_entropy = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+    assert focal_loss(logits, targets, 0.0).item() == pytest.approx(cross_entropy.item(), rel=1e-6)
+    multi = torch.tensor([[1.5, -0.5]])
+    truth = torch.tensor([[1.0, 0.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(multi, truth)
+    assert sigmoid_focal_loss(multi, truth, 0.0).item() == pytest.approx(bce.item(), rel=1e-6)
+
+
+def test_resampling_balances_classes_as_documented(tmp_path):
+    from hflabels.training_data import resample
+
+    rows = "".join(f"text {i},common\n" for i in range(9)) + "rare one,rare\nrare two,rare\n"
+    examples = load_examples(write(tmp_path / "s.csv", "text,label\n" + rows), "single_label")
+    over = resample(examples, "single_label", "oversample", seed=3)
+    under = resample(examples, "single_label", "undersample", seed=3)
+    count = lambda found, label: sum(example.label == label for example in found)  # noqa: E731
+    assert (count(over, "common"), count(over, "rare")) == (9, 9)
+    assert (count(under, "common"), count(under, "rare")) == (2, 2)
+    assert resample(examples, "single_label", "oversample", seed=3) == over  # seeded
+    with pytest.raises(DataError, match="balances single-label classes; for multi_label use --class-weights"):
+        resample(examples, "multi_label", "oversample", seed=3)
+
+
+def test_training_fits_and_writes_a_calibration(trained):
+    single = yaml.safe_load((trained["single_label"] / "model-config.yaml").read_text())["handler"]
+    calibration = single["calibration"]
+    assert calibration["temperature"] > 0
+    # Trained with inverse class weights: the correction is their centred log.
+    metrics = json.loads((trained["single_label"] / "metrics.json").read_text())
+    weights = {label: value for label, value in metrics["class_weights"].items() if label != "scheme"}
+    logs = {label: np.log(value) for label, value in weights.items()}
+    centre = np.mean(list(logs.values()))
+    assert calibration["logit_adjustment"] == pytest.approx({k: v - centre for k, v in logs.items()}, abs=1e-5)
+    assert {"before", "after"} <= set(metrics["validation"]["calibration"])
+    multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
+    assert set(multi["calibration"]["temperature"]) == {"billing", "bug", "feature_request", "praise"}
+    tokens = yaml.safe_load((trained["token_classification"] / "model-config.yaml").read_text())["handler"]
+    assert "calibration" not in tokens

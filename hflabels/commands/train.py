@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from hflabels.training import TrainOptions, train
-from hflabels.training_data import TASKS, DataError
+from hflabels.training_data import SAMPLING, TASKS, DataError
 from hflabels.training_math import WEIGHT_SCHEMES, format_table
 
 
@@ -34,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-all-subwords", action="store_true", help="give continuation subwords the I- tag")
     parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--loss", choices=("cross_entropy", "focal"), default="cross_entropy")
+    parser.add_argument("--focal-gamma", type=float, default=2.0, help="focal loss's focusing parameter")
+    parser.add_argument("--sampling", choices=SAMPLING, default="none", help="balance single-label classes")
+    parser.add_argument(
+        "--no-calibration", dest="calibrate", action="store_false",
+        help="serve the model's own scores (default: fit a prior correction and a temperature on validation)",
+    )  # fmt: skip
 
 
 def options_of(args: argparse.Namespace) -> TrainOptions:
@@ -54,10 +61,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     weights = {k: round(v, 3) for k, v in results["class_weights"].items() if k != "scheme"}
     print(f"\nclass weights ({results['class_weights']['scheme']}): {weights}")
+    sampling = results["sampling"]
+    if sampling["mode"] != "none":
+        print(f"sampling {sampling['mode']}: {sampling['counts_before']} -> {sampling['counts_after']}")
+    if "calibration" in results:
+        print(f"calibration (served): {results['calibration']}")
     if "thresholds" in results:
         print("tuned thresholds: " + ", ".join(f"{k} {v:.3f}" for k, v in results["thresholds"].items()))
     for split in ("validation", "test"):
         if split in results:
             print(f"\n{split}:\n{format_table(results[split])}")
+            calibrated = results[split].get("calibration", {})
+            for stage in ("before", "after"):
+                if stage in calibrated:
+                    figures = calibrated[stage]
+                    print(f"calibration {stage}: ECE {figures['ece']:.4f}  NLL {figures['nll']:.4f}  "
+                          f"Brier {figures['brier']:.4f}")  # fmt: skip
     print(f"\nwrote {args.output} (archive it with: hflabels archive {args.output} --name NAME)")
     return 0
