@@ -70,6 +70,14 @@ def run_demo(retrain: bool) -> None:
             f"held-out test set: accuracy {test['accuracy']:.3f}, "
             f"F1 macro {test['f1_macro']:.3f} ({test['examples']} examples)"
         )
+        calibration = test.get("calibration", {})
+        if "after" in calibration:
+            before, after = calibration["before"], calibration["after"]
+            print(
+                f"served calibrated (temperature {metrics['calibration']['temperature']}): expected calibration "
+                f"error {before['ece']:.3f} -> {after['ece']:.3f}, NLL {before['nll']:.3f} -> {after['nll']:.3f}, "
+                f"Brier {before['brier']:.3f} -> {after['brier']:.3f} on the test set"
+            )
     print(archive(DEMO_MODEL, NAME, export_path=MODEL_STORE).summary())
     if stop(RUN_DIR):
         print("stopped the previous demo server")

@@ -21,6 +21,7 @@ import yaml
 
 from handler.api.labels import MAPPING_FILE_NAME, resolve_labels
 from handler.engine.model_loading import load_config
+from hflabels.calibration import calibration_metrics, reliability
 from hflabels.training_data import DataError, Example
 from hflabels.training_math import entity_metrics, multi_label_metrics, single_label_metrics
 
@@ -29,13 +30,14 @@ from hflabels.training_math import entity_metrics, multi_label_metrics, single_l
 
 def request_body(examples: Sequence[Example], task: str) -> dict[str, Any]:
     if task == "sentence_pair":
-        return {"inputs": [{"text": e.text, "text_pair": e.text_pair} for e in examples]}
+        return {"inputs": [{"text": e.text, "text_pair": e.text_pair} for e in examples], "parameters": {"top_k": None}}
     if task == "token_classification":
         return {
             "inputs": [" ".join(e.tokens) for e in examples],
             "parameters": {"aggregation_strategy": "none", "ignore_labels": []},
         }
-    return {"inputs": [e.text for e in examples]}
+    # Every label's score, so the served probabilities can be checked for calibration.
+    return {"inputs": [e.text for e in examples], "parameters": {"top_k": None}}
 
 
 def word_tags(example: Example, tokens: list[dict[str, Any]]) -> list[str]:
@@ -63,7 +65,8 @@ def served_predictions(
             return [word_tags(example, answer) for example, answer in zip(batch, answers)]
         if task == "multi_label":
             return [sorted(item["label"] for item in answer) for answer in answers]
-        return [answer["label"] for answer in answers]
+        # Ranked: the first is the served label; all of them are the served probabilities.
+        return [{item["label"]: item["score"] for item in answer} for answer in answers]
 
     with ThreadPoolExecutor(concurrency) as pool:
         return [prediction for batch in pool.map(send, batches) for prediction in batch]
@@ -120,6 +123,7 @@ def local_predictions(model_dir: Path, examples: list[Example], task: str) -> li
                 return_tensors="pt",
             )
             logits = model(**encoding).logits.float().numpy()
+        logits = calibrated(logits, handler.get("calibration"), labels)
         if task == "multi_label":
             thresholds = handler.get("label_thresholds") or {}
             scores = 1.0 / (1.0 + np.exp(-logits))
@@ -130,6 +134,17 @@ def local_predictions(model_dir: Path, examples: list[Example], task: str) -> li
         else:
             predictions.extend(labels[int(index)] for index in logits.argmax(axis=-1))
     return predictions
+
+
+def calibrated(logits: np.ndarray, calibration: dict[str, Any] | None, labels: list[str]) -> np.ndarray:
+    """``(logits - adjustment) / temperature`` as model-config.yaml's handler.calibration says."""
+    if not calibration:
+        return logits
+    adjustment = np.array([calibration.get("logit_adjustment", {}).get(label, 0.0) for label in labels])
+    temperature = calibration.get("temperature", 1.0)
+    if isinstance(temperature, dict):
+        temperature = np.array([temperature.get(label, 1.0) for label in labels])
+    return (logits - adjustment) / temperature
 
 
 def model_labels(model_dir: Path) -> list[str]:
@@ -152,3 +167,18 @@ def metrics_for(task: str, examples: list[Example], predictions: list[Any], labe
         return multi_label_metrics(truth, predicted, labels)
     index = {name: i for i, name in enumerate(labels)}
     return single_label_metrics([index[e.label] for e in examples], [index.get(p, -1) for p in predictions], labels)
+
+
+def served_labels(task: str, served: list[Any]) -> list[Any]:
+    """The served decision of each example (single-label answers come as every label's score)."""
+    if task in ("single_label", "sentence_pair"):
+        return [max(scores, key=scores.get) for scores in served]
+    return served
+
+
+def served_calibration(served: list[dict[str, float]], examples: list[Example], labels: list[str]) -> dict[str, Any]:
+    """ECE, NLL and Brier of the served probabilities, and the reliability diagram's bins."""
+    probabilities = np.array([[scores[label] for label in labels] for scores in served])
+    index = {label: i for i, label in enumerate(labels)}
+    truth = np.array([index[example.label] for example in examples])
+    return {**calibration_metrics(probabilities, truth), "reliability": reliability(probabilities, truth)}

@@ -64,6 +64,37 @@ def plot_report(report: dict[str, Any], output: Path) -> None:
     plt.close(figure)
 
 
+def plot_reliability(report: dict[str, Any], output: Path) -> None:
+    """Accuracy against confidence per bin of the served scores, with each bin's count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calibration = report["calibration"]
+    bins = [row for row in calibration["reliability"] if row["count"]]
+    figure, axis = plt.subplots(figsize=(5, 4.6))
+    axis.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    centres = [(row["low"] + row["high"]) / 2 for row in bins]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.05
+    axis.bar(centres, [row["accuracy"] for row in bins], width=width * 0.9, alpha=0.7, label="accuracy")
+    axis.plot([row["confidence"] for row in bins], [row["accuracy"] for row in bins], "o", color="tab:red",
+              label="mean confidence")  # fmt: skip
+    for centre, row in zip(centres, bins):
+        axis.annotate(str(row["count"]), (centre, row["accuracy"]), ha="center", va="bottom", fontsize=7)
+    axis.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="confidence (top score served)", ylabel="accuracy")
+    axis.set_title(
+        f"reliability of the served scores\nECE {calibration['ece']:.3f}  NLL {calibration['nll']:.3f}  "
+        f"Brier {calibration['brier']:.3f}",
+        fontsize=9,
+    )
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+
+
 def plot_benchmark(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 

@@ -115,7 +115,7 @@ def test_temperature_alone_never_changes_a_single_label_decision(sentiment_model
 @pytest.mark.parametrize(
     ("calibration", "message"),
     [
-        ({"temperature": 0}, "handler.calibration.temperature must be a number > 0"),
+        ({"temperature": 0}, "handler.calibration.temperature must be a number > 0 and <= 10000"),
         ({"temperature": 1, "scale": 2}, "handler.calibration has unknown key(s) scale"),
         ({"logit_adjustment": {"angry": 1.0}}, "handler.calibration names unknown label(s) ['angry']"),
     ],

@@ -36,6 +36,10 @@ def test_a_faithful_deployment_matches_its_model_folder(torchserve, sentiment_mo
     document = json.loads(report.read_text())
     assert document["mismatches"] == [] and document["served"] == document["in_process"]
     assert document["metrics"]["examples"] == 6
+    # The served probabilities' calibration, with the reliability diagram's bins over every example.
+    calibration = document["calibration"]
+    assert {"ece", "nll", "brier"} <= set(calibration) and 0 <= calibration["ece"] <= 1
+    assert sum(row["count"] for row in calibration["reliability"]) == 6
     assert "all 6 served predictions equal" in capsys.readouterr().out
 
 

@@ -22,3 +22,30 @@ def test_plot_writes_a_png_for_each_kind_of_report(tmp_path):
         plot_report(report, tmp_path / f"{name}.png")
         content = (tmp_path / f"{name}.png").read_bytes()
         assert content.startswith(b"\x89PNG") and len(content) > 5_000
+
+
+def test_the_reliability_diagram_is_drawn_beside_the_confusion_matrix(tmp_path, capsys):
+    import json
+
+    from support import script
+
+    bins = [{"low": i / 15, "high": (i + 1) / 15, "count": 0, "confidence": 0.0, "accuracy": 0.0} for i in range(15)]
+    bins[14] = {**bins[14], "count": 3, "confidence": 0.97, "accuracy": 2 / 3}
+    bins[9] = {**bins[9], "count": 1, "confidence": 0.64, "accuracy": 1.0}
+    report = {"task": "single_label", "labels": ["a", "b"], "truth": ["a", "b", "a", "b"],
+              "served": ["a", "b", "b", "b"], "metrics": {"accuracy": 0.75, "f1_macro": 0.73, "examples": 4},
+              "calibration": {"ece": 0.2, "nll": 0.4, "brier": 0.3, "reliability": bins}}  # fmt: skip
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert script("plot-evaluation")([str(path)]) == 0
+    assert "report-reliability.png" in capsys.readouterr().out
+    assert (tmp_path / "report-reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_in_process_reference_applies_the_folders_calibration():
+    from hflabels.evaluation import calibrated
+
+    logits = np.array([[2.0, 1.0, 0.0]])
+    calibration = {"temperature": 2.0, "logit_adjustment": {"a": 1.5, "b": 0.0, "c": 0.0}}
+    assert calibrated(logits, calibration, ["a", "b", "c"]).tolist() == [[0.25, 0.5, 0.0]]
+    assert calibrated(logits, None, ["a", "b", "c"]) is logits

@@ -149,7 +149,7 @@ def _calibration(name: str, value: Any) -> Calibration | None:
     if unknown:
         raise ValueError(f"{name} has unknown key(s) {', '.join(unknown)} (allowed: logit_adjustment, temperature)")
     temperature = value.get("temperature", 1.0)
-    positive = ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1_000.0)
+    positive = ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=10_000.0)
     if isinstance(temperature, Mapping):
         temperature = MappingProxyType(
             {str(label): check_value(f"{name}.temperature.{label}", t, positive) for label, t in temperature.items()}

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import requests
 
-from hflabels.evaluation import local_predictions, metrics_for, model_labels, served_predictions
+from hflabels.evaluation import (
+    local_predictions,
+    metrics_for,
+    model_labels,
+    served_calibration,
+    served_labels,
+    served_predictions,
+)
 from hflabels.training_data import TASKS, DataError, load_examples
 from hflabels.training_math import format_table
 
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         token = args.token
         if args.token_file is not None:
             token = json.loads(args.token_file.read_text())["inference"]["key"]
-        served = served_predictions(args.url, token, examples, args.task, args.batch_size, args.concurrency)
+        answers = served_predictions(args.url, token, examples, args.task, args.batch_size, args.concurrency)
+        served = served_labels(args.task, answers)
         local = local_predictions(args.model_dir, examples, args.task)
     except (DataError, requests.RequestException, OSError, KeyError) as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
@@ -49,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     labels = model_labels(args.model_dir)
     metrics = metrics_for(args.task, examples, served, labels)
     print(f"served model on {args.data} ({len(examples)} examples):\n{format_table(metrics)}")
+    calibration = None
+    if args.task in ("single_label", "sentence_pair"):
+        calibration = served_calibration(answers, examples, labels)
+        print(f"served scores: ECE {calibration['ece']:.4f}  NLL {calibration['nll']:.4f}  "
+              f"Brier {calibration['brier']:.4f}")  # fmt: skip
     mismatches = [{"line": e.line, "served": s, "in_process": p} for e, s, p in zip(examples, served, local) if s != p]
     if args.report is not None:
         truth = [
@@ -57,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         args.report.write_text(json.dumps({
             "task": args.task, "labels": labels, "metrics": metrics, "truth": truth,
-            "served": served, "in_process": local, "mismatches": mismatches,
+            "served": served, "in_process": local, "mismatches": mismatches, "calibration": calibration,
         }, indent=1) + "\n")  # fmt: skip
     if mismatches:
         print(f"\n{len(mismatches)} of {len(examples)} served predictions differ from the model folder's:")

@@ -1,4 +1,5 @@
-"""Draw a served model's evaluation (the JSON of `evaluate --report`) as a PNG.
+"""Draw a served model's evaluation (the JSON of `evaluate --report`) as a PNG, and the
+reliability diagram of its served scores beside it (REPORT-reliability.png).
 
 plot-evaluation build/evaluation.json [--output build/evaluation.png]
 """
@@ -9,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hflabels.plotting import plot_report
+from hflabels.plotting import plot_reliability, plot_report
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = args.output or args.report.with_suffix(".png")
-    plot_report(json.loads(args.report.read_text(encoding="utf-8")), output)
+    report = json.loads(args.report.read_text(encoding="utf-8"))
+    plot_report(report, output)
     print(f"wrote {output}")
+    if report.get("calibration"):
+        reliability = output.with_name(output.stem + "-reliability.png")
+        plot_reliability(report, reliability)
+        print(f"wrote {reliability}")
     return 0
