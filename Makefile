@@ -12,7 +12,7 @@ KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle kserve-client java test test-fast demo stop bench accelerations soak lint clean
+.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench accelerations soak lint clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,10 @@ accelerations: venv
 
 soak: venv java
 	$(PY) scripts/soak.py
+
+# The class-imbalance experiment (several minutes): build/imbalance/results.json and imbalance.png.
+imbalance: venv
+	$(PY) scripts/imbalance.py $(IMBALANCE_ARGS)
 
 lint: venv
 	$(PY) -m ruff check handler hflabels scripts tests

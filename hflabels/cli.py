@@ -25,6 +25,7 @@ COMMANDS = {
     "soak": ("soak", "sustained load: errors, latency and memory over time"),
     "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
     "kserve-store": ("kserve_store", "lay out a KServe model store for an archive"),
+    "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
 }
 
 

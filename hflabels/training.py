@@ -427,6 +427,13 @@ def evaluate_split(
     if calibration is not None:
         metrics["calibration"]["after"] = calibration_metrics(served, truth)
         metrics["calibration"]["decisions_changed"] = int((served.argmax(-1) != logits.argmax(-1)).sum())
+        # The model's own decisions, before the prior correction moved any.
+        own = single_label_metrics(truth.tolist(), logits.argmax(axis=-1).tolist(), labels)
+        metrics["calibration"]["uncalibrated"] = {
+            "accuracy": own["accuracy"],
+            "f1_macro": own["f1_macro"],
+            "recall": {label: row["recall"] for label, row in own["per_class"].items()},
+        }
     return metrics
 
 
