@@ -1,6 +1,6 @@
 """The class-imbalance experiment: every strategy on one imbalanced split, measured on a balanced test.
 
-    imbalance [--seeds 1 2] [--epochs 8] [--output build/imbalance]
+    imbalance [--seeds 1 2] [--epochs 15] [--output build/imbalance]
 
 Trains all-MiniLM-L6-v2 (as the demo does) once per strategy and seed on a ~90/8/2 split of
 data/sentiment/train.csv (a fifth held out for validation and calibration) and reports, on the
@@ -26,7 +26,7 @@ METRICS = ("accuracy", "f1_macro", "rare_recall", "served_f1_macro", "served_rar
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--epochs", type=float, default=8.0)
+    parser.add_argument("--epochs", type=float, default=15.0)
     parser.add_argument("--output", type=Path, default=BUILD / "imbalance")
 
 
