@@ -350,6 +350,12 @@ def calibration_config(calibration: FittedCalibration, labels: Sequence[str], ta
     }
 
 
+def binary_calibration_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Multi-label: ECE, NLL and Brier over every (example, label) as a yes/no prediction."""
+    flat = scores.reshape(-1)
+    return calibration_metrics(np.stack([1.0 - flat, flat], axis=1), truth.reshape(-1).astype(int))
+
+
 def truth_of(examples: Sequence[Example], task: str, label_ids: dict[str, int]) -> np.ndarray:
     if task == "multi_label":
         return multi_hot(examples, label_ids)
@@ -409,6 +415,10 @@ def evaluate_split(
         tuned = multi_label_metrics(truth, scores >= thresholds, labels)
         tuned["f1_micro_at_0.5"] = multi_label_metrics(truth, scores >= 0.5, labels)["f1_micro"]
         tuned["f1_macro_at_0.5"] = multi_label_metrics(truth, scores >= 0.5, labels)["f1_macro"]
+        own = predict_scores(trainer, examples, tokenizer, task, label_ids, options)
+        tuned["calibration"] = {"before": binary_calibration_metrics(own, truth)}
+        if calibration is not None:
+            tuned["calibration"]["after"] = binary_calibration_metrics(scores, truth)
         return tuned
     if task == "token_classification":
         features = encode(examples, tokenizer, task, label_ids, options, False)

@@ -228,5 +228,7 @@ def test_training_fits_and_writes_a_calibration(trained):
     assert {"before", "after"} <= set(metrics["validation"]["calibration"])
     multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
     assert set(multi["calibration"]["temperature"]) == {"billing", "bug", "feature_request", "praise"}
+    multi_metrics = json.loads((trained["multi_label"] / "metrics.json").read_text())["validation"]["calibration"]
+    assert {"ece", "nll", "brier"} <= set(multi_metrics["before"]) and "after" in multi_metrics
     tokens = yaml.safe_load((trained["token_classification"] / "model-config.yaml").read_text())["handler"]
     assert "calibration" not in tokens
