@@ -195,7 +195,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         results: list[EncodeResult] = [RequestError("not encoded")] * len(inputs)
         # Sentence pairs always truncate: which window of a pair would a premise align with?
         documents = [i for i, item in enumerate(inputs) if item.text_pair is None and params[i].long_text.windowed]
-        singles = [i for i, item in enumerate(inputs) if item.text_pair is None and i not in documents]
+        windowed = set(documents)
+        singles = [i for i, item in enumerate(inputs) if item.text_pair is None and i not in windowed]
         pairs = [i for i, item in enumerate(inputs) if item.text_pair is not None]
         if documents:
             for position, encoded in zip(documents, self._windows([inputs[i].text for i in documents])):
