@@ -5,7 +5,8 @@ Under the output folder:
   answer only the first request of a frontend batch);
 - config/config.properties: KServe's TorchServe settings (port 8085, metrics on 8082, the
   envelope from TS_SERVICE_ENVELOPE) with a model_snapshot carrying each model's
-  model-config.yaml values (workers, maxBatchDelay, responseTimeout, ...);
+  model-config.yaml values (workers, maxBatchDelay, responseTimeout, ...), and vmargs naming
+- config/log4j2.xml: the project's INFO logging (not TorchServe's DEBUG lines per request);
 - inferenceservice.yaml: kserve/inferenceservice.yaml with the first model's name filled in.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from hflabels.archiving import archive
-from hflabels.paths import KSERVE_MANIFEST, MODEL_CONFIG
+from hflabels.paths import KSERVE_MANIFEST, LOG_CONFIG, MODEL_CONFIG
 
 logger = logging.getLogger(__name__)
 ENVELOPES = {"v1": "kserve", "v2": "kservev2"}
@@ -45,6 +47,8 @@ KSERVE_PROPERTIES = {
     "max_request_size": "2097152",
     "job_queue_size": "256",
     "model_store": "/mnt/models/model-store",
+    # The pod starts torchserve with only --ts-config: the logging comes with the store.
+    "vmargs": "-Xmx1g -XX:+ExitOnOutOfMemoryError -Dlog4j.configurationFile=file:///mnt/models/config/log4j2.xml",
 }
 
 
@@ -97,6 +101,7 @@ def write_store(
         entries[name] = snapshot_entry(name, document)
         workers = max(workers, int(document.get("maxWorkers", 1)))
     snapshot = {"name": "startup.cfg", "modelCount": len(entries), "models": entries}
+    shutil.copy(LOG_CONFIG, config_dir / "log4j2.xml")
     lines = [f"{key}={value}" for key, value in KSERVE_PROPERTIES.items()]
     lines += [f"service_envelope={ENVELOPES[protocol]}", f"model_snapshot={json.dumps(snapshot)}"]
     (config_dir / "config.properties").write_text(

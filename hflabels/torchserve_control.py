@@ -200,10 +200,13 @@ def start(
     run_dir: Path,
     timeout: float = 300.0,
     wait_for: list[str] | None = None,
+    log_config: Path | None = LOG_CONFIG,
 ) -> Server:
     """Start TorchServe and return once every model in ``wait_for`` (default: all) has a READY worker.
 
     With no ``models``, the config's ``model_snapshot`` says which to load (as in a KServe store).
+    ``log_config`` None starts it as a plain ``torchserve --start`` would: logging as the config's
+    vmargs say, relative to ``run_dir`` (where it starts, and writes key_file.json).
     """
     java_version()
     run_dir = run_dir.resolve()
@@ -214,8 +217,9 @@ def start(
         torchserve_command(), "--start", "--ncs",
         "--model-store", str(model_store.resolve()),
         "--ts-config", str(config.resolve()),
-        "--log-config", str(LOG_CONFIG),
     ]  # fmt: skip
+    if log_config is not None:
+        command += ["--log-config", str(log_config)]
     if models:
         command += ["--models", *models]
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:

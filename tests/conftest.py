@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,14 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             argv += ["--mapping", f"{label_set}={path}"]
         assert archive_main(argv) == 0, f"archiving {model.name} failed"
     properties = config_with_free_ports(REPO_ROOT / "config.properties", root / "config.properties")
-    server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], root / "run", timeout=600)
+    # Started as a user would, from a folder holding config.properties and log4j2.xml as the
+    # project root does: the shipped config's vmargs choose the logging (no --log-config).
+    run_dir = root / "run"
+    run_dir.mkdir()
+    shutil.copy(REPO_ROOT / "log4j2.xml", run_dir / "log4j2.xml")
+    server = start(
+        properties, store, [f"{m.name}={m.name}.mar" for m in models], run_dir, timeout=600, log_config=None
+    )
     server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
     yield server
     stop(root / "run")

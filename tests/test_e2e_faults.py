@@ -127,6 +127,32 @@ def test_request_text_never_reaches_the_logs(torchserve):
         assert "zebra-quartz" not in log.read_text(errors="replace"), f"request text in {log.name}"
 
 
+def test_a_plain_start_with_the_shipped_config_logs_at_info_once(torchserve):
+    # The session server is started without --log-config, from a folder like the project root, as the README's
+    # `torchserve --start --ts-config config.properties` does: the vmargs must pick log4j2.xml.
+    for _ in range(3):
+        assert post(torchserve, "sentiment", {"inputs": "fine"}).status_code == 200
+    time.sleep(1)
+    logs = torchserve.run_dir / "logs"
+    ts_log = (logs / "ts_log.log").read_text(errors="replace")
+    assert "sentiment" in ts_log, "the frontend wrote its log"
+    # TorchServe's built-in configuration logs org.pytorch.serve at DEBUG, several lines per request.
+    assert "[DEBUG]" not in ts_log
+    # ... and copies every root line to the console, which the launcher log captures.
+    assert "[INFO ]" not in (logs / "launcher.log").read_text(errors="replace")
+    # Named by vmargs (TorchServe's "." classpath would also find it in the start folder, but not
+    # in a KServe pod, whose store names it the same way: tests/test_kserve_store.py).
+    assert "-Dlog4j.configurationFile=log4j2.xml" in _frontend(torchserve).cmdline()
+
+
+def _frontend(torchserve) -> psutil.Process:
+    return next(
+        process for process in psutil.process_iter(["cmdline"])
+        if process.info["cmdline"] and any("org.pytorch.serve.ModelServer" in part for part in process.info["cmdline"])
+        and str(torchserve.run_dir) in json.dumps(process.environ())
+    )  # fmt: skip
+
+
 # ---- security ----------------------------------------------------------------------------------
 
 
@@ -152,11 +178,7 @@ def test_the_management_api_cannot_register_a_model(torchserve):
 
 
 def test_every_listener_is_on_loopback(torchserve):
-    java = next(
-        process for process in psutil.process_iter(["cmdline"])
-        if process.info["cmdline"] and any("org.pytorch.serve.ModelServer" in part for part in process.info["cmdline"])
-        and str(torchserve.run_dir) in json.dumps(process.environ())
-    )  # fmt: skip
+    java = _frontend(torchserve)
     listening = [c.laddr for c in java.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert listening, "torchserve listens somewhere"
     addresses = {ipaddress.ip_address(address.ip) for address in listening}

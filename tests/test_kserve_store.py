@@ -7,6 +7,7 @@ import json
 import yaml
 from support import script
 
+from hflabels.paths import REPO_ROOT
 from hflabels.torchserve_control import read_properties
 
 kserve_store_main = script("kserve-store")
@@ -23,6 +24,8 @@ def test_store_layout_carries_the_model_config_over(sentiment_model, tmp_path):
     properties = read_properties(output / "config" / "config.properties")
     assert properties["service_envelope"] == "kservev2"
     assert properties["inference_address"] == "http://0.0.0.0:8085" and properties["enable_model_api"] == "false"
+    assert "-Dlog4j.configurationFile=file:///mnt/models/config/log4j2.xml" in properties["vmargs"].split()
+    assert (output / "config" / "log4j2.xml").read_text() == (REPO_ROOT / "log4j2.xml").read_text()
     snapshot = json.loads(properties["model_snapshot"])
     assert snapshot["models"]["reviews"]["1.0"] == {
         "defaultVersion": True, "marName": "reviews.mar", "minWorkers": 2, "maxWorkers": 3,
