@@ -174,9 +174,7 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     run_dir = root / "run"
     run_dir.mkdir()
     shutil.copy(REPO_ROOT / "log4j2.xml", run_dir / "log4j2.xml")
-    server = start(
-        properties, store, [f"{m.name}={m.name}.mar" for m in models], run_dir, timeout=600, log_config=None
-    )
+    server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], run_dir, timeout=600, log_config=None)
     server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
     yield server
     stop(root / "run")

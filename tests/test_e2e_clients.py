@@ -25,6 +25,7 @@ def client_may_reach_loopback(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
+
 TEXT = "Alice Johnson works for Acme Corporation in Berlin. Marie Curie moved to Amsterdam!"
 REVIEW = "The service was wonderful and the staff were friendly."
 
