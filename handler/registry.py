@@ -35,4 +35,6 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     apply_thread_settings(settings)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
-    return runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets))
+    runner = runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets))
+    runner.prepare_execution()
+    return runner

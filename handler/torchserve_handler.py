@@ -70,6 +70,11 @@ class TransformersLabelHandler(BaseHandler):
             self.explainer = Explainer(self.runner, settings.explain_steps)
         except ConfigurationError as error:
             self.explain_unavailable = str(error)
+        execution = self.runner.execution
+        if execution is not None:
+            self.serving_metrics = ServingMetrics(
+                {"PackedForward": int(execution.packed), "BatchOverheadTokens": execution.batch_overhead_tokens}
+            )
         self.initialized = True
         logger.info(
             "serving %s as %s on %s with %d torch threads, envelope %s",

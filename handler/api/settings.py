@@ -53,16 +53,18 @@ class HandlerSettings:
     long_text: str = "truncate"
     # The fixed cost of one forward pass, in tokens' worth of compute: a batch sorted by length is
     # cut into passes where padding would cost more than another pass. Larger favours fewer passes.
-    batch_overhead_tokens: int = 32
+    # None ("auto"): measured at load on the serving device (handler/engine/pass_costs.py).
+    batch_overhead_tokens: int | None = None
     # At most this many inputs in one forward pass.
     micro_batch_size: int = 32
     # At most this many tokens in one pass: rows x longest row when padded, real tokens when packed.
     max_batch_tokens: int = 8192
     # Sort a batch by length before cutting it into passes (false: arrival order).
     sort_by_length: bool = True
-    # BERT sequence classifiers run padding-free (handler/engine/packed_encoder.py): the per-token
-    # layers see only real tokens. False: the model's own padded forward.
-    packed_forward: bool = True
+    # Padding-free passes for the encoders that have them (handler/engine/packed_encoder.py): the
+    # per-token layers see only real tokens. None ("auto"): timed against padded passes at load,
+    # the faster serves. True: whenever the model allows; false: the model's own padded forward.
+    packed_forward: bool | None = None
     # Threads per worker for torch; None keeps torch's default (one per physical core).
     torch_num_threads: int | None = None
     max_inputs_per_request: int = 64
@@ -120,6 +122,20 @@ class HandlerSettings:
 def _scalar(spec: ParamSpec) -> Callable[[str, Any], Any]:
     def check(name: str, value: Any) -> Any:
         return check_value(name, value, spec)
+
+    return check
+
+
+def _auto_or(spec: ParamSpec) -> Callable[[str, Any], Any]:
+    """A value of ``spec``, or "auto" (or null): None, measured at load."""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None or value == "auto":
+            return None
+        try:
+            return check_value(name, value, spec)
+        except ValueError as error:
+            raise ValueError(f'{error} (or "auto")') from None
 
     return check
 
@@ -196,11 +212,11 @@ _VALIDATORS = {
     "parameters": _parameters,
     "stride": _scalar(ParamSpec("int", minimum=0, nullable=True)),
     "long_text": _scalar(ParamSpec("choice", choices=("truncate", "mean", "max"))),
-    "batch_overhead_tokens": _scalar(ParamSpec("int", minimum=0, maximum=1_000_000)),
+    "batch_overhead_tokens": _auto_or(ParamSpec("int", minimum=0, maximum=1_000_000)),
     "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
     "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),
     "sort_by_length": _scalar(ParamSpec("bool")),
-    "packed_forward": _scalar(ParamSpec("bool")),
+    "packed_forward": _auto_or(ParamSpec("bool")),
     "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
     "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
     "max_candidate_labels": _scalar(ParamSpec("int", minimum=1, maximum=10_000)),

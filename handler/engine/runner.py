@@ -11,6 +11,8 @@ run, cut back to their real length, and handed to the task's pure post-processin
 from __future__ import annotations
 
 import abc
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -27,8 +29,12 @@ from handler.api.tasks import Task
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
 from handler.engine.model_loading import LoadedModel
-from handler.engine.packed_encoder import PackedBertClassifier
+from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
+from handler.engine.pass_costs import ExecutionChoice, choose_execution
 
+logger = logging.getLogger(__name__)
+# batch_overhead_tokens for runners that do not measure it (text generation).
+DEFAULT_OVERHEAD_TOKENS = 32
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
 # would remove almost nothing and adds its own bookkeeping (README, Performance).
 PACKING_MIN_FILL = 0.95
@@ -76,6 +82,14 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
             raise ConfigurationError(f"model-config.yaml: {error}") from None
         # The one place defaults are merged: the schema's, then the model config's.
         self.default_parameters = {**schema_defaults(schema), **configured}
+        self.batch_overhead_tokens = (
+            settings.batch_overhead_tokens if settings.batch_overhead_tokens is not None else DEFAULT_OVERHEAD_TOKENS
+        )
+        # How forward passes run; set by prepare_execution for runners that measure it.
+        self.execution: ExecutionChoice | None = None
+
+    def prepare_execution(self) -> None:
+        """Settle how forward passes run, once the runner is otherwise ready (at load)."""
 
     def plan_padded_passes(self, lengths: Sequence[int]) -> list[list[int]]:
         """Inputs grouped into padded forward passes, as the handler settings ask."""
@@ -85,7 +99,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
             settings.micro_batch_size,
             settings.max_batch_tokens,
             settings.sort_by_length,
-            settings.batch_overhead_tokens,
+            self.batch_overhead_tokens,
         )
 
     def schema(self) -> Mapping[str, ParamSpec]:
@@ -172,8 +186,57 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
         self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
-        # Set by tasks whose model can run padding-free (handler/engine/packed_encoder.py).
-        self.packed: PackedBertClassifier | None = None
+        # Padding-free passes, when the model allows them and they pay here (prepare_execution).
+        self.packed: PackedEncoder | None = None
+
+    def prepare_execution(self) -> None:
+        settings = self.settings
+        packer = self._packer()
+        sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
+
+        def timer(run) -> Any:
+            def time_pass(lengths: Sequence[int]) -> float:
+                windows = [Window(sample_ids[:n].tolist(), [0] * n if self.feeds_token_types else None, None)
+                           for n in lengths]  # fmt: skip
+                started = time.perf_counter()
+                run(windows, lengths)
+                return time.perf_counter() - started
+
+            return time_pass
+
+        overhead = settings.batch_overhead_tokens
+        if settings.torch_compile and overhead is None:
+            # A compiled forward recompiles for each new shape: timing many shapes would be slow.
+            overhead = DEFAULT_OVERHEAD_TOKENS
+        self.packed = packer
+        self.execution = choose_execution(
+            timer(self._run_padded),
+            timer(self._run_packed) if packer is not None else None,
+            settings.micro_batch_size,
+            self.max_length,
+            overhead,
+            settings.packed_forward,
+            time.perf_counter,
+        )
+        self.packed = packer if self.execution.packed else None
+        self.batch_overhead_tokens = self.execution.batch_overhead_tokens
+        logger.info("forward passes: %s", self.execution.describe())
+
+    def _packer(self) -> PackedEncoder | None:
+        """The padding-free runner for this model, unless the settings or the model rule it out."""
+        settings = self.settings
+        if settings.packed_forward is False:
+            return None
+        # A compiled forward is what torch_compile asks for; packing would bypass it.
+        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
+        if reason is None:
+            packer = PackedEncoder(self.model)
+            if (packer.output_fields, packer.token_level) != (self.output_fields, self.token_level_outputs):
+                reason = f"its head gives {packer.output_fields}, {self.task.value} reads {self.output_fields}"
+            else:
+                return packer
+        logger.info("padded forward passes only: %s", reason)
+        return None
 
     @abc.abstractmethod
     def encode(self, inputs: Sequence[InputT], params: Sequence[ParamsT]) -> list[EncodeResult]: ...
@@ -266,11 +329,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         assert self.packed is not None
         with_types = self.feeds_token_types and all(window.token_type_ids is not None for window in windows)
         with torch.inference_mode():
-            logits = self.packed.logits(
+            return self.packed.outputs(
                 [window.input_ids for window in windows],
                 [window.token_type_ids or [] for window in windows] if with_types else None,
             )
-        return [{"logits": row} for row in logits.float().cpu().numpy()]
 
     def _collate(self, windows: Sequence[Window], lengths: Sequence[int]) -> dict[str, np.ndarray]:
         input_ids = pad_rows([w.input_ids for w in windows], self.pad_id, self.padding_side)

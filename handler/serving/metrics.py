@@ -13,6 +13,10 @@ All are counters, so Prometheus rates and ratios of them give the per-batch figu
 | ``ClientErrorsTotal{Reason}`` | 4xx answers by reason (``malformed_json``, ``invalid_parameter``, ...) | |
 | ``ServerErrorsTotal{Reason}`` | 5xx answers by reason (``non_finite_output``, ``internal_error``) | |
 
+Gauges of how the model runs, set at load and reported with the first batch: ``PackedForward``
+(1: padding-free passes, 0: padded) and ``BatchOverheadTokens`` (a padded pass's fixed cost in
+tokens, measured or configured; handler/engine/pass_costs.py).
+
 Each metric costs a log line the frontend parses, so a counter is reported when it grows (and
 once at the first batch, so every series exists from the start). Reasons are fixed words, never
 request text.
@@ -22,10 +26,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.api.types import ForwardStats, RequestOutcome
 
@@ -33,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, gauges: Mapping[str, float] | None = None) -> None:
         self._reported_once = False
+        self.gauges = dict(gauges or {})
 
     def record_batch(self, metrics: Any, outcomes: Sequence[RequestOutcome], inputs: int, stats: ForwardStats) -> None:
         """Report one handled batch; a metrics failure is logged, never raised into the batch."""
@@ -53,6 +59,9 @@ class ServingMetrics:
                 if value or not self._reported_once:
                     # TorchServe appends default dimensions to the list it gets: always a fresh one.
                     metrics.add_counter(name, value, dimensions=[])
+            if not self._reported_once:
+                for name, value in self.gauges.items():
+                    metrics.add_metric(name, value, "count", dimensions=[], metric_type=MetricTypes.GAUGE)
             self._reported_once = True
             reasons = Counter(
                 ("ClientErrorsTotal" if outcome.error.status < 500 else "ServerErrorsTotal", outcome.error.reason)

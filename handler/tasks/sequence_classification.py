@@ -18,7 +18,6 @@ from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.packed_encoder import packed_classifier_for
 from handler.engine.runner import (
     EncodedInput,
     EncodeResult,
@@ -131,7 +130,6 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         self.thresholds = threshold_vector(
             labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
-        self.packed = packed_classifier_for(self.model, settings)
         # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
         self.calibration = calibration_vectors(settings.calibration, labels)
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)

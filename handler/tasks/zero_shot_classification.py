@@ -23,7 +23,6 @@ from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.packed_encoder import packed_classifier_for
 from handler.engine.runner import (
     EncodedInput,
     EncodeResult,
@@ -100,7 +99,6 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
                 check_candidate_labels(configured)
             except RequestError as error:
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
-        self.packed = packed_classifier_for(self.model, self.settings)
         # An NLI head trained with a calibration: the pairs' logits are calibrated before scoring.
         self.calibration = calibration_vectors(self.settings.calibration, self.labels)
 
