@@ -12,7 +12,7 @@ KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench accelerations soak lint clean
+.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache accelerations soak lint clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ stop: venv
 
 bench: venv java
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# The response cache on a Zipf-distributed workload: build/bench-cache/results.json.
+bench-cache: venv java
+	$(PY) scripts/bench_cache.py $(BENCH_CACHE_ARGS)
 
 accelerations: venv
 	$(PY) scripts/accelerations.py

@@ -31,6 +31,7 @@ from handler.registry import build_runner
 from handler.serving.batches import AnsweredBatch, PreparedBatch
 from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
 from handler.serving.metrics import ServingMetrics
+from handler.serving.response_cache import ResponseCache, cache_key
 from handler.serving.responses import (
     TRUNCATED_HEADER,
     WINDOWS_HEADER,
@@ -52,6 +53,7 @@ class TransformersLabelHandler(BaseHandler):
         self.explain_unavailable = "explanations are not available for this model"
         self.envelope = Envelope.NONE
         self.serving_metrics = ServingMetrics()
+        self.response_cache: ResponseCache | None = None
 
     def initialize(self, context: Any) -> None:
         properties = context.system_properties
@@ -70,6 +72,8 @@ class TransformersLabelHandler(BaseHandler):
             self.explainer = Explainer(self.runner, settings.explain_steps)
         except ConfigurationError as error:
             self.explain_unavailable = str(error)
+        if settings.cache_size_mb > 0:
+            self.response_cache = ResponseCache(int(settings.cache_size_mb * 1024 * 1024))
         execution = self.runner.execution
         if execution is not None:
             self.serving_metrics = ServingMetrics(
@@ -93,17 +97,31 @@ class TransformersLabelHandler(BaseHandler):
         if items and self._is_explain():
             executor = self.explainer
         batch = PreparedBatch(executor, [None] * len(items))
+        # Explanations are not answers to keep.
+        cache = self.response_cache if executor is runner else None
         for index, body in enumerate(self._bodies(items)):
             try:
                 if isinstance(body, RequestError):
                     raise body
                 if executor is None:
                     raise RequestError(self.explain_unavailable, status=501, reason="explain_unavailable")
-                batch.parsed.append((index, executor.parse(body)))
-                if body.stream:
-                    batch.streaming.add(index)
+                parsed = executor.parse(body)
             except RequestError as error:
                 batch.outcomes[index] = RequestOutcome.failed(error)
+                continue
+            if cache is not None and body.use_cache and not body.stream and runner.cacheable(parsed):
+                key = cache_key(body)
+                cached = cache.get(key) if key is not None else None
+                if cached is not None:
+                    batch.cached[index] = cached
+                    batch.outcomes[index] = cached.outcome
+                    batch.cached_inputs += len(parsed.inputs)
+                    continue
+                if key is not None:
+                    batch.cache_keys[index] = key
+            batch.parsed.append((index, parsed))
+            if body.stream:
+                batch.streaming.add(index)
         return batch
 
     @timed
@@ -118,17 +136,24 @@ class TransformersLabelHandler(BaseHandler):
             outcome or RequestOutcome.failed(RequestError("not answered", 500, "internal_error"))
             for outcome in outcomes
         ]
-        inputs = sum(len(request.inputs) for _, request in batch.parsed)
-        return AnsweredBatch(done, inputs, result.stats)
+        inputs = sum(len(request.inputs) for _, request in batch.parsed) + batch.cached_inputs
+        return AnsweredBatch(done, inputs, result.stats, batch.cached, batch.cache_keys)
 
     @timed
     def postprocess(self, answered: AnsweredBatch) -> list[Any]:  # type: ignore[override]
-        serialized = [serialize(outcome) for outcome in answered.outcomes]
+        serialized = [
+            answered.cached.get(index) or serialize(outcome) for index, outcome in enumerate(answered.outcomes)
+        ]
+        cache = self.response_cache
+        if cache is not None:
+            for index, key in answered.cache_keys.items():
+                cache.put(key, serialized[index])
         self.serving_metrics.record_batch(
             getattr(self.context, "metrics", None),
             [item.outcome for item in serialized],
             answered.inputs,
             answered.stats,
+            cache.take_counts() if cache is not None else None,
         )
         if self.envelope is Envelope.NONE:
             return [self._respond(index, item) for index, item in enumerate(serialized)]

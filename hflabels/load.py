@@ -129,7 +129,13 @@ async def _closed_loop(
 
 
 def served_run(url: str, token: str | None, texts: Sequence[str], concurrency: int, duration: float) -> dict[str, Any]:
-    bodies = [json.dumps({"inputs": text}).encode() for text in texts]
+    return bodies_run(url, token, [json.dumps({"inputs": text}).encode() for text in texts], concurrency, duration)
+
+
+def bodies_run(
+    url: str, token: str | None, bodies: Sequence[bytes], concurrency: int, duration: float
+) -> dict[str, Any]:
+    """The closed loop over JSON request ``bodies``, taken in order and round again."""
     return asyncio.run(_closed_loop(url, token, bodies, concurrency, duration))
 
 

@@ -19,3 +19,13 @@ def token_counters(metrics_url: str) -> tuple[float, float]:
 def padding_ratio(before: tuple[float, float], after: tuple[float, float]) -> float | None:
     real, padded = after[0] - before[0], after[1] - before[1]
     return None if padded <= 0 else round(1 - real / padded, 4)
+
+
+def counter_total(metrics_url: str, name: str, model: str | None = None) -> float:
+    """The sum of one counter's samples (of one model, if given) from the Prometheus endpoint."""
+    text = requests.get(f"{metrics_url}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and (model is None or f'ModelName="{model}"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

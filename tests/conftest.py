@@ -141,6 +141,7 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
         ServedModel("qa", fixture("qa_model"), {}, FAST_BATCHING),
         ServedModel("keyword_qa", fixture("keyword_qa_model"), {}, FAST_BATCHING),
         ServedModel("lm", fixture("lm_model"), {"max_new_tokens_limit": 64}, FAST_BATCHING),
+        ServedModel("cached", fixture("sentiment_model"), {"cache_size_mb": 4}, FAST_BATCHING),
         # Its worker is killed by a test; no other test uses it.
         ServedModel("crashy", fixture("sentiment_model"), {}, FAST_BATCHING),
     ]  # fmt: skip

@@ -27,13 +27,13 @@ def test_explanations_endpoint_answers_each_request(torchserve):
     assert {"target", "target_score", "tokens", "offsets", "attributions", "delta"} <= set(first)
 
 
-def metric_values(server) -> dict[tuple[str, str], float]:
-    """Prometheus samples of the sentiment model, keyed by (name, reason)."""
+def metric_values(server, model: str = "sentiment") -> dict[tuple[str, str], float]:
+    """Prometheus samples of one model, keyed by (name, reason)."""
     values: dict[tuple[str, str], float] = {}
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
     for line in text.splitlines():
         match = re.match(r"(\w+)\{(.*)\} ([0-9.eE+-]+)$", line)
-        if match and 'ModelName="sentiment"' in match.group(2):
+        if match and f'ModelName="{model}"' in match.group(2):
             reason = re.search(r'Reason="(\w+)"', match.group(2))
             values[(match.group(1), reason.group(1) if reason else "")] = float(match.group(3))
     return values
@@ -63,3 +63,28 @@ def test_custom_metrics_count_what_the_handler_did(torchserve, sentiment_model):
     assert grew("ClientErrorsTotal", "malformed_json") == 1
     assert grew("ClientErrorsTotal", "invalid_parameter") == 1
     assert 2 <= grew("BatchesTotal") <= 4
+
+
+def test_the_measured_execution_is_exposed_as_gauges(torchserve):
+    assert post(torchserve, "sentiment", {"inputs": "I loved it"}).status_code == 200
+    values = metric_values(torchserve)
+    assert values[("PackedForward", "")] in (0.0, 1.0)
+    assert values[("BatchOverheadTokens", "")] >= 0
+
+
+def test_a_repeated_request_is_served_from_the_cache_and_counted(torchserve):
+    body = {"inputs": ["The cache keeps this answer.", "And this one."], "parameters": {"top_k": None}}
+    before = metric_values(torchserve, "cached")
+    first = post(torchserve, "cached", body)
+    second = post(torchserve, "cached", body)
+    fresh = post(torchserve, "cached", {**body, "options": {"use_cache": False}})
+    assert first.status_code == second.status_code == fresh.status_code == 200
+    assert second.content == first.content == fresh.content
+    # The same model without a cache computes the same bytes.
+    assert post(torchserve, "sentiment", body).content == first.content
+    after = metric_values(torchserve, "cached")
+
+    def grew(name):
+        return after.get((name, ""), 0.0) - before.get((name, ""), 0.0)
+
+    assert (grew("CacheHitsTotal"), grew("CacheMissesTotal")) == (1, 1)

@@ -9,10 +9,12 @@ import math
 import pytest
 from support import call, load_handler
 from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.api.errors import RequestError
 from handler.api.types import ForwardStats, RequestOutcome
 from handler.serving.metrics import ServingMetrics
+from handler.serving.response_cache import CacheCounts
 from handler.serving.responses import reason_phrase, serialize
 
 
@@ -45,6 +47,7 @@ class RecordingMetrics:
 
     def __init__(self, fail: bool = False) -> None:
         self.counters: list[tuple[str, int, list[Dimension]]] = []
+        self.gauges: dict[str, float] = {}
         self.times: list[str] = []
         self.fail = fail
 
@@ -55,6 +58,10 @@ class RecordingMetrics:
 
     def add_time(self, name, value, idx=None, unit="ms", dimensions=None, metric_type=None):  # noqa: ANN001
         self.times.append(name)
+
+    def add_metric(self, name, value, unit, idx=None, dimensions=None, metric_type=None):  # noqa: ANN001
+        assert metric_type is MetricTypes.GAUGE
+        self.gauges[name] = value
 
 
 def test_the_first_batch_creates_every_counter_and_later_ones_report_growth():
@@ -69,6 +76,27 @@ def test_the_first_batch_creates_every_counter_and_later_ones_report_growth():
     metrics.counters.clear()
     serving.record_batch(metrics, [RequestOutcome(payload={})], inputs=1, stats=ForwardStats())
     assert {name for name, _, _ in metrics.counters} == {"RequestsTotal", "InputsTotal", "BatchesTotal"}
+
+
+def test_gauges_are_reported_with_the_first_batch_only():
+    metrics, serving = RecordingMetrics(), ServingMetrics({"PackedForward": 1, "BatchOverheadTokens": 40})
+    serving.record_batch(metrics, [RequestOutcome(payload={})], inputs=1, stats=ForwardStats())
+    assert metrics.gauges == {"PackedForward": 1, "BatchOverheadTokens": 40}
+    metrics.gauges.clear()
+    serving.record_batch(metrics, [RequestOutcome(payload={})], inputs=1, stats=ForwardStats())
+    assert metrics.gauges == {}
+
+
+def test_cache_counters_are_reported_when_the_cache_is_on():
+    metrics, serving = RecordingMetrics(), ServingMetrics()
+    serving.record_batch(metrics, [RequestOutcome(payload={})], 1, ForwardStats(), CacheCounts(hits=2, misses=1))
+    reported = {name: value for name, value, _ in metrics.counters}
+    assert (reported["CacheHitsTotal"], reported["CacheMissesTotal"], reported["CacheEvictionsTotal"]) == (2, 1, 0)
+    metrics.counters.clear()
+    serving.record_batch(metrics, [RequestOutcome(payload={})], 1, ForwardStats(), CacheCounts(evictions=3))
+    assert {name: value for name, value, _ in metrics.counters if name.startswith("Cache")} == {
+        "CacheEvictionsTotal": 3
+    }
 
 
 def test_errors_are_counted_by_status_class_and_reason():

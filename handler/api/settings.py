@@ -87,6 +87,9 @@ class HandlerSettings:
     calibration: Calibration | None = None
     # TorchServe's own switch: ts_handler_preprocess/inference/postprocess timings as metrics.
     profile: bool = False
+    # A response cache of this many MB per worker (0: off): repeated requests are answered from
+    # it without running the model (handler/serving/response_cache.py).
+    cache_size_mb: float = 0.0
     # Answer shapes: the pipelines', the inference API's (InferenceClient), or auto: the inference
     # API's for requests whose User-Agent is huggingface_hub's. A request's x-response-format wins.
     response_format: ResponseFormatSetting = ResponseFormatSetting.AUTO
@@ -229,6 +232,7 @@ _VALIDATORS = {
     "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
     "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS)),
     "profile": _scalar(ParamSpec("bool")),
+    "cache_size_mb": _scalar(ParamSpec("float", minimum=0.0, maximum=1_000_000.0)),
     "calibration": _calibration,
     "response_format": _response_format,
 }

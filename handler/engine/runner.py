@@ -105,6 +105,10 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     def schema(self) -> Mapping[str, ParamSpec]:
         return self.parameter_schema
 
+    def cacheable(self, request: ParsedRequest[InputT, ParamsT]) -> bool:
+        """Whether the answer to ``request`` is the same every time (and so may be cached)."""
+        return True
+
     def parameters_for(self, body: RequestBody) -> dict[str, Any]:
         """Every parameter with a value: the request's own over the defaults."""
         if body.stream and not self.streams:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from handler.api.types import BatchExecutor, ForwardStats, ParsedRequest, RequestOutcome
+from handler.serving.responses import SerializedOutcome
 
 
 @dataclass
@@ -18,6 +19,10 @@ class PreparedBatch:
     parsed: list[tuple[int, ParsedRequest]] = field(default_factory=list)
     # Indices of the requests that asked for a stream of events.
     streaming: set[int] = field(default_factory=set)
+    # Answers found in the response cache, and the cache keys of the requests to keep, by index.
+    cached: dict[int, SerializedOutcome] = field(default_factory=dict)
+    cache_keys: dict[int, str] = field(default_factory=dict)
+    cached_inputs: int = 0
 
 
 @dataclass
@@ -25,3 +30,5 @@ class AnsweredBatch:
     outcomes: list[RequestOutcome]
     inputs: int
     stats: ForwardStats
+    cached: dict[int, SerializedOutcome] = field(default_factory=dict)
+    cache_keys: dict[int, str] = field(default_factory=dict)

@@ -12,6 +12,9 @@ All are counters, so Prometheus rates and ratios of them give the per-batch figu
 | ``TruncatedInputsTotal`` | inputs cut at max_length (or max_windows_per_input) | |
 | ``ClientErrorsTotal{Reason}`` | 4xx answers by reason (``malformed_json``, ``invalid_parameter``, ...) | |
 | ``ServerErrorsTotal{Reason}`` | 5xx answers by reason (``non_finite_output``, ``internal_error``) | |
+| ``CacheHitsTotal`` | requests answered from the response cache | hit rate = hits / (hits + misses) |
+| ``CacheMissesTotal`` | cacheable requests that ran the model | |
+| ``CacheEvictionsTotal`` | answers dropped to stay within ``cache_size_mb`` | |
 
 Gauges of how the model runs, set at load and reported with the first batch: ``PackedForward``
 (1: padding-free passes, 0: padded) and ``BatchOverheadTokens`` (a padded pass's fixed cost in
@@ -33,6 +36,7 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.api.types import ForwardStats, RequestOutcome
+from handler.serving.response_cache import CacheCounts
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,14 @@ class ServingMetrics:
         self._reported_once = False
         self.gauges = dict(gauges or {})
 
-    def record_batch(self, metrics: Any, outcomes: Sequence[RequestOutcome], inputs: int, stats: ForwardStats) -> None:
+    def record_batch(
+        self,
+        metrics: Any,
+        outcomes: Sequence[RequestOutcome],
+        inputs: int,
+        stats: ForwardStats,
+        cache: CacheCounts | None = None,
+    ) -> None:
         """Report one handled batch; a metrics failure is logged, never raised into the batch."""
         if metrics is None:
             return
@@ -55,6 +66,10 @@ class ServingMetrics:
                 "PaddedTokensTotal": stats.padded_tokens,
                 "TruncatedInputsTotal": sum(outcome.truncated_inputs for outcome in outcomes),
             }
+            if cache is not None:
+                counts.update(
+                    CacheHitsTotal=cache.hits, CacheMissesTotal=cache.misses, CacheEvictionsTotal=cache.evictions
+                )
             for name, value in counts.items():
                 if value or not self._reported_once:
                     # TorchServe appends default dimensions to the list it gets: always a fresh one.

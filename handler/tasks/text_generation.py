@@ -145,6 +145,10 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
             "watermark": ParamSpec("bool"),
         }
 
+    def cacheable(self, request: ParsedRequest[str, GenerationParams]) -> bool:
+        # Sampling is asked for to get a fresh continuation (a seed fixes one only on one device).
+        return not request.params.stream and not request.params.do_sample
+
     def parse(self, body: RequestBody) -> ParsedRequest[str, GenerationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
         params = self.parameters_for(body)

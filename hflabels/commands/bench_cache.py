@@ -1,0 +1,53 @@
+"""The response cache's speed-up on a Zipf-distributed workload: with and without, one run.
+
+Results go to build/bench-cache/results.json; the figures are in the README's Performance section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from hflabels.benchmark import machine
+from hflabels.cache_benchmark import measure_cache
+from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.load import mixed_inputs, word_stream
+from hflabels.paths import BUILD, MODEL_CONFIG
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
+    parser.add_argument("--config", type=Path, default=MODEL_CONFIG)
+    parser.add_argument("--distinct", type=int, default=20_000, help="distinct texts in the pool")
+    parser.add_argument("--zipf", type=float, default=1.0, help="popularity exponent s (1 / rank**s)")
+    parser.add_argument("--cache-mb", type=float, default=16.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=BUILD / "bench-cache")
+    parser.add_argument("--seed", type=int, default=1234)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model_dir is None:
+        ensure_model(retrain=False)
+        args.model_dir = DEMO_MODEL
+    args.output.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    texts = mixed_inputs(word_stream(args.seed), args.distinct, args.seed)
+    print(f"machine: {machine()}\n{args.distinct} distinct texts, Zipf s={args.zipf}, cache {args.cache_mb} MB, "
+          f"c={args.concurrency}")  # fmt: skip
+    summary = measure_cache(args.model_dir, config, texts, args.output, args.zipf, args.cache_mb,
+                            args.concurrency, args.duration, args.rounds, args.seed)  # fmt: skip
+    summary["machine"] = machine()
+    summary["workload"] = {"distinct": args.distinct, "zipf": args.zipf, "cache_mb": args.cache_mb,
+                           "concurrency": args.concurrency, "duration": args.duration}  # fmt: skip
+    print(f"hit rate {summary['hit_rate']:.3f} (evictions {summary['evictions']:.0f}); cached "
+          f"{summary['cached']['throughput']:.1f} req/s vs uncached {summary['uncached']['throughput']:.1f} req/s: "
+          f"x{summary['speedup']:.2f}")  # fmt: skip
+    (args.output / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {args.output / 'results.json'}")
+    return 0
