@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -82,9 +83,14 @@ def test_a_repeated_request_is_served_from_the_cache_and_counted(torchserve):
     assert second.content == first.content == fresh.content
     # The same model without a cache computes the same bytes.
     assert post(torchserve, "sentiment", body).content == first.content
-    after = metric_values(torchserve, "cached")
 
-    def grew(name):
-        return after.get((name, ""), 0.0) - before.get((name, ""), 0.0)
+    def growth():
+        after = metric_values(torchserve, "cached")
+        return tuple(after.get((name, ""), 0.0) - before.get((name, ""), 0.0)
+                     for name in ("CacheHitsTotal", "CacheMissesTotal"))  # fmt: skip
 
-    assert (grew("CacheHitsTotal"), grew("CacheMissesTotal")) == (1, 1)
+    # The frontend reads the worker's metric lines as they come: give it a moment.
+    deadline = time.monotonic() + 10
+    while growth() != (1, 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert growth() == (1, 1)
