@@ -12,7 +12,7 @@ KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache accelerations soak lint clean
+.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,10 @@ bench-cache: venv java
 
 accelerations: venv
 	$(PY) scripts/accelerations.py
+
+# ONNX Runtime for `make accelerations` to measure beside torch (not needed to serve).
+onnx: venv
+	$(PY) -m pip install --quiet onnxruntime onnx onnxscript
 
 soak: venv java
 	$(PY) scripts/soak.py

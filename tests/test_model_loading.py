@@ -67,3 +67,28 @@ def test_float16_on_cpu_is_refused_and_the_model_loads_in_eval_mode(folder):
         load_model(folder, AutoModelForSequenceClassification, config, HandlerSettings(dtype="float16"), cpu)
     model = load_model(folder, AutoModelForSequenceClassification, config, HandlerSettings(), cpu)
     assert not model.training and next(model.parameters()).dtype is torch.float32
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    ["dynamic_int8", "dynamic_int8_per_channel", "dynamic_int8_fp32_head", "dynamic_int8_per_channel_fp32_head"],
+)
+def test_int8_schemes_quantize_what_they_say_and_answer_close_to_fp32(sentiment_model, scheme):
+    import torch
+    from support import call, load_handler
+
+    handler, context = load_handler(sentiment_model, {"quantization": scheme, "parameters": {"top_k": None}})
+    model = handler.runner.model
+    linear = {name: module for name, module in model.named_modules() if "Linear" in type(module).__name__}
+    quantized = {name for name, module in linear.items() if type(module) is not torch.nn.Linear}
+    assert any(".layer.0.attention" in name for name in quantized)
+    head = {"classifier", "bert.pooler.dense"}
+    assert (head & quantized == set()) is scheme.endswith("fp32_head")
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight()
+    per_channel = weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    assert per_channel is ("per_channel" in scheme)
+    reference, reference_context = load_handler(sentiment_model, {"parameters": {"top_k": None}})
+    body = [("application/json", {"inputs": "I loved it"})]
+    [(status, answer)] = call(handler, context, body)
+    [(_, expected)] = call(reference, reference_context, body)
+    assert status == 200 and {item["label"] for item in answer} == {item["label"] for item in expected}

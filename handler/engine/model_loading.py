@@ -8,6 +8,7 @@ load only when ``allow_pickle_weights`` is set.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,36 @@ def load_model(
         raise ConfigurationError(f"{model_dir}: the model cannot be loaded: {error}") from error
     model.to(device)
     model.eval()
-    if settings.quantization == "dynamic_int8":
+    if settings.quantization != "none":
         if device.type != "cpu":
-            raise ConfigurationError("handler.quantization dynamic_int8 runs on CPU only")
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            raise ConfigurationError(f"handler.quantization {settings.quantization} runs on CPU only")
+        model = quantized(model, settings.quantization)
     if settings.torch_compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     return model
+
+
+# The encoder's own layers (BERT-like ``encoder.layer.N``, DistilBERT ``transformer.layer.N``): the
+# linear layers quantized when the head stays in float32.
+_ENCODER_LAYER = re.compile(r"(^|\.)layers?\.\d+\.")
+
+
+def quantized(model: Any, scheme: str) -> Any:
+    """``model`` with dynamic int8 linear layers: ``dynamic_int8`` quantizes every linear layer
+    with one scale per weight matrix; ``_per_channel`` gives each output row its own scale;
+    ``_fp32_head`` keeps everything outside the encoder layers (pooler, classifier) in float32."""
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    qconfig = per_channel_dynamic_qconfig if "per_channel" in scheme else default_dynamic_qconfig
+    if scheme.endswith("fp32_head"):
+        spec: Any = {
+            name: qconfig
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and _ENCODER_LAYER.search(name)
+        }
+    else:
+        spec = {torch.nn.Linear: qconfig}
+    return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def apply_thread_settings(settings: HandlerSettings) -> None:

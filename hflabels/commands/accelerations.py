@@ -3,7 +3,8 @@
     accelerations [--model-dir DIR] [--data data/sentiment/test.csv]
 
 For each variant (fp32 baseline, SDPA and eager attention, dynamic int8 quantization,
-torch.compile, bf16; fp16 on a GPU) the model is loaded through the handler's own loader with
+int8 per channel and with the head kept in fp32, torch.compile, bf16; fp16 on a GPU; ONNX Runtime fp32
+and int8 when installed) the model is loaded through the handler's own loader with
 that setting, timed in-process on mixed inputs (sorted batches, tokenization included, median of
 rounds), and its predictions on the labelled file compared with fp32's: label agreement and the
 largest score difference. Writes build/accelerations.json. Measures and reports; asserts nothing.
@@ -23,6 +24,7 @@ import torch
 
 from handler.api.settings import HandlerSettings
 from handler.engine.model_loading import load_config, load_model, load_tokenizer
+from hflabels import onnx_runtime
 from hflabels.demo import DEMO_MODEL, ensure_model
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, SENTIMENT_DATA
@@ -37,12 +39,15 @@ def variants() -> dict[str, dict[str, Any]]:
         "fp32, eager attention": {"attn_implementation": "eager"},
         "fp32, SDPA attention": {"attn_implementation": "sdpa"},
         "dynamic int8 (CPU)": {"quantization": "dynamic_int8"},
+        "dynamic int8, per channel": {"quantization": "dynamic_int8_per_channel"},
+        "dynamic int8, fp32 head": {"quantization": "dynamic_int8_fp32_head"},
+        "dynamic int8, per channel, fp32 head": {"quantization": "dynamic_int8_per_channel_fp32_head"},
         "torch.compile": {"torch_compile": True},
         "bf16": {"dtype": "bfloat16"},
     }
     if torch.cuda.is_available():
         found["fp16 (GPU)"] = {"dtype": "float16"}
-        del found["dynamic int8 (CPU)"]
+        found = {name: value for name, value in found.items() if "int8" not in name}
     return found
 
 
@@ -67,6 +72,49 @@ def throughput(model: Any, tokenizer: Any, texts: list[str], device: torch.devic
             torch.cuda.synchronize()
         timings.append(len(ordered) / (time.perf_counter() - started))
     return statistics.median(timings)
+
+
+def measure_onnx(
+    args: argparse.Namespace,
+    tokenizer: Any,
+    timing_texts: list[str],
+    labelled: list[str],
+    baseline: tuple[float, np.ndarray],
+    results: dict[str, Any],
+) -> None:
+    """ONNX Runtime fp32 and int8 (per tensor, per channel) beside the torch variants."""
+    from transformers import AutoModelForSequenceClassification
+
+    settings = HandlerSettings()
+    config = load_config(args.model_dir)
+    model = load_model(args.model_dir, AutoModelForSequenceClassification, config, settings, torch.device("cpu"))
+    exported = onnx_runtime.export(model, tokenizer, args.output.parent / "onnx")
+    candidates = {
+        "ONNX Runtime fp32": lambda: exported,
+        "ONNX Runtime int8": lambda: onnx_runtime.quantize_int8(exported, per_channel=False),
+        "ONNX Runtime int8, per channel": lambda: onnx_runtime.quantize_int8(exported, per_channel=True),
+    }
+    for name, path_of in candidates.items():
+        try:
+            classifier = onnx_runtime.OnnxClassifier(path_of(), torch.get_num_threads())
+            speed = classifier.throughput(tokenizer, timing_texts, args.rounds)
+            predicted = classifier.scores(tokenizer, labelled)
+        except Exception as error:
+            results["variants"][name] = {"error": str(error)[:300]}
+            print(f"{name:<24} failed: {str(error)[:120]}")
+            continue
+        agreement = float(np.mean(predicted.argmax(1) == baseline[1].argmax(1)))
+        entry = {
+            "inputs_per_s": round(speed, 1),
+            "speedup": round(speed / baseline[0], 3),
+            "label_agreement": agreement,
+            "max_score_difference": float(np.abs(predicted - baseline[1]).max()),
+            # Adopted as a backend only at >= 15% faster than torch with equal answers.
+            "adopt": speed >= 1.15 * baseline[0] and agreement >= AGREEMENT_NEEDED,
+        }
+        results["variants"][name] = entry
+        print(f"{name:<24} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
+              f"max |score diff| {entry['max_score_difference']:.2e}")  # fmt: skip
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         results["variants"][name] = entry
         print(f"{name:<24} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
               f"max |score diff| {entry['max_score_difference']:.2e}")  # fmt: skip
+    if onnx_runtime.available() and baseline is not None and device.type == "cpu":
+        measure_onnx(args, tokenizer, timing_texts, labelled, baseline, results)
+    else:
+        print("ONNX Runtime not measured: install it with `make onnx` (CPU only)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.output}")
