@@ -12,7 +12,7 @@ KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache accelerations onnx soak lint clean
+.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -65,6 +65,20 @@ bench: venv java
 bench-cache: venv java
 	$(PY) scripts/bench_cache.py $(BENCH_CACHE_ARGS)
 
+# infinity-emb in a venv of its own (it pins transformers 4.x), for bench-peers.
+INFINITY := .venv-infinity
+infinity: $(INFINITY)/.installed
+$(INFINITY)/.installed:
+	$(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/pip install --quiet torch==2.13.0
+	$(INFINITY)/bin/pip install --quiet "infinity-emb[server,torch]==0.0.78" "transformers>=4.47,<5"
+	touch $@
+
+# This handler next to TorchServe's HF example and infinity-emb (a benchmark, not a test):
+# make bench-peers TORCHSERVE_EXAMPLE=path/to/serve/examples/Huggingface_Transformers/Transformer_handler_generalized.py
+bench-peers: venv java infinity
+	$(PY) scripts/bench_peers.py $(if $(TORCHSERVE_EXAMPLE),--torchserve-example $(TORCHSERVE_EXAMPLE),)
+
 accelerations: venv
 	$(PY) scripts/accelerations.py
 
@@ -83,4 +97,4 @@ lint: venv
 	$(PY) -m ruff check handler hflabels scripts tests
 
 clean:
-	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) model_store build .serve .pytest_cache
+	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) $(INFINITY) model_store build .serve .pytest_cache

@@ -22,6 +22,7 @@ COMMANDS = {
     "plot-evaluation": ("plot_evaluation", "plot an evaluation report"),
     "demo": ("demo", "train, archive and serve the demo model, show real answers"),
     "bench": ("bench", "served throughput and latency against the in-process limit"),
+    "bench-peers": ("bench_peers", "this handler next to TorchServe's HF example and infinity-emb"),
     "bench-cache": ("bench_cache", "the response cache's speed-up on a Zipf-distributed workload"),
     "soak": ("soak", "sustained load: errors, latency and memory over time"),
     "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),

@@ -136,3 +136,32 @@ def plot_benchmark(results: dict[str, Any], path: Path) -> None:
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def plot_peers(results: dict[str, Any], concurrencies: list[int], path: Path) -> None:
+    """Throughput of each server relative to this handler's, per concurrency (bars), and p50."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = {name: found for name, found in results["servers"].items() if "labels" in found}
+    ours = servers.get("this handler")
+    if ours is None:
+        return
+    figure, (ratio_axis, latency_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(1, len(servers))
+    for position, (name, found) in enumerate(servers.items()):
+        xs = [i + position * width for i in range(len(concurrencies))]
+        ratios = [found[str(c)]["throughput"] / ours[str(c)]["throughput"] for c in concurrencies]
+        ratio_axis.bar(xs, ratios, width, label=name)
+        latency_axis.bar(xs, [found[str(c)]["p50_ms"] for c in concurrencies], width, label=name)
+    for axis in (ratio_axis, latency_axis):
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(concurrencies))], [f"c={c}" for c in concurrencies])
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend()
+    ratio_axis.set(ylabel="throughput / this handler's", title="Throughput, relative")
+    latency_axis.set(ylabel="p50 latency (ms)", title="Median latency")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -73,22 +73,30 @@ def test_float16_on_cpu_is_refused_and_the_model_loads_in_eval_mode(folder):
     "scheme",
     ["dynamic_int8", "dynamic_int8_per_channel", "dynamic_int8_fp32_head", "dynamic_int8_per_channel_fp32_head"],
 )
-def test_int8_schemes_quantize_what_they_say_and_answer_close_to_fp32(sentiment_model, scheme):
+def test_int8_schemes_quantize_what_they_say(sentiment_model, scheme):
     import torch
-    from support import call, load_handler
+    from transformers import AutoModelForSequenceClassification
 
-    handler, context = load_handler(sentiment_model, {"quantization": scheme, "parameters": {"top_k": None}})
-    model = handler.runner.model
+    from handler.engine.model_loading import quantized
+
+    model = quantized(AutoModelForSequenceClassification.from_pretrained(sentiment_model).eval(), scheme)
     linear = {name: module for name, module in model.named_modules() if "Linear" in type(module).__name__}
-    quantized = {name for name, module in linear.items() if type(module) is not torch.nn.Linear}
-    assert any(".layer.0.attention" in name for name in quantized)
+    quantized_names = {name for name, module in linear.items() if type(module) is not torch.nn.Linear}
+    assert any(".layer.0.attention" in name for name in quantized_names)
     head = {"classifier", "bert.pooler.dense"}
-    assert (head & quantized == set()) is scheme.endswith("fp32_head")
+    assert (head & quantized_names == set()) is scheme.endswith("fp32_head")
     weight = model.bert.encoder.layer[0].intermediate.dense.weight()
     per_channel = weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
     assert per_channel is ("per_channel" in scheme)
+
+
+def test_the_served_int8_setting_answers_close_to_fp32(sentiment_model):
+    from support import call, load_handler
+
+    handler, context = load_handler(sentiment_model, {"quantization": "dynamic_int8", "parameters": {"top_k": None}})
     reference, reference_context = load_handler(sentiment_model, {"parameters": {"top_k": None}})
     body = [("application/json", {"inputs": "I loved it"})]
     [(status, answer)] = call(handler, context, body)
     [(_, expected)] = call(reference, reference_context, body)
     assert status == 200 and {item["label"] for item in answer} == {item["label"] for item in expected}
+    assert handler.runner.packed is None  # int8 scales activations per tensor: never packed

@@ -135,9 +135,10 @@ _ENCODER_LAYER = re.compile(r"(^|\.)layers?\.\d+\.")
 
 
 def quantized(model: Any, scheme: str) -> Any:
-    """``model`` with dynamic int8 linear layers: ``dynamic_int8`` quantizes every linear layer
-    with one scale per weight matrix; ``_per_channel`` gives each output row its own scale;
-    ``_fp32_head`` keeps everything outside the encoder layers (pooler, classifier) in float32."""
+    """``model`` with dynamic int8 linear layers: ``dynamic_int8`` (the served setting) quantizes
+    every linear layer with one scale per weight matrix; the variants ``hflabels accelerations``
+    measures: ``_per_channel`` gives each output row its own scale, ``_fp32_head`` keeps what is
+    outside the encoder layers (pooler, classifier) in float32."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
     qconfig = per_channel_dynamic_qconfig if "per_channel" in scheme else default_dynamic_qconfig

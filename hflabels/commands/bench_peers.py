@@ -1,0 +1,84 @@
+"""This handler next to the servers users would pick instead, on one model, load and machine.
+
+    bench-peers --torchserve-example PATH/Transformer_handler_generalized.py
+
+PATH is pytorch/serve's examples/Huggingface_Transformers folder (the torchserve package does not
+ship its examples). infinity-emb runs from its own venv (`make infinity`); a peer that cannot start
+is reported and skipped. Results: build/bench-peers/results.json and peers.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hflabels import peers
+from hflabels.benchmark import machine
+from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.load import mixed_inputs, word_stream
+from hflabels.paths import BUILD, MODEL_CONFIG
+from hflabels.plotting import plot_peers
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
+    parser.add_argument("--torchserve-example", type=Path, help="pytorch/serve's Transformer_handler_generalized.py")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--output", type=Path, default=BUILD / "bench-peers")
+    parser.add_argument("--seed", type=int, default=1234)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model_dir is None:
+        ensure_model(retrain=False)
+        args.model_dir = DEMO_MODEL
+    args.output.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8")) or {}
+    texts = mixed_inputs(word_stream(args.seed), 512, args.seed)
+    sample = texts[:64]
+    starters: dict[str, Any] = {
+        "this handler": lambda folder: peers.serve_ours(args.model_dir, config, folder),
+        "infinity-emb": lambda folder: peers.serve_infinity(args.model_dir, folder),
+    }
+    if args.torchserve_example is not None:
+        starters["TorchServe HF example"] = lambda folder: peers.serve_torchserve_example(
+            args.model_dir, args.torchserve_example, folder
+        )
+    else:
+        print("TorchServe's HF example skipped: pass --torchserve-example (pytorch/serve's examples folder)")
+    results: dict[str, Any] = {"machine": machine(), "versions": peers.versions(), "model": str(args.model_dir),
+                               "servers": {}}  # fmt: skip
+    for name, starter in starters.items():
+        folder = args.output / name.replace(" ", "-")
+        peers.clean(folder)
+        try:
+            peer = starter(folder)
+        except Exception as error:
+            print(f"{name}: could not start ({str(error)[:200]})")
+            results["servers"][name] = {"error": str(error)[:500]}
+            continue
+        try:
+            found = peers.measure_peer(peer, texts, args.concurrency, args.rounds, args.duration, sample)
+        finally:
+            peer.stop()
+        results["servers"][name] = found
+        for concurrency in args.concurrency:
+            summary = found[str(concurrency)]
+            print(f"{name:<22} c={concurrency:<3} {summary['throughput']:7.1f} req/s  p50 {summary['p50_ms']:6.1f} ms"
+                  f"  errors {summary['errors']}")  # fmt: skip
+    ours = results["servers"].get("this handler", {})
+    for name, found in results["servers"].items():
+        if "labels" in found and "labels" in ours:
+            agree = sum(a == b for a, b in zip(found["labels"], ours["labels"])) / len(sample)
+            found["label_agreement_with_ours"] = agree
+            print(f"{name:<22} top label equal to this handler's on {agree:.0%} of {len(sample)} texts")
+    (args.output / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    plot_peers(results, args.concurrency, args.output / "peers.png")
+    print(f"wrote {args.output / 'results.json'} and {args.output / 'peers.png'}")
+    return 0
