@@ -54,17 +54,20 @@ def measure_cache(
     run_dir = output / "run"
     stop(run_dir)
     server = start(properties, store, ["uncached=uncached.mar", "cached=cached.mar"], run_dir)
-    bodies = zipf_requests(texts, exponent, 200_000, seed)
     results: dict[str, list[dict[str, Any]]] = {"uncached": [], "cached": []}
     try:
         token = server.inference_token
+        # Fresh draws for every run (the same popularity, not the same sequence replayed).
+        draws = iter(range(1, 1000))
         for name in results:  # warm-up; the cache starts filling here, as it would in service
+            bodies = zipf_requests(texts, exponent, 100_000, seed + next(draws))
             bodies_run(server.predictions_url(name), token, bodies, concurrency, duration)
         hits_before = counter_total(server.metrics_url, "CacheHitsTotal", "cached")
         misses_before = counter_total(server.metrics_url, "CacheMissesTotal", "cached")
         for round_index in range(rounds):
             order = ("uncached", "cached") if round_index % 2 == 0 else ("cached", "uncached")
             for name in order:
+                bodies = zipf_requests(texts, exponent, 100_000, seed + next(draws))
                 run = bodies_run(server.predictions_url(name), token, bodies, concurrency, duration)
                 results[name].append({k: run[k] for k in ("throughput", "p50_ms", "p99_ms", "errors")})
                 print(f"  {name:<8} round {round_index + 1}: {run['throughput']:7.1f} req/s  "
