@@ -62,7 +62,15 @@ class Peer:
             headers["Authorization"] = f"Bearer {self.token}"
         response = requests.post(self.url, data=self.body_of(text), headers=headers, timeout=60)
         response.raise_for_status()
-        return self.label_of(response.json())
+        try:
+            answer = response.json()
+        except ValueError:  # TorchServe's example answers the bare label name
+            answer = response.text
+        return self.label_of(answer)
+
+
+def _top_label_of_ours(answer: Any) -> str:
+    return (answer[0] if isinstance(answer, list) else answer)["label"]
 
 
 def serve_ours(model_dir: Path, config: dict[str, Any], output: Path) -> Peer:
@@ -71,7 +79,7 @@ def serve_ours(model_dir: Path, config: dict[str, Any], output: Path) -> Peer:
     properties = config_with_free_ports(TORCHSERVE_CONFIG, output / "config.properties")
     server = start(properties, store, ["ours=ours.mar"], output / "run")
     return Peer("this handler", server.predictions_url("ours"), server.inference_token,
-                lambda text: json.dumps({"inputs": text}).encode(), lambda answer: answer[0]["label"],
+                lambda text: json.dumps({"inputs": text}).encode(), _top_label_of_ours,
                 lambda: stop(output / "run"))  # fmt: skip
 
 
@@ -91,23 +99,28 @@ def serve_torchserve_example(model_dir: Path, example: Path, output: Path) -> Pe
         "minWorkers": 1, "maxWorkers": 1, "batchSize": 32, "maxBatchDelay": 1, "responseTimeout": 60,
         # The example's model-config.yaml values, with explanations off (they parse every input
         # as a Python literal) and no pt2 compile section.
-        "handler": {"model_name": "bert-base-uncased", "mode": "sequence_classification", "do_lower_case": True,
+        # model_name: the example loads its tokenizer by this name whenever its check for a vocab
+        # file (relative to the working folder, not the model's) fails, so it names the folder.
+        "handler": {"model_name": str(model_dir), "mode": "sequence_classification", "do_lower_case": True,
                     "num_labels": len(labels), "save_mode": "pretrained", "max_length": 150,
                     "captum_explanation": False, "embedding_name": "bert", "BetterTransformer": False,
                     "model_parallel": False},
     }  # fmt: skip
     (source / "model-config.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
-    extra = [str(model_dir / name) for name in MODEL_FILES if (model_dir / name).exists()]
+    # As the example's README archives it: the weights as the serialized file, the rest as extras.
+    extra = [str(model_dir / name) for name in MODEL_FILES[2:] if (model_dir / name).exists()]
+    extra += [str(model_dir / "config.json")]
     store = output / "model_store"
     store.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", "example", "--version", "1.0",
-         "--handler", str(handler), "--extra-files", ",".join([*extra, str(source / "index_to_name.json")]),
+         "--serialized-file", str(model_dir / "model.safetensors"), "--handler", str(handler),
+         "--extra-files", ",".join([*extra, str(source / "index_to_name.json")]),
          "--config-file", str(source / "model-config.yaml"), "--export-path", str(store), "--force"],
         check=True,
     )  # fmt: skip
     properties = config_with_free_ports(TORCHSERVE_CONFIG, output / "config.properties")
-    server: Server = start(properties, store, ["example=example.mar"], output / "run")
+    server: Server = start(properties, store, ["example=example.mar"], output / "run", timeout=120)
     # The example reads the raw body: a JSON string arrives as the text itself.
     return Peer(
         "TorchServe HF example", server.predictions_url("example"), server.inference_token,

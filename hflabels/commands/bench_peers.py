@@ -31,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--output", type=Path, default=BUILD / "bench-peers")
+    parser.add_argument("--servers", nargs="+", help="measure only these (others keep their last results)")
     parser.add_argument("--seed", type=int, default=1234)
 
 
@@ -54,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
         print("TorchServe's HF example skipped: pass --torchserve-example (pytorch/serve's examples folder)")
     results: dict[str, Any] = {"machine": machine(), "versions": peers.versions(), "model": str(args.model_dir),
                                "servers": {}}  # fmt: skip
+    previous = args.output / "results.json"
+    if args.servers and previous.exists():
+        results["servers"] = json.loads(previous.read_text(encoding="utf-8"))["servers"]
     for name, starter in starters.items():
+        if args.servers and name not in args.servers:
+            continue
         folder = args.output / name.replace(" ", "-")
         peers.clean(folder)
         try:
