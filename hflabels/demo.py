@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import requests
 
@@ -35,6 +36,14 @@ EXAMPLES: list[tuple[str, str, object]] = [
         {"inputs": "It was fine, I guess.", "parameters": {"top_k": None}},
     ),
 ]
+
+
+def model_or_demo(model_dir: Path | None) -> Path:
+    """``model_dir``, or the demo model (trained first if it is not there yet)."""
+    if model_dir is not None:
+        return model_dir
+    ensure_model(retrain=False)
+    return DEMO_MODEL
 
 
 def ensure_model(retrain: bool) -> None:

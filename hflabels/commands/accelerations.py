@@ -25,7 +25,7 @@ import torch
 from handler.api.settings import HandlerSettings
 from handler.engine.model_loading import load_config, load_model, load_tokenizer, quantized
 from hflabels import onnx_runtime
-from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, SENTIMENT_DATA
 from hflabels.training_data import load_examples
@@ -127,9 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model_dir is None:
-        ensure_model(retrain=False)
-        args.model_dir = DEMO_MODEL
+    args.model_dir = model_or_demo(args.model_dir)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     config = load_config(args.model_dir)
     tokenizer = load_tokenizer(args.model_dir, require_fast=False)

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from hflabels.benchmark import BUCKETS, machine, measure_in_process, measure_served, report_targets
-from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.demo import model_or_demo
 from hflabels.load import inputs_of_tokens, mixed_inputs, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
 from hflabels.plotting import plot_benchmark
@@ -55,9 +55,7 @@ def model_config(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    if args.model_dir is None:
-        ensure_model(retrain=False)
-        args.model_dir = DEMO_MODEL
+    args.model_dir = model_or_demo(args.model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     config = model_config(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)

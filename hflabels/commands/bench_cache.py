@@ -13,7 +13,7 @@ import yaml
 
 from hflabels.benchmark import machine
 from hflabels.cache_benchmark import measure_cache
-from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
 
@@ -32,9 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model_dir is None:
-        ensure_model(retrain=False)
-        args.model_dir = DEMO_MODEL
+    args.model_dir = model_or_demo(args.model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
     texts = mixed_inputs(word_stream(args.seed), args.distinct, args.seed)

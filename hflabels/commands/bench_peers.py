@@ -18,7 +18,7 @@ import yaml
 
 from hflabels import peers
 from hflabels.benchmark import machine
-from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
 from hflabels.plotting import plot_peers
@@ -36,9 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model_dir is None:
-        ensure_model(retrain=False)
-        args.model_dir = DEMO_MODEL
+    args.model_dir = model_or_demo(args.model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8")) or {}
     texts = mixed_inputs(word_stream(args.seed), 512, args.seed)

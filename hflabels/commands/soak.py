@@ -27,7 +27,7 @@ import yaml
 
 from hflabels.archiving import archive
 from hflabels.benchmark import serve_model
-from hflabels.demo import DEMO_MODEL, ensure_model
+from hflabels.demo import model_or_demo
 from hflabels.deployment import DeployError, deploy
 from hflabels.load import mixed_inputs, served_run, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
@@ -68,9 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model_dir is None:
-        ensure_model(retrain=False)
-        args.model_dir = DEMO_MODEL
+    args.model_dir = model_or_demo(args.model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     texts = mixed_inputs(word_stream(99), 2048, 99)
