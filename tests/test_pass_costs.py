@@ -58,7 +58,7 @@ def test_a_costly_pass_makes_a_large_overhead_and_packing_wins_when_faster():
     # 16 mixed inputs padded to 96 cost more than their real tokens at a slightly higher rate.
     assert choice.packed and choice.packed_seconds < choice.padded_seconds
     assert choice.measured_seconds > 0
-    assert "padding-free" in choice.describe() and "measured" in choice.describe()
+    assert "padding-free" in choice.describe() and "measured in" in choice.describe()
 
 
 def test_padded_passes_serve_where_packing_is_slower_here():
@@ -82,7 +82,14 @@ def test_configured_values_are_not_measured():
         padded_timer(0.01, 1e-5, calls), packed_timer(0.0, 1.0), 32, 512, 48, True, counting_clock()
     )
     assert choice == ExecutionChoice(packed=True, batch_overhead_tokens=48)
-    assert calls == [] and "configured" in choice.describe()
+    assert calls == [] and "(configured); nothing measured" in choice.describe()
+
+
+def test_a_configured_overhead_still_times_packed_against_padded():
+    choice = choose_execution(padded_timer(0.01, 1e-5), packed_timer(0.0, 1e-5), 32, 512, 40, None, counting_clock())
+    assert choice.packed and choice.costs is None and choice.batch_overhead_tokens == 40
+    assert "batch_overhead_tokens 40 (configured); measured in" in choice.describe()
+    assert "ms packed" in choice.describe()
 
 
 def test_a_model_that_cannot_pack_is_padded_whatever_the_setting():

@@ -65,19 +65,22 @@ class ExecutionChoice:
 
     def describe(self) -> str:
         way = "padding-free" if self.packed else "padded"
-        if self.costs is None:
-            return f"{way} passes, batch_overhead_tokens {self.batch_overhead_tokens} (configured)"
-        text = (
-            f"{way} passes, batch_overhead_tokens {self.batch_overhead_tokens} (measured in "
-            f"{self.measured_seconds:.2f} s: a padded pass costs {self.costs.pass_seconds * 1e3:.2f} ms + "
-            f"{self.costs.token_seconds * 1e6:.1f} us per token"
-        )
+        found = []
+        if self.costs is not None:
+            found.append(
+                f"a padded pass costs {self.costs.pass_seconds * 1e3:.2f} ms + "
+                f"{self.costs.token_seconds * 1e6:.1f} us per token"
+            )
         if self.packed_seconds is not None and self.padded_seconds is not None:
-            text += (
-                f"; a mixed batch took {self.packed_seconds * 1e3:.1f} ms packed, "
+            found.append(
+                f"a mixed batch took {self.packed_seconds * 1e3:.1f} ms packed, "
                 f"{self.padded_seconds * 1e3:.1f} ms padded"
             )
-        return text + ")"
+        overhead = "" if self.costs is not None else " (configured)"
+        text = f"{way} passes, batch_overhead_tokens {self.batch_overhead_tokens}{overhead}"
+        if not found:
+            return text + "; nothing measured"
+        return f"{text}; measured in {self.measured_seconds:.2f} s: " + "; ".join(found)
 
 
 def fit_pass_costs(samples: Sequence[tuple[int, float]]) -> PassCosts:
