@@ -5,7 +5,8 @@ Under the output folder:
   answer only the first request of a frontend batch);
 - config/config.properties: KServe's TorchServe settings (port 8085, metrics on 8082, the
   envelope from TS_SERVICE_ENVELOPE) with a model_snapshot carrying each model's
-  model-config.yaml values (workers, maxBatchDelay, responseTimeout, ...), and vmargs naming
+  model-config.yaml values (workers, maxBatchDelay, responseTimeout, ...), and the shipped
+  config.properties' vmargs (JVM options) naming the logging file below;
 - config/log4j2.xml: the project's INFO logging (not TorchServe's DEBUG lines per request);
 - inferenceservice.yaml: kserve/inferenceservice.yaml with the first model's name filled in.
 """
@@ -22,7 +23,8 @@ from typing import Any
 import yaml
 
 from hflabels.archiving import archive
-from hflabels.paths import KSERVE_MANIFEST, LOG_CONFIG, MODEL_CONFIG
+from hflabels.paths import KSERVE_MANIFEST, LOG_CONFIG, MODEL_CONFIG, TORCHSERVE_CONFIG
+from hflabels.torchserve_control import read_properties
 
 logger = logging.getLogger(__name__)
 ENVELOPES = {"v1": "kserve", "v2": "kservev2"}
@@ -47,9 +49,18 @@ KSERVE_PROPERTIES = {
     "max_request_size": "2097152",
     "job_queue_size": "256",
     "model_store": "/mnt/models/model-store",
-    # The pod starts torchserve with only --ts-config: the logging comes with the store.
-    "vmargs": "-Xmx1g -XX:+ExitOnOutOfMemoryError -Dlog4j.configurationFile=file:///mnt/models/config/log4j2.xml",
 }
+# The pod starts torchserve with only --ts-config: the logging comes with the store.
+POD_LOG_CONFIG = "file:///mnt/models/config/log4j2.xml"
+
+
+def pod_vmargs() -> str:
+    """The shipped config.properties' JVM options, with the logging file where the pod mounts the store."""
+    options = [
+        option for option in read_properties(TORCHSERVE_CONFIG)["vmargs"].split()
+        if not option.startswith("-Dlog4j.configurationFile=")
+    ]  # fmt: skip
+    return " ".join([*options, f"-Dlog4j.configurationFile={POD_LOG_CONFIG}"])
 
 
 def serving_config(model_dir: Path, config: Path | None) -> dict[str, Any]:
@@ -102,7 +113,7 @@ def write_store(
         workers = max(workers, int(document.get("maxWorkers", 1)))
     snapshot = {"name": "startup.cfg", "modelCount": len(entries), "models": entries}
     shutil.copy(LOG_CONFIG, config_dir / "log4j2.xml")
-    lines = [f"{key}={value}" for key, value in KSERVE_PROPERTIES.items()]
+    lines = [f"{key}={value}" for key, value in KSERVE_PROPERTIES.items()] + [f"vmargs={pod_vmargs()}"]
     lines += [f"service_envelope={ENVELOPES[protocol]}", f"model_snapshot={json.dumps(snapshot)}"]
     (config_dir / "config.properties").write_text(
         "# Written by hflabels kserve-store for KServe's TorchServe runtime.\n" + "\n".join(lines) + "\n",

@@ -142,7 +142,10 @@ def test_a_plain_start_with_the_shipped_config_logs_at_info_once(torchserve):
     assert "[INFO ]" not in (logs / "launcher.log").read_text(errors="replace")
     # Named by vmargs (TorchServe's "." classpath would also find it in the start folder, but not
     # in a KServe pod, whose store names it the same way: tests/test_kserve_store.py).
-    assert "-Dlog4j.configurationFile=log4j2.xml" in _frontend(torchserve).cmdline()
+    jvm_options = _frontend(torchserve).cmdline()
+    assert "-Dlog4j.configurationFile=log4j2.xml" in jvm_options
+    # ... and so does the JIT choice: C1 only (C2's recompiling under load took CPU from the model).
+    assert "-XX:TieredStopAtLevel=1" in jvm_options
 
 
 def _frontend(torchserve) -> psutil.Process:

@@ -24,7 +24,12 @@ def test_store_layout_carries_the_model_config_over(sentiment_model, tmp_path):
     properties = read_properties(output / "config" / "config.properties")
     assert properties["service_envelope"] == "kservev2"
     assert properties["inference_address"] == "http://0.0.0.0:8085" and properties["enable_model_api"] == "false"
-    assert "-Dlog4j.configurationFile=file:///mnt/models/config/log4j2.xml" in properties["vmargs"].split()
+    pod_options = properties["vmargs"].split()
+    assert "-Dlog4j.configurationFile=file:///mnt/models/config/log4j2.xml" in pod_options
+    # The JVM options a plain start uses (C1 only, bounded heap) come along; only the logging path differs.
+    shipped = read_properties(REPO_ROOT / "config.properties")["vmargs"].split()
+    assert "-XX:TieredStopAtLevel=1" in shipped
+    assert [o for o in pod_options if "log4j" not in o] == [o for o in shipped if "log4j" not in o]
     assert (output / "config" / "log4j2.xml").read_text() == (REPO_ROOT / "log4j2.xml").read_text()
     snapshot = json.loads(properties["model_snapshot"])
     assert snapshot["models"]["reviews"]["1.0"] == {

@@ -76,6 +76,32 @@ def test_a_near_tie_keeps_the_models_own_padded_forward():
     assert not choice.packed
 
 
+def test_a_busy_moment_at_load_does_not_choose_padded_passes_for_good():
+    # Another process takes the CPU for two of the packed rounds (packed steps are many and small,
+    # so they suffer most): the fastest rounds still compare the two strategies undisturbed.
+    packed_calls = itertools.count()
+    quiet = packed_timer(0.001, 1e-5)
+
+    def busy_then_quiet(lengths):
+        return quiet(lengths) * (3.0 if next(packed_calls) in (1, 2) else 1.0)
+
+    choice = choose_execution(padded_timer(0.001, 1e-5), busy_then_quiet, 32, 512, 0, None, counting_clock())
+    assert choice.packed
+    assert choice.packed_seconds == pytest.approx(quiet(mixed_lengths(16, 512)))
+    assert not choice.disturbed  # two slow rounds of five leave the median at the fastest
+
+
+def test_a_cpu_busy_throughout_is_reported_as_disturbed():
+    calls = itertools.count()
+    choice = choose_execution(
+        padded_timer(0.001, 1e-5),
+        lambda lengths: packed_timer(0.001, 1e-5)(lengths) * (1 + next(calls)),  # slower every round
+        32, 512, 0, None, counting_clock(),
+    )  # fmt: skip
+    assert choice.disturbed and choice.timing_spread > 1.5
+    assert "the CPU was busy while measuring" in choice.describe()
+
+
 def test_configured_values_are_not_measured():
     calls: list = []
     choice = choose_execution(
@@ -122,6 +148,26 @@ def test_the_handler_measures_at_load_and_reports_the_choice_as_gauges(sentiment
         "PackedForward": int(execution.packed),
         "BatchOverheadTokens": execution.batch_overhead_tokens,
     }
+
+
+def test_a_disturbed_measurement_at_load_is_taken_again_once(sentiment_model, caplog, monkeypatch):
+    import handler.engine.runner as runner_module
+
+    results = iter([
+        ExecutionChoice(packed=False, batch_overhead_tokens=900, packed_seconds=0.3, padded_seconds=0.2,
+                        measured_seconds=2.0, timing_spread=3.0),
+        ExecutionChoice(packed=True, batch_overhead_tokens=40, packed_seconds=0.1, padded_seconds=0.13,
+                        measured_seconds=1.5, timing_spread=1.1),
+    ])  # fmt: skip
+    monkeypatch.setattr(runner_module, "choose_execution", lambda *args: next(results))
+    monkeypatch.setattr(runner_module, "REMEASURE_PAUSE_SECONDS", 0.0)
+    with caplog.at_level("INFO"):
+        handler, _ = load_handler(sentiment_model)
+    assert handler.runner.execution.batch_overhead_tokens == 40 and handler.runner.packed is not None
+    messages = [record.getMessage() for record in caplog.records if "forward passes" in record.getMessage()]
+    assert "measuring again" in messages[0] and "busy" in messages[0]
+    assert "padding-free passes, batch_overhead_tokens 40" in messages[-1]
+    assert not any(record.levelname == "WARNING" for record in caplog.records if "forward passes" in record.getMessage())
 
 
 def test_settings_accept_auto_and_name_bad_values():

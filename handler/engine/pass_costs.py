@@ -25,14 +25,21 @@ from handler.engine.batching import plan_micro_batches
 
 # (rows, width) of the padded passes timed for the fit: from one short input to a full pass.
 FIT_SHAPES = ((1, 8), (1, 32), (2, 64), (8, 16), (8, 48), (16, 32))
-# Timing rounds per shape and per strategy; medians of these are compared.
-ROUNDS = 3
+# Timing rounds per pass shape, and per strategy for the choice. The fastest round of each is
+# kept: another process taking a core (a second model loading, the frontend starting) only ever
+# adds time, and it slows the many small steps of a packed pass more than a padded pass's few
+# large ones, so medians let a busy moment at load pick padded passes for good.
+FIT_ROUNDS = 3
+CHOICE_ROUNDS = 5
 # Packed passes serve only when they are at least this much faster: near a tie the model's own
 # forward is the simpler path.
 PACKED_MARGIN = 0.97
 # Inputs in the mixed-length batch timed both ways (fewer if micro_batch_size is smaller).
 MIXED_BATCH_ROWS = 16
 MAX_OVERHEAD_TOKENS = 4096
+# A strategy's median round this much slower than its fastest means something else held the CPU
+# while it was timed: the handler measures again once, and says so if it stays that busy.
+BUSY_SPREAD = 1.5
 
 # Seconds one pass takes for inputs of these lengths (padded: rows of the longest).
 PassTimer = Callable[[Sequence[int]], float]
@@ -62,6 +69,12 @@ class ExecutionChoice:
     packed_seconds: float | None = None
     padded_seconds: float | None = None
     measured_seconds: float = 0.0
+    # The larger median / fastest ratio of the two strategies' rounds (None: not timed).
+    timing_spread: float | None = None
+
+    @property
+    def disturbed(self) -> bool:
+        return self.timing_spread is not None and self.timing_spread > BUSY_SPREAD
 
     def describe(self) -> str:
         way = "padding-free" if self.packed else "padded"
@@ -80,6 +93,11 @@ class ExecutionChoice:
         text = f"{way} passes, batch_overhead_tokens {self.batch_overhead_tokens}{overhead}"
         if not found:
             return text + "; nothing measured"
+        if self.disturbed:
+            found.append(
+                f"rounds spread x{self.timing_spread:.1f}: the CPU was busy while measuring "
+                "(set packed_forward and batch_overhead_tokens to fix the choice)"
+            )
         return f"{text}; measured in {self.measured_seconds:.2f} s: " + "; ".join(found)
 
 
@@ -122,14 +140,14 @@ def choose_execution(
         shapes = sorted({(min(rows, micro_batch_size), min(width, max_length)) for rows, width in FIT_SHAPES})
         time_padded([shapes[-1][1]] * shapes[-1][0])  # warm-up: first calls allocate
         timings: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
-        for _ in range(ROUNDS):
+        for _ in range(FIT_ROUNDS):
             for rows, width in shapes:
                 timings[(rows, width)].append(time_padded([width] * rows))
-        costs = fit_pass_costs([(rows * width, statistics.median(t)) for (rows, width), t in timings.items()])
+        costs = fit_pass_costs([(rows * width, min(t)) for (rows, width), t in timings.items()])
         overhead_tokens = costs.overhead_tokens
     if packed is None and not can_pack:
         packed = False
-    packed_seconds = padded_seconds = None
+    packed_seconds = padded_seconds = spread = None
     if packed is None:
         assert time_packed is not None
         lengths = mixed_lengths(min(MIXED_BATCH_ROWS, micro_batch_size), max_length)
@@ -137,14 +155,15 @@ def choose_execution(
         time_packed(lengths)  # warm-up
         packed_times: list[float] = []
         padded_times: list[float] = []
-        for round_index in range(ROUNDS):
+        for round_index in range(CHOICE_ROUNDS):
             # Alternate which goes first, so neither always runs on a cache the other warmed.
             for way in ("packed", "padded") if round_index % 2 == 0 else ("padded", "packed"):
                 if way == "packed":
                     packed_times.append(time_packed(lengths))
                 else:
                     padded_times.append(sum(time_padded([lengths[i] for i in batch]) for batch in plan))
-        packed_seconds, padded_seconds = statistics.median(packed_times), statistics.median(padded_times)
+        packed_seconds, padded_seconds = min(packed_times), min(padded_times)
+        spread = max(statistics.median(times) / min(times) for times in (packed_times, padded_times))
         packed = packed_seconds < PACKED_MARGIN * padded_seconds
     return ExecutionChoice(
         packed=bool(packed) and can_pack,
@@ -153,4 +172,5 @@ def choose_execution(
         packed_seconds=packed_seconds,
         padded_seconds=padded_seconds,
         measured_seconds=clock() - started if (costs is not None or packed_seconds is not None) else 0.0,
+        timing_spread=spread,
     )

@@ -38,6 +38,8 @@ DEFAULT_OVERHEAD_TOKENS = 32
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
 # would remove almost nothing and adds its own bookkeeping (README, Performance).
 PACKING_MIN_FILL = 0.95
+# Seconds to let a busy CPU settle before timing the passes a second time.
+REMEASURE_PAUSE_SECONDS = 1.0
 DetailT = TypeVar("DetailT")
 
 
@@ -213,18 +215,28 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             # A compiled forward recompiles for each new shape: timing many shapes would be slow.
             overhead = DEFAULT_OVERHEAD_TOKENS
         self.packed = packer
-        self.execution = choose_execution(
-            timer(self._run_padded),
-            timer(self._run_packed) if packer is not None else None,
-            settings.micro_batch_size,
-            self.max_length,
-            overhead,
-            settings.packed_forward,
-            time.perf_counter,
-        )
+
+        def measure() -> ExecutionChoice:
+            return choose_execution(
+                timer(self._run_padded),
+                timer(self._run_packed) if packer is not None else None,
+                settings.micro_batch_size,
+                self.max_length,
+                overhead,
+                settings.packed_forward,
+                time.perf_counter,
+            )
+
+        self.execution = measure()
+        if self.execution.disturbed:
+            # Another process held the CPU (a second model loading, say): once more, after a pause.
+            logger.info("forward passes: measuring again, the first try was disturbed: %s", self.execution.describe())
+            time.sleep(REMEASURE_PAUSE_SECONDS)
+            self.execution = measure()
         self.packed = packer if self.execution.packed else None
         self.batch_overhead_tokens = self.execution.batch_overhead_tokens
-        logger.info("forward passes: %s", self.execution.describe())
+        log = logger.warning if self.execution.disturbed else logger.info
+        log("forward passes: %s", self.execution.describe())
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""
