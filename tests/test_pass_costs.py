@@ -167,7 +167,8 @@ def test_a_disturbed_measurement_at_load_is_taken_again_once(sentiment_model, ca
     messages = [record.getMessage() for record in caplog.records if "forward passes" in record.getMessage()]
     assert "measuring again" in messages[0] and "busy" in messages[0]
     assert "padding-free passes, batch_overhead_tokens 40" in messages[-1]
-    assert not any(record.levelname == "WARNING" for record in caplog.records if "forward passes" in record.getMessage())
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert not any("forward passes" in record.getMessage() for record in warnings)
 
 
 def test_settings_accept_auto_and_name_bad_values():
