@@ -8,6 +8,7 @@ import torch
 
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
+from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
 from handler.engine.runner import RunnerSetup, TaskRunner
@@ -33,8 +34,9 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     runner_class = RUNNERS[checked.task]
     tokenizer = load_tokenizer(model_dir, require_fast=runner_class.needs_fast_tokenizer)
     apply_thread_settings(settings)
-    model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device)
+    policy = ExecutionPolicy.from_settings(settings, device)
+    model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
-    runner = runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets))
+    runner = runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy))
     runner.prepare_execution()
     return runner

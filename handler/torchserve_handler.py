@@ -23,7 +23,7 @@ from handler.api.client_shapes import response_format_of
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
 from handler.api.settings import HandlerSettings
-from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE, StreamSink
+from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE, StreamSink, TrackedSink
 from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, RequestOutcome
 from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
@@ -74,17 +74,17 @@ class TransformersLabelHandler(BaseHandler):
             self.explain_unavailable = str(error)
         if settings.cache_size_mb > 0:
             self.response_cache = ResponseCache(int(settings.cache_size_mb * 1024 * 1024))
-        execution = self.runner.execution
-        if execution is not None:
+        policy = self.runner.policy
+        if policy.measured is not None:
             self.serving_metrics = ServingMetrics(
-                {"PackedForward": int(execution.packed), "BatchOverheadTokens": execution.batch_overhead_tokens}
+                {"PackedForward": int(policy.packed), "BatchOverheadTokens": policy.batch_overhead_tokens}
             )
         self.initialized = True
         logger.info(
             "serving %s as %s on %s with %d torch threads, envelope %s",
             model_dir.name,
             self.runner.task.value,
-            device,
+            policy.describe(),
             torch.get_num_threads(),
             self.envelope.value,
         )
@@ -207,17 +207,25 @@ class TransformersLabelHandler(BaseHandler):
     def _run_isolated(
         executor: BatchExecutor | None, requests: list[ParsedRequest], sinks: list[StreamSink | None] | None
     ) -> BatchResult:
-        """All requests in one go; if that fails, each alone, so a failure stays with its request."""
+        """All requests in one go; if that fails, each alone, so a failure stays with its request.
+
+        A stream that already sent events is not run again (its client would get them twice):
+        it fails with a 500 where it stands."""
         if executor is None or not requests:
             return BatchResult([])
+        tracked = [TrackedSink(sink) if sink is not None else None for sink in sinks] if sinks else None
         try:
-            return executor.run(requests, sinks) if sinks else executor.run(requests)
+            return executor.run(requests, tracked) if tracked else executor.run(requests)
         except Exception:
             logger.exception("batch of %d failed; retrying its requests one by one", len(requests))
         combined = BatchResult([])
         for position, request in enumerate(requests):
+            sink = tracked[position] if tracked else None
+            if sink is not None and sink.sent:
+                error = RequestError("internal error while streaming the answer", 500, "internal_error")
+                combined.outcomes.append(RequestOutcome.failed(error))
+                continue
             try:
-                sink = sinks[position] if sinks else None
                 alone = executor.run([request], [sink]) if sink else executor.run([request])
             except Exception:
                 logger.exception("request failed")

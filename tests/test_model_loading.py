@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from handler.api.errors import ConfigurationError
 from handler.api.settings import HandlerSettings
+from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_loading import (
     has_tokenizer_files,
     load_config,
@@ -64,7 +65,7 @@ def test_float16_on_cpu_is_refused_and_the_model_loads_in_eval_mode(folder):
     config = load_config(folder)
     cpu = torch.device("cpu")
     with pytest.raises(ConfigurationError, match="float16 needs a GPU"):
-        load_model(folder, AutoModelForSequenceClassification, config, HandlerSettings(dtype="float16"), cpu)
+        ExecutionPolicy.from_settings(HandlerSettings(dtype="float16"), cpu)
     model = load_model(folder, AutoModelForSequenceClassification, config, HandlerSettings(), cpu)
     assert not model.training and next(model.parameters()).dtype is torch.float32
 
@@ -77,9 +78,9 @@ def test_int8_schemes_quantize_what_they_say(sentiment_model, scheme):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from handler.engine.model_loading import quantized
+    from hflabels.quantization import quantized_variant
 
-    model = quantized(AutoModelForSequenceClassification.from_pretrained(sentiment_model).eval(), scheme)
+    model = quantized_variant(AutoModelForSequenceClassification.from_pretrained(sentiment_model).eval(), scheme)
     linear = {name: module for name, module in model.named_modules() if "Linear" in type(module).__name__}
     quantized_names = {name for name, module in linear.items() if type(module) is not torch.nn.Linear}
     assert any(".layer.0.attention" in name for name in quantized_names)

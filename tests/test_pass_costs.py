@@ -138,10 +138,11 @@ def test_mixed_lengths_spread_from_short_to_long():
 def test_the_handler_measures_at_load_and_reports_the_choice_as_gauges(sentiment_model, caplog):
     with caplog.at_level("INFO"):
         handler, context = load_handler(sentiment_model)
-    execution = handler.runner.execution
+    policy = handler.runner.policy
+    execution = policy.measured
     assert execution is not None and execution.costs is not None
-    assert handler.runner.batch_overhead_tokens == execution.batch_overhead_tokens
-    assert (handler.runner.packed is not None) == execution.packed
+    assert handler.runner.batch_overhead_tokens == execution.batch_overhead_tokens == policy.batch_overhead_tokens
+    assert (handler.runner.packed is not None) == execution.packed == policy.packed
     assert any("forward passes:" in record.getMessage() and "measured" in record.getMessage()
                for record in caplog.records)  # fmt: skip
     assert handler.serving_metrics.gauges == {
@@ -151,7 +152,7 @@ def test_the_handler_measures_at_load_and_reports_the_choice_as_gauges(sentiment
 
 
 def test_a_disturbed_measurement_at_load_is_taken_again_once(sentiment_model, caplog, monkeypatch):
-    import handler.engine.runner as runner_module
+    import handler.engine.execution as execution_module
 
     results = iter([
         ExecutionChoice(packed=False, batch_overhead_tokens=900, packed_seconds=0.3, padded_seconds=0.2,
@@ -159,11 +160,11 @@ def test_a_disturbed_measurement_at_load_is_taken_again_once(sentiment_model, ca
         ExecutionChoice(packed=True, batch_overhead_tokens=40, packed_seconds=0.1, padded_seconds=0.13,
                         measured_seconds=1.5, timing_spread=1.1),
     ])  # fmt: skip
-    monkeypatch.setattr(runner_module, "choose_execution", lambda *args: next(results))
-    monkeypatch.setattr(runner_module, "REMEASURE_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(execution_module, "choose_execution", lambda *args: next(results))
+    monkeypatch.setattr(execution_module, "REMEASURE_PAUSE_SECONDS", 0.0)
     with caplog.at_level("INFO"):
         handler, _ = load_handler(sentiment_model)
-    assert handler.runner.execution.batch_overhead_tokens == 40 and handler.runner.packed is not None
+    assert handler.runner.policy.measured.batch_overhead_tokens == 40 and handler.runner.packed is not None
     messages = [record.getMessage() for record in caplog.records if "forward passes" in record.getMessage()]
     assert "measuring again" in messages[0] and "busy" in messages[0]
     assert "padding-free passes, batch_overhead_tokens 40" in messages[-1]

@@ -29,3 +29,15 @@ def token_event(
 
 def error_event(message: str, error_type: str = "generation") -> str:
     return sse_event({"error": message, "error_type": error_type})
+
+
+class TrackedSink:
+    """A stream sink that remembers whether it sent anything (a stream that did cannot be rerun)."""
+
+    def __init__(self, sink: StreamSink) -> None:
+        self.sink = sink
+        self.sent = False
+
+    def __call__(self, chunk: str) -> None:
+        self.sent = True
+        self.sink(chunk)

@@ -27,6 +27,11 @@ class Task(str, enum.Enum):
         return task
 
     @property
+    def streams(self) -> bool:
+        """Whether requests may ask for their answer as a stream of events ("stream": true)."""
+        return self is Task.TEXT_GENERATION
+
+    @property
     def uses_label_mapping(self) -> bool:
         return self in (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION, Task.ZERO_SHOT_CLASSIFICATION)
 

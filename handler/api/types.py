@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -23,9 +23,25 @@ class ParsedRequest(Generic[InputT, ParamsT]):
 
 
 @dataclass(frozen=True)
+class ClassScores:
+    """One input's classification as served, before it is rendered into an answer shape."""
+
+    # Served (calibrated) scores per label, in label index order (an ndarray; logits when the
+    # request asked for function_to_apply none).
+    scores: Sequence[float]
+    # The names of the label set in use, in index order.
+    labels: tuple[str, ...]
+    # Indices of the labels decided on, best first: the top label (single-label), every label
+    # reaching its threshold (multi-label; possibly none).
+    decision: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RequestOutcome:
     payload: Any = None
     error: RequestError | None = None
+    # The typed result of each input (classification: ClassScores), what the payload renders.
+    results: tuple[Any, ...] = ()
     truncated_inputs: int = 0
     # Windows read for inputs read whole (long_text mean/max); 0 when none was.
     windows_read: int = 0
@@ -35,6 +51,16 @@ class RequestOutcome:
     @classmethod
     def failed(cls, error: RequestError) -> RequestOutcome:
         return cls(error=error)
+
+    @classmethod
+    def answered(
+        cls, request: ParsedRequest, results: Sequence[Any], render: Callable[[Any], Any], **counts: Any
+    ) -> RequestOutcome:
+        """The outcome of ``request`` from one typed result per input: a request that sent a list
+        gets a list of answers, a single input its one answer (the only place this is decided)."""
+        rendered = [render(result) for result in results]
+        payload = rendered if request.is_list else rendered[0]
+        return cls(payload=payload, results=tuple(results), **counts)
 
 
 @dataclass

@@ -8,7 +8,6 @@ load only when ``allow_pickle_weights`` is set.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from handler.api.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLED_WEIGHT_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
@@ -94,13 +92,11 @@ def load_model(
     config: PretrainedConfig,
     settings: HandlerSettings,
     device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> PreTrainedModel:
     use_safetensors = weights_format(model_dir, settings.allow_pickle_weights) == "safetensors"
     if not use_safetensors:
         logger.warning("loading pickled weights from %s because allow_pickle_weights is set", model_dir)
-    dtype = _DTYPES[settings.dtype]
-    if device.type == "cpu" and dtype is torch.float16:
-        raise ConfigurationError("handler.dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
     extra: dict[str, Any] = {}
     # Progress bars would land in the model log as noise on every worker start.
     transformers_logging.disable_progress_bar()
@@ -123,34 +119,18 @@ def load_model(
     if settings.quantization != "none":
         if device.type != "cpu":
             raise ConfigurationError(f"handler.quantization {settings.quantization} runs on CPU only")
-        model = quantized(model, settings.quantization)
+        model = quantized(model)
     if settings.torch_compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     return model
 
 
-# The encoder's own layers (BERT-like ``encoder.layer.N``, DistilBERT ``transformer.layer.N``): the
-# linear layers quantized when the head stays in float32.
-_ENCODER_LAYER = re.compile(r"(^|\.)layers?\.\d+\.")
+def quantized(model: Any) -> Any:
+    """``model`` with dynamic int8 linear layers, one scale per weight matrix (``dynamic_int8``,
+    the one served scheme; the variants measured and not offered live in hflabels)."""
+    from torch.ao.quantization import default_dynamic_qconfig
 
-
-def quantized(model: Any, scheme: str) -> Any:
-    """``model`` with dynamic int8 linear layers: ``dynamic_int8`` (the served setting) quantizes
-    every linear layer with one scale per weight matrix; the variants ``hflabels accelerations``
-    measures: ``_per_channel`` gives each output row its own scale, ``_fp32_head`` keeps what is
-    outside the encoder layers (pooler, classifier) in float32."""
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
-
-    qconfig = per_channel_dynamic_qconfig if "per_channel" in scheme else default_dynamic_qconfig
-    if scheme.endswith("fp32_head"):
-        spec: Any = {
-            name: qconfig
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and _ENCODER_LAYER.search(name)
-        }
-    else:
-        spec = {torch.nn.Linear: qconfig}
-    return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def apply_thread_settings(settings: HandlerSettings) -> None:

@@ -45,6 +45,7 @@ from transformers import (
 )
 
 from handler.engine.batching import plan_micro_batches
+from handler.engine.execution import ExecutionPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -248,11 +249,12 @@ class PackedEncoder:
     ) -> list[dict[str, np.ndarray]]:
         model, head = self.model, self.head
         if head in (Head.TOKENS, Head.SPANS):
-            scores = (model.classifier(hidden) if head is Head.TOKENS else model.qa_outputs(hidden)).float().cpu()
-            per_row = torch.split(scores, list(lengths))
+            projection = model.classifier if head is Head.TOKENS else model.qa_outputs
+            scores = ExecutionPolicy.to_numpy(projection(hidden))
+            per_row = np.split(scores, np.cumsum(lengths)[:-1])
             if head is Head.TOKENS:
-                return [{"logits": row.numpy()} for row in per_row]
-            return [{"start_logits": row[:, 0].numpy(), "end_logits": row[:, 1].numpy()} for row in per_row]
+                return [{"logits": row} for row in per_row]
+            return [{"start_logits": row[:, 0], "end_logits": row[:, 1]} for row in per_row]
         first_tokens = hidden[torch.tensor(starts, device=hidden.device)]
         if head is Head.BERT_POOLED:
             logits = model.classifier(self.encoder.pooler(first_tokens[:, None, :]))
@@ -260,7 +262,7 @@ class PackedEncoder:
             logits = model.classifier(first_tokens[:, None, :])
         else:
             logits = model.classifier(functional.relu(model.pre_classifier(first_tokens)))
-        return [{"logits": row} for row in logits.float().cpu().numpy()]
+        return [{"logits": row} for row in ExecutionPolicy.to_numpy(logits)]
 
 
 def _layer_of(layer: nn.Module, backbone: Backbone) -> _Layer:

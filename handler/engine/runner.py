@@ -1,24 +1,18 @@
-"""What every task mode provides to the TorchServe handler, and the shared encoder machinery.
+"""What every task mode provides to the TorchServe handler: the runner contract.
 
 A runner turns one request body into a :class:`ParsedRequest` (or a RequestError), and a list of
-parsed requests into one :class:`RequestOutcome` each, in order. Encoder tasks (classification,
-token classification, question answering) share :class:`EncoderRunner`: every input of every
-request becomes one or more windows of token ids; the windows of the whole TorchServe batch are
-sorted by length into micro-batches (or padding-free passes, for models that can run packed),
-run, cut back to their real length, and handed to the task's pure post-processing.
+parsed requests into one :class:`RequestOutcome` each, in order, each built from typed results
+per input (:meth:`RequestOutcome.answered`). It runs every forward inside its
+:class:`ExecutionPolicy`, fixed at load. The shared encoder machinery is in
+``handler/engine/encoder_runner.py``; this module names no task.
 """
 
 from __future__ import annotations
 
 import abc
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
-
-import numpy as np
-import torch
+from typing import Any, ClassVar, Generic
 
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec, request_parameters, schema_defaults, validate_parameters
@@ -26,21 +20,10 @@ from handler.api.request_parsing import RequestBody
 from handler.api.settings import HandlerSettings
 from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
-from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
-from handler.engine.batching import attention_mask, pad_rows, plan_micro_batches, plan_packed_passes, unpad_row
+from handler.api.types import BatchResult, InputT, ParamsT, ParsedRequest
+from handler.engine.batching import plan_micro_batches
+from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_loading import LoadedModel
-from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
-from handler.engine.pass_costs import ExecutionChoice, choose_execution
-
-logger = logging.getLogger(__name__)
-# batch_overhead_tokens for runners that do not measure it (text generation).
-DEFAULT_OVERHEAD_TOKENS = 32
-# A pass whose real tokens fill at least this share of its padded shape runs padded: packing
-# would remove almost nothing and adds its own bookkeeping (README, Performance).
-PACKING_MIN_FILL = 0.95
-# Seconds to let a busy CPU settle before timing the passes a second time.
-REMEASURE_PAUSE_SECONDS = 1.0
-DetailT = TypeVar("DetailT")
 
 
 @dataclass(frozen=True)
@@ -52,6 +35,8 @@ class RunnerSetup:
     labels: tuple[str, ...] | None = None
     # Other names for the same outputs, by set name (index_to_name.<set>.json).
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # How forward passes run; None: the settings' defaults on the model's device.
+    policy: ExecutionPolicy | None = None
 
 
 class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
@@ -60,8 +45,6 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     auto_model_class: ClassVar[Any]
     parameter_schema: ClassVar[Mapping[str, ParamSpec]]
     needs_fast_tokenizer: ClassVar[bool] = False
-    # Whether requests may ask for their answer as a stream of events ("stream": true).
-    streams: ClassVar[bool] = False
 
     def __init__(self, setup: RunnerSetup) -> None:
         loaded, settings = setup.loaded, setup.settings
@@ -70,6 +53,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.config = loaded.config
         self.device = loaded.device
         self.settings = settings
+        self.policy = setup.policy or ExecutionPolicy.from_settings(settings, loaded.device)
         self.labels: tuple[str, ...] = setup.labels or ()
         self.label_sets: Mapping[str, tuple[str, ...]] = dict(setup.label_sets)
         model_limit = getattr(self.tokenizer, "model_max_length", None)
@@ -84,11 +68,10 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
             raise ConfigurationError(f"model-config.yaml: {error}") from None
         # The one place defaults are merged: the schema's, then the model config's.
         self.default_parameters = {**schema_defaults(schema), **configured}
-        self.batch_overhead_tokens = (
-            settings.batch_overhead_tokens if settings.batch_overhead_tokens is not None else DEFAULT_OVERHEAD_TOKENS
-        )
-        # How forward passes run; set by prepare_execution for runners that measure it.
-        self.execution: ExecutionChoice | None = None
+
+    @property
+    def batch_overhead_tokens(self) -> int:
+        return self.policy.batch_overhead_tokens
 
     def prepare_execution(self) -> None:
         """Settle how forward passes run, once the runner is otherwise ready (at load)."""
@@ -101,7 +84,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
             settings.micro_batch_size,
             settings.max_batch_tokens,
             settings.sort_by_length,
-            self.batch_overhead_tokens,
+            self.policy.batch_overhead_tokens,
         )
 
     def schema(self) -> Mapping[str, ParamSpec]:
@@ -113,8 +96,9 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
 
     def parameters_for(self, body: RequestBody) -> dict[str, Any]:
         """Every parameter with a value: the request's own over the defaults."""
-        if body.stream and not self.streams:
-            raise RequestError(f'"stream": true is for text generation, not {self.task.value}', reason="wrong_shape")
+        if body.stream and not self.task.streams:
+            streaming = ", ".join(task.value.replace("_", " ") for task in Task if task.streams)
+            raise RequestError(f'"stream": true is for {streaming}, not {self.task.value}', reason="wrong_shape")
         return {**self.default_parameters, **request_parameters(body.parameters, self.schema())}
 
     def labels_named_by(self, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -134,228 +118,11 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     def parse(self, body: RequestBody) -> ParsedRequest[InputT, ParamsT]: ...
 
     @abc.abstractmethod
+    def render(self, result: Any, params: ParamsT) -> Any:
+        """The JSON-able answer for one input's typed result, in the shape its request asked for."""
+
+    @abc.abstractmethod
     def run(
         self, requests: Sequence[ParsedRequest[InputT, ParamsT]], sinks: Sequence[StreamSink | None] | None = None
     ) -> BatchResult:
         """One outcome per request; ``sinks`` (streaming runners only) receive streamed chunks."""
-
-
-@dataclass
-class Window(Generic[DetailT]):
-    """One model input row: token ids, and what the task needs to read its output back."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-    detail: DetailT
-
-
-@dataclass
-class EncodedInput(Generic[DetailT]):
-    windows: list[Window[DetailT]]
-    truncated: bool = False
-    # Whether the answer reports how many windows were read (a document read whole).
-    reports_windows: bool = False
-
-
-EncodeResult = EncodedInput[Any] | RequestError
-
-
-def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
-    """Whether the tokenizer cut row ``row``; fast tokenizers record what they cut off."""
-    if encoding.encodings is not None:
-        return bool(encoding.encodings[row].overflowing)
-    return len(encoding["input_ids"][row]) >= max_length
-
-
-def token_types_of(encoding: Any, row: int) -> list[int] | None:
-    type_ids = encoding.get("token_type_ids")
-    return type_ids[row] if type_ids is not None else None
-
-
-def windows_of_inputs(overflow_to_sample: Sequence[int], inputs: int, limit: int) -> list[tuple[list[int], bool]]:
-    """Per input, the encoding rows of its first ``limit`` windows and whether any were cut off."""
-    rows: list[list[int]] = [[] for _ in range(inputs)]
-    for row, owner in enumerate(overflow_to_sample):
-        rows[owner].append(row)
-    return [(owned[:limit], len(owned) > limit) for owned in rows]
-
-
-class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, DetailT]):
-    """Tasks answered by one forward pass of an encoder per window."""
-
-    # Model output fields to keep, and whether they have a token axis to cut back.
-    output_fields: ClassVar[tuple[str, ...]] = ("logits",)
-    token_level_outputs: ClassVar[bool] = False
-
-    def __init__(self, setup: RunnerSetup) -> None:
-        super().__init__(setup)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
-        self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
-        # Padding-free passes, when the model allows them and they pay here (prepare_execution).
-        self.packed: PackedEncoder | None = None
-
-    def prepare_execution(self) -> None:
-        settings = self.settings
-        packer = self._packer()
-        sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
-
-        def timer(run) -> Any:
-            def time_pass(lengths: Sequence[int]) -> float:
-                windows = [Window(sample_ids[:n].tolist(), [0] * n if self.feeds_token_types else None, None)
-                           for n in lengths]  # fmt: skip
-                started = time.perf_counter()
-                run(windows, lengths)
-                return time.perf_counter() - started
-
-            return time_pass
-
-        overhead = settings.batch_overhead_tokens
-        if settings.torch_compile and overhead is None:
-            # A compiled forward recompiles for each new shape: timing many shapes would be slow.
-            overhead = DEFAULT_OVERHEAD_TOKENS
-        self.packed = packer
-
-        def measure() -> ExecutionChoice:
-            return choose_execution(
-                timer(self._run_padded),
-                timer(self._run_packed) if packer is not None else None,
-                settings.micro_batch_size,
-                self.max_length,
-                overhead,
-                settings.packed_forward,
-                time.perf_counter,
-            )
-
-        self.execution = measure()
-        if self.execution.disturbed:
-            # Another process held the CPU (a second model loading, say): once more, after a pause.
-            logger.info("forward passes: measuring again, the first try was disturbed: %s", self.execution.describe())
-            time.sleep(REMEASURE_PAUSE_SECONDS)
-            self.execution = measure()
-        self.packed = packer if self.execution.packed else None
-        self.batch_overhead_tokens = self.execution.batch_overhead_tokens
-        log = logger.warning if self.execution.disturbed else logger.info
-        log("forward passes: %s", self.execution.describe())
-
-    def _packer(self) -> PackedEncoder | None:
-        """The padding-free runner for this model, unless the settings or the model rule it out."""
-        settings = self.settings
-        if settings.packed_forward is False:
-            return None
-        # A compiled forward is what torch_compile asks for; packing would bypass it.
-        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
-        if reason is None:
-            packer = PackedEncoder(self.model)
-            if (packer.output_fields, packer.token_level) != (self.output_fields, self.token_level_outputs):
-                reason = f"its head gives {packer.output_fields}, {self.task.value} reads {self.output_fields}"
-            else:
-                return packer
-        logger.info("padded forward passes only: %s", reason)
-        return None
-
-    @abc.abstractmethod
-    def encode(self, inputs: Sequence[InputT], params: Sequence[ParamsT]) -> list[EncodeResult]: ...
-
-    @abc.abstractmethod
-    def postprocess(
-        self, item: InputT, params: ParamsT, encoded: EncodedInput[DetailT], outputs: list[dict[str, np.ndarray]]
-    ) -> Any:
-        """The JSON-able result for one input from the outputs of its windows."""
-
-    def run(
-        self, requests: Sequence[ParsedRequest[InputT, ParamsT]], sinks: Sequence[StreamSink | None] | None = None
-    ) -> BatchResult:
-        # (request index, input index within it) for each input of the batch, flattened.
-        owners = [(r, k) for r, request in enumerate(requests) for k in range(len(request.inputs))]
-        items = [requests[r].inputs[k] for r, k in owners]
-        encoded = self.encode(items, [requests[r].params for r, _ in owners])
-
-        windows: list[Window[DetailT]] = []
-        window_owner: list[int] = []
-        for position, result in enumerate(encoded):
-            if isinstance(result, EncodedInput):
-                windows.extend(result.windows)
-                window_owner.extend([position] * len(result.windows))
-        outputs, stats = self.forward(windows)
-        outputs_by_input: list[list[dict[str, np.ndarray]]] = [[] for _ in items]
-        for position, output in zip(window_owner, outputs):
-            outputs_by_input[position].append(output)
-
-        results: list[list[Any]] = [[] for _ in requests]
-        errors: dict[int, RequestError] = {}
-        truncated = [0] * len(requests)
-        windows_read = [0] * len(requests)
-        for position, ((owner, index), item, result) in enumerate(zip(owners, items, encoded)):
-            if owner in errors:
-                continue
-            if isinstance(result, RequestError):
-                where = f"inputs[{index}]: " if requests[owner].is_list else ""
-                errors[owner] = RequestError(where + result.message, result.status, result.reason)
-                continue
-            truncated[owner] += int(result.truncated)
-            windows_read[owner] += len(result.windows) if result.reports_windows else 0
-            results[owner].append(self.postprocess(item, requests[owner].params, result, outputs_by_input[position]))
-
-        outcomes = []
-        for r, request in enumerate(requests):
-            if r in errors:
-                outcomes.append(RequestOutcome.failed(errors[r]))
-            else:
-                payload = results[r] if request.is_list else results[r][0]
-                outcomes.append(
-                    RequestOutcome(payload=payload, truncated_inputs=truncated[r], windows_read=windows_read[r])
-                )
-        return BatchResult(outcomes, stats)
-
-    def forward(self, windows: Sequence[Window[DetailT]]) -> tuple[list[dict[str, np.ndarray]], ForwardStats]:
-        """Model outputs per window, in the order given, from length-sorted passes."""
-        stats = ForwardStats()
-        lengths = [len(window.input_ids) for window in windows]
-        results: list[dict[str, np.ndarray]] = [{} for _ in windows]
-        if self.packed is not None:
-            plan = plan_packed_passes(lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens)
-        else:
-            plan = self.plan_padded_passes(lengths)
-        for batch in plan:
-            batch_lengths = [lengths[i] for i in batch]
-            width = max(batch_lengths)
-            # Inputs of (nearly) one length have no padding for packing to remove: the model's own pass.
-            packed = self.packed is not None and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
-            run = self._run_packed if packed else self._run_padded
-            for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
-                results[index] = output
-            stats.add_pass(batch_lengths, padded=not packed)
-        return results, stats
-
-    def _run_padded(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        feed = self._collate(windows, lengths)
-        width = feed["input_ids"].shape[1]
-        with torch.inference_mode():
-            output = self.model(**{name: torch.from_numpy(array).to(self.device) for name, array in feed.items()})
-        arrays = {name: output[name].float().cpu().numpy() for name in self.output_fields}
-        if not self.token_level_outputs:
-            return [{name: array[row] for name, array in arrays.items()} for row in range(len(windows))]
-        return [
-            {name: unpad_row(array[row], length, width, self.padding_side) for name, array in arrays.items()}
-            for row, length in enumerate(lengths)
-        ]
-
-    def _run_packed(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        assert self.packed is not None
-        with_types = self.feeds_token_types and all(window.token_type_ids is not None for window in windows)
-        with torch.inference_mode():
-            return self.packed.outputs(
-                [window.input_ids for window in windows],
-                [window.token_type_ids or [] for window in windows] if with_types else None,
-            )
-
-    def _collate(self, windows: Sequence[Window], lengths: Sequence[int]) -> dict[str, np.ndarray]:
-        input_ids = pad_rows([w.input_ids for w in windows], self.pad_id, self.padding_side)
-        feed = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask(lengths, input_ids.shape[1], self.padding_side),
-        }
-        if self.feeds_token_types and windows[0].token_type_ids is not None:
-            feed["token_type_ids"] = pad_rows([w.token_type_ids or [] for w in windows], 0, self.padding_side)
-        return feed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,32 +72,75 @@ def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) 
 
 def labels_reaching(scores: np.ndarray, labels: Sequence[str], thresholds: np.ndarray) -> list[LabelScore]:
     """Every label whose score reaches its threshold, score descending; empty if none does."""
-    chosen = np.flatnonzero(scores >= thresholds)
-    chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
-    return [{"label": labels[i], "score": float(scores[i])} for i in chosen]
+    return [{"label": labels[i], "score": float(scores[i])} for i in decided_labels(scores, True, thresholds)]
 
 
 def threshold_vector(labels: Sequence[str], default: float, per_label: dict[str, float]) -> np.ndarray:
     return np.array([per_label.get(label, default) for label in labels], dtype=np.float64)
 
 
-def calibration_vectors(calibration: Calibration | None, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(logit adjustment, temperature) per label index; raises ConfigurationError naming unknown labels."""
-    adjustment = np.zeros(len(labels))
-    temperature = np.ones(len(labels))
-    if calibration is None:
-        return adjustment, temperature
-    named = dict(calibration.logit_adjustment)
-    per_label = calibration.temperature if isinstance(calibration.temperature, Mapping) else {}
-    unknown = sorted((set(named) | set(per_label)) - set(labels))
-    if unknown:
-        raise ConfigurationError(f"handler.calibration names unknown label(s) {unknown}; labels are {list(labels)}")
-    for index, label in enumerate(labels):
-        adjustment[index] = named.get(label, 0.0)
-        temperature[index] = per_label.get(label, 1.0) if per_label else float(calibration.temperature)  # type: ignore[arg-type]
-    return adjustment, temperature
+@dataclass(frozen=True)
+class LogitCalibration:
+    """Served scores are ``activation((logits - adjustment) / temperature)``, label by label: the
+    one definition serving, training and evaluation share (``handler.calibration``)."""
+
+    # Subtracted from each label's logit (a prior correction).
+    adjustment: np.ndarray
+    # Per label (single-label: one value repeated).
+    temperature: np.ndarray
+
+    @classmethod
+    def identity(cls, labels: int) -> LogitCalibration:
+        return cls(np.zeros(labels), np.ones(labels))
+
+    @classmethod
+    def from_settings(cls, calibration: Calibration | None, labels: Sequence[str]) -> LogitCalibration:
+        """Per label index from ``handler.calibration``; raises ConfigurationError naming unknown labels."""
+        if calibration is None:
+            return cls.identity(len(labels))
+        named = dict(calibration.logit_adjustment)
+        per_label = calibration.temperature if isinstance(calibration.temperature, Mapping) else {}
+        unknown = sorted((set(named) | set(per_label)) - set(labels))
+        if unknown:
+            raise ConfigurationError(
+                f"handler.calibration names unknown label(s) {unknown}; labels are {list(labels)}"
+            )
+        adjustment = np.array([named.get(label, 0.0) for label in labels], dtype=np.float64)
+        if per_label:
+            temperature = np.array([per_label.get(label, 1.0) for label in labels], dtype=np.float64)
+        else:
+            temperature = np.full(len(labels), float(calibration.temperature))  # type: ignore[arg-type]
+        return cls(adjustment, temperature)
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """``(logits - adjustment) / temperature``, label by label, in the logits' precision."""
+        logits = np.asarray(logits)
+        return ((logits - self.adjustment) / self.temperature).astype(logits.dtype, copy=False)
 
 
-def calibrate(logits: np.ndarray, adjustment: np.ndarray, temperature: np.ndarray) -> np.ndarray:
-    """``(logits - adjustment) / temperature``, label by label, in the logits' precision."""
-    return ((logits - adjustment) / temperature).astype(logits.dtype, copy=False)
+def served_scores(logits: np.ndarray, activation: Activation, calibration: LogitCalibration) -> np.ndarray:
+    """What a classification head's logits are served as: raw for ``none``, else the activation
+    of the calibrated logits."""
+    if activation is Activation.NONE:
+        return logits
+    return activate(calibration.apply(logits), activation)
+
+
+def zero_shot_scores(logits: np.ndarray, entailment_id: int, multi_label: bool) -> np.ndarray:
+    """Per candidate, from its pair's NLI logits (candidates x NLI labels), as transformers'
+    zero-shot pipeline computes them: a softmax of the entailment logits over the candidates, or,
+    with ``multi_label`` (or one candidate), per candidate a softmax over its contradiction and
+    entailment logits. Stable for any finite logits."""
+    if multi_label or logits.shape[0] == 1:
+        contradiction_id = -1 if entailment_id == 0 else 0
+        return softmax(logits[..., [contradiction_id, entailment_id]])[..., 1]
+    return softmax(logits[..., entailment_id])
+
+
+def decided_labels(scores: np.ndarray, multi_label: bool, thresholds: np.ndarray) -> tuple[int, ...]:
+    """The label indices a classification decides on, best first: every label reaching its
+    threshold (multi-label; possibly none), else the best label (the lower index on a tie)."""
+    if multi_label:
+        chosen = np.flatnonzero(scores >= thresholds)
+        return tuple(int(i) for i in chosen[np.argsort(-scores[chosen], kind="stable")])
+    return (int(np.argmax(scores)),)

@@ -27,8 +27,10 @@ from handler.api.settings import MAX_EXPLAIN_STEPS
 from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
-from handler.engine.runner import EncoderRunner, TaskRunner
+from handler.engine.encoder_runner import EncoderRunner
+from handler.engine.runner import TaskRunner
 from handler.postprocess.scoring import Activation
+from handler.tasks.sequence_classification import SequenceClassificationRunner
 
 EXPLAINABLE = (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
 # The served activations, in torch: attributions need gradients through them.
@@ -44,6 +46,8 @@ class ExplainParams:
     target: str | None
     token_index: int | None
     n_steps: int
+    # The names to answer with: the main ones, or a label set's (parameters.label_set).
+    labels: tuple[str, ...]
 
 
 class Explainer:
@@ -59,23 +63,27 @@ class Explainer:
         except ImportError as error:
             raise ConfigurationError("explanations need captum installed where torchserve runs") from error
         self.runner = runner
-        self.labels = runner.labels
         self.per_token = runner.task is Task.TOKEN_CLASSIFICATION
         self.default_steps = n_steps
         self.integrated_gradients = LayerIntegratedGradients(self._score, runner.model.get_input_embeddings())
-        # Token classification serves softmax scores; sequence classification its own activation,
-        # of calibrated logits where the model carries a calibration (raw logits stay raw).
-        activation = getattr(runner, "activation", Activation.SOFTMAX)
+        # Token classification serves softmax scores of raw logits; sequence classification its own
+        # activation, of calibrated logits where the model carries a calibration (logits stay raw).
+        activation, calibration = Activation.SOFTMAX, None
+        if isinstance(runner, SequenceClassificationRunner):
+            activation, calibration = runner.activation, runner.calibration
         self.activation = TORCH_ACTIVATIONS[activation]
-        calibration = getattr(runner, "calibration", None)
         self.calibration = (
             None
             if calibration is None or activation is Activation.NONE
-            else tuple(torch.tensor(vector, dtype=torch.float32, device=runner.device) for vector in calibration)
+            else tuple(
+                torch.tensor(vector, dtype=torch.float32, device=runner.device)
+                for vector in (calibration.adjustment, calibration.temperature)
+            )
         )
         self.schema: Mapping[str, ParamSpec] = {
-            "target": ParamSpec("choice", choices=self.labels),
+            "target": ParamSpec("str", max_item_length=256),
             "n_steps": ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS),
+            "label_set": ParamSpec("str", max_item_length=32),
             **({"token_index": ParamSpec("int", minimum=0)} if self.per_token else {}),
         }
 
@@ -89,7 +97,14 @@ class Explainer:
                 'as "index" in answers with aggregation_strategy "none")',
                 reason="invalid_parameter",
             )
-        params = ExplainParams(given.get("target"), given.get("token_index"), given.get("n_steps", self.default_steps))
+        labels = self.runner.labels_named_by(given)
+        target = given.get("target")
+        if target is not None and target not in labels:
+            raise RequestError(
+                "parameters.target must be one of " + ", ".join(repr(label) for label in labels) + f", got {target!r}",
+                reason="invalid_parameter",
+            )
+        params = ExplainParams(target, given.get("token_index"), given.get("n_steps", self.default_steps), labels)
         return ParsedRequest(inputs, is_list, params)
 
     def run(
@@ -102,7 +117,7 @@ class Explainer:
             except RequestError as error:
                 outcomes.append(RequestOutcome.failed(error))
                 continue
-            outcomes.append(RequestOutcome(payload=results if request.is_list else results[0]))
+            outcomes.append(RequestOutcome.answered(request, results, dict))
         return BatchResult(outcomes)
 
     # ---- one input ------------------------------------------------------------------------
@@ -113,7 +128,7 @@ class Explainer:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             feed["token_type_ids"] = token_type_ids
-        logits = self.runner.model(**feed).logits.float()
+        logits = self.runner.model(**feed).logits.float()  # scores in float32, as the predictions
         if position is not None:
             logits = logits[:, position, :]
         if self.calibration is not None:
@@ -141,10 +156,11 @@ class Explainer:
             raise RequestError(
                 f"token_index {position} is past the last token ({input_ids.shape[1] - 1})", reason="invalid_parameter"
             )
-        with torch.no_grad():
+        policy = runner.policy
+        with policy.forward_context():
             scores = self._score(input_ids, mask, types, position)[0]
-        target = self.labels.index(params.target) if params.target is not None else int(scores.argmax())
-        with torch.enable_grad():
+        target = params.labels.index(params.target) if params.target is not None else int(scores.argmax())
+        with policy.forward_context(gradients=True):
             attributions, delta = self.integrated_gradients.attribute(
                 inputs=input_ids,
                 baselines=baseline,
@@ -154,12 +170,12 @@ class Explainer:
                 internal_batch_size=params.n_steps,
                 return_convergence_delta=True,
             )
-        per_token = attributions.sum(dim=-1)[0].detach().float().cpu()
+        per_token = policy.to_numpy(attributions.sum(dim=-1)[0])
         keep = [i for i in range(input_ids.shape[1]) if not special[i]]
         offsets = encoding["offset_mapping"][0].tolist()
         tokens = runner.tokenizer.convert_ids_to_tokens(encoding["input_ids"][0].tolist())
         answer: dict[str, Any] = {
-            "target": self.labels[target],
+            "target": params.labels[target],
             "target_score": float(scores[target]),
             "tokens": [tokens[i] for i in keep],
             "offsets": [offsets[i] for i in keep],

@@ -15,16 +15,23 @@ from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import QuestionContext, RequestBody, parse_inputs, parse_question_context
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.runner import (
+from handler.engine.encoder_runner import (
     EncodedInput,
     EncodeResult,
     EncoderRunner,
-    RunnerSetup,
     Window,
     token_types_of,
     windows_of_inputs,
 )
-from handler.postprocess.qa_spans import NO_NULL_SCORE, candidates_per_window, char_span, rank_answers, select_spans
+from handler.engine.runner import RunnerSetup
+from handler.postprocess.qa_spans import (
+    NO_NULL_SCORE,
+    Answer,
+    candidates_per_window,
+    char_span,
+    rank_answers,
+    select_spans,
+)
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,10 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
                     params.align_to_words,
                 )
                 found.append((start, end, span.score))
-        answers = rank_answers(found, item.context, params.top_k, params.handle_impossible_answer, min_null_score)
+        return rank_answers(found, item.context, params.top_k, params.handle_impossible_answer, min_null_score)
+
+    def render(self, result: list[Answer], params: AnswerParams) -> Any:
         # The 4.x pipeline's shape: one answer is an object, whatever top_k asked for.
-        if len(answers) == 1:
-            return answers[0].to_json()
-        return [answer.to_json() for answer in answers]
+        if len(result) == 1:
+            return result[0].to_json()
+        return [answer.to_json() for answer in result]

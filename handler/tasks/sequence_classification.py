@@ -17,26 +17,25 @@ from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
 from handler.api.tasks import Task
-from handler.api.types import ParsedRequest
-from handler.engine.runner import (
+from handler.api.types import ClassScores, ParsedRequest
+from handler.engine.encoder_runner import (
     EncodedInput,
     EncodeResult,
     EncoderRunner,
-    RunnerSetup,
     Window,
     token_types_of,
     was_truncated,
     windows_of_inputs,
 )
+from handler.engine.runner import RunnerSetup
 from handler.postprocess.scoring import (
     Activation,
-    activate,
+    LogitCalibration,
     best_label,
-    calibrate,
-    calibration_vectors,
+    decided_labels,
     default_activation,
-    labels_reaching,
     ranked_labels,
+    served_scores,
     threshold_vector,
 )
 
@@ -131,7 +130,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
         )
         # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
-        self.calibration = calibration_vectors(settings.calibration, labels)
+        self.calibration = LogitCalibration.from_settings(settings.calibration, labels)
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         # Overlap of a long document's windows: handler.stride, else a quarter of a window.
         self.document_stride = settings.stride if settings.stride is not None else content_length // 4
@@ -219,11 +218,6 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 results[position] = EncodedInput([window], truncated=truncated)
         return results
 
-    def _scores(self, logits: np.ndarray, activation: Activation) -> np.ndarray:
-        if activation is Activation.NONE:
-            return logits
-        return activate(calibrate(logits, *self.calibration), activation)
-
     def _windows(self, texts: list[str]) -> list[EncodedInput[None]]:
         """Each text as the windows the tokenizer makes (overlapping by the document stride)."""
         encoding = self.tokenizer(
@@ -251,17 +245,21 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         params: ClassificationParams,
         encoded: EncodedInput[None],
         outputs: list[dict[str, np.ndarray]],
-    ) -> Any:
-        window_scores = np.stack([self._scores(output["logits"], params.activation) for output in outputs])
+    ) -> ClassScores:
+        activation, calibration = params.activation, self.calibration
+        window_scores = np.stack([served_scores(output["logits"], activation, calibration) for output in outputs])
         scores = aggregate_windows(window_scores, params.long_text)
+        return ClassScores(scores, params.labels, decided_labels(scores, self.multi_label, params.thresholds))
+
+    def render(self, result: ClassScores, params: ClassificationParams) -> Any:
+        scores, labels = np.asarray(result.scores), result.labels
         answer: Any
-        labels = params.labels
         if params.shape is AnswerShape.RANKED:
             answer = ranked_labels(scores, labels, params.top_k)
         elif params.shape is AnswerShape.LABEL_ORDER:
             answer = [{"label": label, "score": float(score)} for label, score in zip(labels, scores)]
         elif params.shape is AnswerShape.BEST and self.multi_label:
-            answer = labels_reaching(scores, labels, params.thresholds)
+            answer = [{"label": labels[i], "score": float(scores[i])} for i in result.decision]
         else:
             answer = best_label(scores, labels)
         return [answer] if params.wrap_single else answer

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -74,6 +75,8 @@ class Generated:
     """One prompt's continuation: its text, and per token what details and streams report."""
 
     text: str
+    # The prompt it continues (answers may repeat it: return_full_text).
+    prompt: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "length"
@@ -110,7 +113,6 @@ class _TokenStreamer(BaseStreamer):
 class TextGenerationRunner(TaskRunner[str, GenerationParams]):
     task = Task.TEXT_GENERATION
     auto_model_class = AutoModelForCausalLM
-    streams = True
 
     def __init__(self, setup: RunnerSetup) -> None:
         # schema() needs these, and the base class reads the schema.
@@ -171,7 +173,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
         requests: Sequence[ParsedRequest[str, GenerationParams]],
         sinks: Sequence[StreamSink | None] | None = None,
     ) -> BatchResult:
-        answers: list[list[Any]] = [[None] * len(request.inputs) for request in requests]
+        generated: list[list[Any]] = [[None] * len(request.inputs) for request in requests]
         tails: dict[int, str] = {}
         truncated = [0] * len(requests)
         stats = ForwardStats()
@@ -192,21 +194,24 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
                 continue
             lengths = [len(ids) for ids in encoded]
             for batch in self.plan_padded_passes(lengths):
-                generated = self._generate([encoded[i] for i in batch], params, stats)
-                for i, result in zip(batch, generated):
+                results = self._generate([encoded[i] for i in batch], params, stats)
+                for i, result in zip(batch, results):
                     r, k = prompts[i]
-                    answers[r][k] = [self._answer(requests[r].inputs[k], result, params)]
+                    result.prompt = requests[r].inputs[k]
+                    generated[r][k] = result
         outcomes = []
         for r, request in enumerate(requests):
             if r in tails:
                 outcomes.append(RequestOutcome(stream_tail=tails[r], truncated_inputs=truncated[r]))
             else:
-                payload = answers[r] if request.is_list else answers[r][0]
-                outcomes.append(RequestOutcome(payload=payload, truncated_inputs=truncated[r]))
+                render = partial(self.render, params=request.params)
+                outcomes.append(RequestOutcome.answered(request, generated[r], render, truncated_inputs=truncated[r]))
         return BatchResult(outcomes, stats)
 
-    def _answer(self, prompt: str, result: Generated, params: GenerationParams) -> dict[str, Any]:
-        answer: dict[str, Any] = {"generated_text": prompt + result.text if params.return_full_text else result.text}
+    def render(self, result: Generated, params: GenerationParams) -> list[dict[str, Any]]:
+        """The pipeline's answer for one prompt: a one-item list of {"generated_text"[, "details"]}."""
+        text = result.prompt + result.text if params.return_full_text else result.text
+        answer: dict[str, Any] = {"generated_text": text}
         if params.details:
             answer["details"] = {
                 "finish_reason": result.finish_reason,
@@ -215,7 +220,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
                 "prefill": [],
                 "tokens": [self._token(token, logprob) for token, logprob in zip(result.token_ids, result.logprobs)],
             }
-        return answer
+        return [answer]
 
     def _token(self, token: int, logprob: float, text: str | None = None) -> dict[str, Any]:
         special = token in self.tokenizer.all_special_ids
@@ -258,10 +263,11 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
             kwargs["streamer"] = streamer
         if params.do_sample and params.seed is not None:
             torch.manual_seed(params.seed)
-        with torch.inference_mode():
+        policy = self.policy
+        with policy.forward_context():
             output = self.model.generate(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(mask).to(self.device),
+                input_ids=policy.tensor(input_ids),
+                attention_mask=policy.tensor(mask),
                 pad_token_id=self.pad_id,
                 **kwargs,
             )

@@ -15,18 +15,19 @@ from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
 from handler.api.tasks import Task
 from handler.api.types import ParsedRequest
-from handler.engine.runner import (
+from handler.engine.encoder_runner import (
     EncodedInput,
     EncodeResult,
     EncoderRunner,
-    RunnerSetup,
     Window,
     token_types_of,
     windows_of_inputs,
 )
+from handler.engine.runner import RunnerSetup
 from handler.postprocess.scoring import softmax
 from handler.postprocess.token_aggregation import (
     AggregationStrategy,
+    Entity,
     WindowTokens,
     aggregate,
     drop_ignored,
@@ -142,4 +143,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
             entities.extend(drop_ignored(grouped, params.ignore_labels))
         if len(encoded.windows) > 1:
             entities = merge_overlapping(entities)
-        return to_json(entities)
+        return entities
+
+    def render(self, result: list[Entity], params: TokenParams) -> Any:
+        return to_json(result)

@@ -22,17 +22,17 @@ from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, parse_inputs, parse_text
 from handler.api.tasks import Task
-from handler.api.types import ParsedRequest
-from handler.engine.runner import (
+from handler.api.types import ClassScores, ParsedRequest
+from handler.engine.encoder_runner import (
     EncodedInput,
     EncodeResult,
     EncoderRunner,
-    RunnerSetup,
     Window,
     token_types_of,
     was_truncated,
 )
-from handler.postprocess.scoring import calibrate, calibration_vectors
+from handler.engine.runner import RunnerSetup
+from handler.postprocess.scoring import LogitCalibration, zero_shot_scores
 
 DEFAULT_TEMPLATE = "This example is {}."
 
@@ -70,14 +70,12 @@ def check_template(template: str) -> str:
     return template
 
 
-def zero_shot_scores(logits: np.ndarray, entailment_id: int, multi_label: bool) -> np.ndarray:
-    """Per candidate, from its pair's NLI logits (candidates x NLI labels), as the pipeline computes."""
-    if multi_label or logits.shape[0] == 1:
-        contradiction_id = -1 if entailment_id == 0 else 0
-        pairs = logits[..., [contradiction_id, entailment_id]]
-        return (np.exp(pairs) / np.exp(pairs).sum(-1, keepdims=True))[..., 1]
-    entailment = logits[..., entailment_id]
-    return np.exp(entailment) / np.exp(entailment).sum(-1, keepdims=True)
+@dataclass(frozen=True)
+class ZeroShotScores(ClassScores):
+    """Classification over the request's candidate labels, with the text it answers (the
+    pipeline's answer repeats it)."""
+
+    sequence: str = ""
 
 
 class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
@@ -100,7 +98,7 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
             except RequestError as error:
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
         # An NLI head trained with a calibration: the pairs' logits are calibrated before scoring.
-        self.calibration = calibration_vectors(self.settings.calibration, self.labels)
+        self.calibration = LogitCalibration.from_settings(self.settings.calibration, self.labels)
 
     def schema(self) -> Mapping[str, ParamSpec]:
         limit = self.settings.max_candidate_labels
@@ -146,12 +144,16 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
 
     def postprocess(
         self, item: str, params: ZeroShotParams, encoded: EncodedInput[None], outputs: list[dict[str, np.ndarray]]
-    ) -> Any:
-        logits = calibrate(np.stack([output["logits"] for output in outputs]), *self.calibration)
+    ) -> ClassScores:
+        logits = self.calibration.apply(np.stack([output["logits"] for output in outputs]))
         scores = zero_shot_scores(logits, self.entailment_id, params.multi_label)
-        order = list(reversed(scores.argsort()))
-        labels = [params.candidate_labels[i] for i in order]
-        ranked = scores[order].tolist()
+        # Best first, as the pipeline orders them (its reversed argsort: the later label on a tie).
+        order = tuple(int(i) for i in reversed(scores.argsort()))
+        return ZeroShotScores(scores, params.candidate_labels, order, sequence=item)
+
+    def render(self, result: ZeroShotScores, params: ZeroShotParams) -> Any:
+        labels = [result.labels[i] for i in result.decision]
+        ranked = np.asarray(result.scores)[list(result.decision)].tolist()
         if params.label_list:
             return [{"label": label, "score": score} for label, score in zip(labels, ranked)]
-        return {"sequence": item, "labels": labels, "scores": ranked}
+        return {"sequence": result.sequence, "labels": labels, "scores": ranked}

@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from handler.api.settings import HandlerSettings
-from handler.engine.model_loading import load_config, load_model, load_tokenizer, quantized
+from handler.engine.execution import ExecutionPolicy
+from handler.engine.model_loading import load_config, load_model, load_tokenizer
 from hflabels import onnx_runtime
 from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, SENTIMENT_DATA
+from hflabels.quantization import quantized_variant
 from hflabels.training_data import load_examples
 
 AGREEMENT_NEEDED = 0.99
@@ -146,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
         scheme = overrides.get(QUANTIZE)
         settings = HandlerSettings.from_mapping({k: v for k, v in overrides.items() if k != QUANTIZE})
         try:
-            model = load_model(args.model_dir, AutoModelForSequenceClassification, config, settings, device)
+            dtype = ExecutionPolicy.from_settings(settings, device).weight_dtype
+            model = load_model(args.model_dir, AutoModelForSequenceClassification, config, settings, device, dtype)
             if scheme is not None:
-                model = quantized(model, scheme)
+                model = quantized_variant(model, scheme)
             speed = throughput(model, tokenizer, timing_texts, device, args.rounds)
             predicted = scores(model, tokenizer, labelled, device)
         except Exception as error:  # a variant this machine cannot run is reported, not fatal

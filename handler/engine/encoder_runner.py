@@ -1,0 +1,235 @@
+"""The encoder machinery shared by classification, token classification, zero-shot and QA.
+
+Every input of every request becomes one or more windows of token ids; the windows of the whole
+TorchServe batch are sorted by length into micro-batches (or padding-free passes, for models that
+can run packed), run inside the execution policy's context, cut back to their real length, and
+handed to the task's pure post-processing, which gives one typed result per input; the task's
+renderer turns each into its answer.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from handler.api.errors import RequestError
+from handler.api.streaming import StreamSink
+from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
+from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
+from handler.engine.execution import measure_execution, pass_timer
+from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
+from handler.engine.runner import RunnerSetup, TaskRunner
+
+logger = logging.getLogger(__name__)
+# A pass whose real tokens fill at least this share of its padded shape runs padded: packing
+# would remove almost nothing and adds its own bookkeeping (README, Performance).
+PACKING_MIN_FILL = 0.95
+DetailT = TypeVar("DetailT")
+
+
+@dataclass
+class Window(Generic[DetailT]):
+    """One model input row: token ids, and what the task needs to read its output back."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    detail: DetailT
+
+
+@dataclass
+class EncodedInput(Generic[DetailT]):
+    windows: list[Window[DetailT]]
+    truncated: bool = False
+    # Whether the answer reports how many windows were read (a document read whole).
+    reports_windows: bool = False
+
+
+EncodeResult = EncodedInput[Any] | RequestError
+
+
+def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
+    """Whether the tokenizer cut row ``row``; fast tokenizers record what they cut off."""
+    if encoding.encodings is not None:
+        return bool(encoding.encodings[row].overflowing)
+    return len(encoding["input_ids"][row]) >= max_length
+
+
+def token_types_of(encoding: Any, row: int) -> list[int] | None:
+    type_ids = encoding.get("token_type_ids")
+    return type_ids[row] if type_ids is not None else None
+
+
+def windows_of_inputs(overflow_to_sample: Sequence[int], inputs: int, limit: int) -> list[tuple[list[int], bool]]:
+    """Per input, the encoding rows of its first ``limit`` windows and whether any were cut off."""
+    rows: list[list[int]] = [[] for _ in range(inputs)]
+    for row, owner in enumerate(overflow_to_sample):
+        rows[owner].append(row)
+    return [(owned[:limit], len(owned) > limit) for owned in rows]
+
+
+class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, DetailT]):
+    """Tasks answered by one forward pass of an encoder per window."""
+
+    # Model output fields to keep, and whether they have a token axis to cut back.
+    output_fields: ClassVar[tuple[str, ...]] = ("logits",)
+    token_level_outputs: ClassVar[bool] = False
+
+    def __init__(self, setup: RunnerSetup) -> None:
+        super().__init__(setup)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
+        self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        # Padding-free passes, when the model allows them and they pay here (prepare_execution).
+        self.packed: PackedEncoder | None = None
+
+    def prepare_execution(self) -> None:
+        packer = self._packer()
+        sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
+
+        def sample_windows(lengths: Sequence[int]) -> list[Window]:
+            types = self.feeds_token_types
+            return [Window(sample_ids[:n].tolist(), [0] * n if types else None, None) for n in lengths]
+
+        self.packed = packer
+        self.policy = measure_execution(
+            self.policy,
+            self.settings,
+            pass_timer(lambda lengths: self._run_padded(sample_windows(lengths), lengths)),
+            pass_timer(lambda lengths: self._run_packed(sample_windows(lengths), lengths)) if packer else None,
+            self.max_length,
+        )
+        self.packed = packer if self.policy.packed else None
+
+    def _packer(self) -> PackedEncoder | None:
+        """The padding-free runner for this model, unless the settings or the model rule it out."""
+        settings = self.settings
+        if settings.packed_forward is False:
+            return None
+        # A compiled forward is what torch_compile asks for; packing would bypass it.
+        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
+        if reason is None:
+            packer = PackedEncoder(self.model)
+            if (packer.output_fields, packer.token_level) != (self.output_fields, self.token_level_outputs):
+                reason = f"its head gives {packer.output_fields}, {self.task.value} reads {self.output_fields}"
+            else:
+                return packer
+        logger.info("padded forward passes only: %s", reason)
+        return None
+
+    @abc.abstractmethod
+    def encode(self, inputs: Sequence[InputT], params: Sequence[ParamsT]) -> list[EncodeResult]: ...
+
+    @abc.abstractmethod
+    def postprocess(
+        self, item: InputT, params: ParamsT, encoded: EncodedInput[DetailT], outputs: list[dict[str, np.ndarray]]
+    ) -> Any:
+        """The typed result for one input from the outputs of its windows (rendered by ``render``)."""
+
+    def run(
+        self, requests: Sequence[ParsedRequest[InputT, ParamsT]], sinks: Sequence[StreamSink | None] | None = None
+    ) -> BatchResult:
+        # (request index, input index within it) for each input of the batch, flattened.
+        owners = [(r, k) for r, request in enumerate(requests) for k in range(len(request.inputs))]
+        items = [requests[r].inputs[k] for r, k in owners]
+        encoded = self.encode(items, [requests[r].params for r, _ in owners])
+
+        windows: list[Window[DetailT]] = []
+        window_owner: list[int] = []
+        for position, result in enumerate(encoded):
+            if isinstance(result, EncodedInput):
+                windows.extend(result.windows)
+                window_owner.extend([position] * len(result.windows))
+        outputs, stats = self.forward(windows)
+        outputs_by_input: list[list[dict[str, np.ndarray]]] = [[] for _ in items]
+        for position, output in zip(window_owner, outputs):
+            outputs_by_input[position].append(output)
+
+        results: list[list[Any]] = [[] for _ in requests]
+        errors: dict[int, RequestError] = {}
+        truncated = [0] * len(requests)
+        windows_read = [0] * len(requests)
+        for position, ((owner, index), item, result) in enumerate(zip(owners, items, encoded)):
+            if owner in errors:
+                continue
+            if isinstance(result, RequestError):
+                where = f"inputs[{index}]: " if requests[owner].is_list else ""
+                errors[owner] = RequestError(where + result.message, result.status, result.reason)
+                continue
+            truncated[owner] += int(result.truncated)
+            windows_read[owner] += len(result.windows) if result.reports_windows else 0
+            results[owner].append(self.postprocess(item, requests[owner].params, result, outputs_by_input[position]))
+
+        outcomes = []
+        for r, request in enumerate(requests):
+            if r in errors:
+                outcomes.append(RequestOutcome.failed(errors[r]))
+                continue
+            outcomes.append(
+                RequestOutcome.answered(
+                    request,
+                    results[r],
+                    partial(self.render, params=request.params),
+                    truncated_inputs=truncated[r],
+                    windows_read=windows_read[r],
+                )
+            )
+        return BatchResult(outcomes, stats)
+
+    def forward(self, windows: Sequence[Window[DetailT]]) -> tuple[list[dict[str, np.ndarray]], ForwardStats]:
+        """Model outputs per window, in the order given, from length-sorted passes."""
+        stats = ForwardStats()
+        lengths = [len(window.input_ids) for window in windows]
+        results: list[dict[str, np.ndarray]] = [{} for _ in windows]
+        if self.packed is not None:
+            plan = plan_packed_passes(lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens)
+        else:
+            plan = self.plan_padded_passes(lengths)
+        for batch in plan:
+            batch_lengths = [lengths[i] for i in batch]
+            width = max(batch_lengths)
+            # Inputs of (nearly) one length have no padding for packing to remove: the model's own pass.
+            packed = self.packed is not None and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
+            run = self._run_packed if packed else self._run_padded
+            for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
+                results[index] = output
+            stats.add_pass(batch_lengths, padded=not packed)
+        return results, stats
+
+    def _run_padded(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        feed = self._collate(windows, lengths)
+        width = feed["input_ids"].shape[1]
+        policy = self.policy
+        with policy.forward_context():
+            output = self.model(**{name: policy.tensor(array) for name, array in feed.items()})
+            arrays = {name: policy.to_numpy(output[name]) for name in self.output_fields}
+        if not self.token_level_outputs:
+            return [{name: array[row] for name, array in arrays.items()} for row in range(len(windows))]
+        return [
+            {name: unpad_row(array[row], length, width, self.padding_side) for name, array in arrays.items()}
+            for row, length in enumerate(lengths)
+        ]
+
+    def _run_packed(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        assert self.packed is not None
+        with_types = self.feeds_token_types and all(window.token_type_ids is not None for window in windows)
+        with self.policy.forward_context():
+            return self.packed.outputs(
+                [window.input_ids for window in windows],
+                [window.token_type_ids or [] for window in windows] if with_types else None,
+            )
+
+    def _collate(self, windows: Sequence[Window], lengths: Sequence[int]) -> dict[str, np.ndarray]:
+        input_ids = pad_rows([w.input_ids for w in windows], self.pad_id, self.padding_side)
+        feed = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask(lengths, input_ids.shape[1], self.padding_side),
+        }
+        if self.feeds_token_types and windows[0].token_type_ids is not None:
+            feed["token_type_ids"] = pad_rows([w.token_type_ids or [] for w in windows], 0, self.padding_side)
+        return feed

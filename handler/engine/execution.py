@@ -1,0 +1,141 @@
+"""How every forward pass runs, decided once at load: the one place a precision is added.
+
+An :class:`ExecutionPolicy` is a frozen value: the device, the dtype the weights were loaded in,
+an autocast dtype (None: none), and for encoders whether passes run padding-free and the fixed
+cost of a padded pass. Every forward of every task (padded, packed, ``generate``, explanations)
+runs inside :meth:`ExecutionPolicy.forward_context`, and every output leaves through
+:meth:`ExecutionPolicy.to_numpy`, so scores are computed from float32 whatever ran the model.
+
+:func:`measure_execution` is the load-time measurement of packed against padded passes (the choice
+itself is the pure :func:`handler.engine.pass_costs.choose_execution`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from handler.api.errors import ConfigurationError
+from handler.api.settings import HandlerSettings
+from handler.engine.pass_costs import ExecutionChoice, PassTimer, choose_execution
+
+logger = logging.getLogger(__name__)
+
+# batch_overhead_tokens for runners that do not measure it (text generation, torch_compile).
+DEFAULT_OVERHEAD_TOKENS = 32
+# Seconds to let a busy CPU settle before timing the passes a second time.
+REMEASURE_PAUSE_SECONDS = 1.0
+
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ExecutionPolicy:
+    device: torch.device
+    # The dtype the weights are loaded in (handler.dtype).
+    weight_dtype: torch.dtype = torch.float32
+    # Autocast's dtype around every forward; None runs each layer in its weights' dtype.
+    autocast_dtype: torch.dtype | None = None
+    # Encoders: padding-free passes (handler/engine/packed_encoder.py) where the model has them.
+    packed: bool = False
+    # A padded pass's fixed cost in tokens' worth of compute (handler/engine/batching.py).
+    batch_overhead_tokens: int = DEFAULT_OVERHEAD_TOKENS
+    # What was measured at load to choose packed and batch_overhead_tokens; None if nothing was.
+    measured: ExecutionChoice | None = None
+
+    @classmethod
+    def from_settings(cls, settings: HandlerSettings, device: torch.device) -> ExecutionPolicy:
+        weight_dtype = WEIGHT_DTYPES[settings.dtype]
+        if device.type == "cpu" and weight_dtype is torch.float16:
+            raise ConfigurationError("handler.dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
+        overhead = settings.batch_overhead_tokens
+        return cls(
+            device=device,
+            weight_dtype=weight_dtype,
+            packed=bool(settings.packed_forward),
+            batch_overhead_tokens=overhead if overhead is not None else DEFAULT_OVERHEAD_TOKENS,
+        )
+
+    @contextlib.contextmanager
+    def forward_context(self, gradients: bool = False) -> Iterator[None]:
+        """What every forward pass runs in: no autograd (unless ``gradients``), and autocast if set."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
+            if self.autocast_dtype is not None:
+                stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast_dtype))
+            yield
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """An input array (token ids, masks) on the serving device."""
+        return torch.from_numpy(array).to(self.device)
+
+    @staticmethod
+    def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+        """A model output as float32 numpy: scores are computed from it in one precision."""
+        return tensor.detach().float().cpu().numpy()
+
+    def describe(self) -> str:
+        precision = str(self.weight_dtype).removeprefix("torch.")
+        if self.autocast_dtype is not None:
+            precision += f", autocast {str(self.autocast_dtype).removeprefix('torch.')}"
+        return f"{self.device}, {precision}"
+
+
+def measure_execution(
+    policy: ExecutionPolicy,
+    settings: HandlerSettings,
+    padded_timer: PassTimer,
+    packed_timer: PassTimer | None,
+    max_length: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ExecutionPolicy:
+    """``policy`` with packed passes and batch_overhead_tokens as measured (or configured) at load.
+
+    A measurement disturbed by another process (a second model loading, say) is taken once more,
+    after a pause; one still disturbed serves, with a WARNING saying how to pin the choice."""
+    overhead = settings.batch_overhead_tokens
+    if settings.torch_compile and overhead is None:
+        # A compiled forward recompiles for each new shape: timing many shapes would be slow.
+        overhead = DEFAULT_OVERHEAD_TOKENS
+
+    def measure() -> ExecutionChoice:
+        return choose_execution(
+            padded_timer,
+            packed_timer,
+            settings.micro_batch_size,
+            max_length,
+            overhead,
+            settings.packed_forward,
+            time.perf_counter,
+        )
+
+    choice = measure()
+    if choice.disturbed:
+        logger.info("forward passes: measuring again, the first try was disturbed: %s", choice.describe())
+        sleep(REMEASURE_PAUSE_SECONDS)
+        choice = measure()
+    log = logger.warning if choice.disturbed else logger.info
+    log("forward passes: %s", choice.describe())
+    return replace(
+        policy,
+        packed=choice.packed and packed_timer is not None,
+        batch_overhead_tokens=choice.batch_overhead_tokens,
+        measured=choice,
+    )
+
+
+def pass_timer(run: Callable[[Sequence[int]], object]) -> PassTimer:
+    """Seconds ``run(lengths)`` takes, as choose_execution times a pass."""
+
+    def time_pass(lengths: Sequence[int]) -> float:
+        started = time.perf_counter()
+        run(lengths)
+        return time.perf_counter() - started
+
+    return time_pass
