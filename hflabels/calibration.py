@@ -18,16 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The served activations themselves, so a fitted and a served score are one function.
+from handler.postprocess.scoring import sigmoid, softmax
+
+__all__ = ["sigmoid", "softmax"]  # re-exported for the fitting code and its tests
+
 ECE_BINS = 15
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def expected_calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -1,8 +1,9 @@
 """Check a served model against a labelled file, and against the model folder it was built from.
 
 The served predictions come from the endpoint, in batches from several concurrent clients; the
-reference predictions from the same model folder computed in-process with plain transformers (no
-handler code); the metrics are the ones training reports.
+reference predictions from the same model folder and model-config.yaml, computed in-process by the
+runner the handler builds (so a difference is the server's: batching, transport, the archive);
+the metrics are the ones training reports.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 from handler.api.labels import MAPPING_FILE_NAME, resolve_labels
+from handler.api.request_parsing import RequestBody
 from handler.engine.model_loading import load_config
 from hflabels.calibration import calibration_metrics, reliability
 from hflabels.training_data import DataError, Example
@@ -36,6 +38,9 @@ def request_body(examples: Sequence[Example], task: str) -> dict[str, Any]:
             "inputs": [" ".join(e.tokens) for e in examples],
             "parameters": {"aggregation_strategy": "none", "ignore_labels": []},
         }
+    if task == "multi_label":
+        # The labels reaching their thresholds: the served decision.
+        return {"inputs": [e.text for e in examples]}
     # Every label's score, so the served probabilities can be checked for calibration.
     return {"inputs": [e.text for e in examples], "parameters": {"top_k": None}}
 
@@ -50,6 +55,16 @@ def word_tags(example: Example, tokens: list[dict[str, Any]]) -> list[str]:
     return tags
 
 
+def predictions_of(task: str, examples: Sequence[Example], answers: Sequence[Any]) -> list[Any]:
+    """Per example, what its answer decides: word tags (tokens), sorted labels (multi-label), or
+    every label's score (single-label and pairs: the first is the decision, all are the scores)."""
+    if task == "token_classification":
+        return [word_tags(example, answer) for example, answer in zip(examples, answers)]
+    if task == "multi_label":
+        return [sorted(item["label"] for item in answer) for answer in answers]
+    return [{item["label"]: item["score"] for item in answer} for answer in answers]
+
+
 def served_predictions(
     url: str, token: str | None, examples: list[Example], task: str, batch_size: int, concurrency: int
 ) -> list[Any]:
@@ -60,91 +75,40 @@ def served_predictions(
         response = requests.post(url, data=json.dumps(request_body(batch, task)), headers=headers, timeout=300)
         if response.status_code != 200:
             raise DataError(f"{url} answered {response.status_code}: {response.text[:300]}")
-        answers = response.json()
-        if task == "token_classification":
-            return [word_tags(example, answer) for example, answer in zip(batch, answers)]
-        if task == "multi_label":
-            return [sorted(item["label"] for item in answer) for answer in answers]
-        # Ranked: the first is the served label; all of them are the served probabilities.
-        return [{item["label"]: item["score"] for item in answer} for answer in answers]
+        return predictions_of(task, batch, response.json())
 
     with ThreadPoolExecutor(concurrency) as pool:
         return [prediction for batch in pool.map(send, batches) for prediction in batch]
 
 
-# ---- what the model folder says, computed here with plain transformers ------------------------
+# ---- what the model folder says, computed here by the handler's own runner ----------------------
 
 
-def local_predictions(model_dir: Path, examples: list[Example], task: str) -> list[Any]:
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+def folder_runner(model_dir: Path) -> Any:
+    """The runner the handler builds from ``model_dir`` and its model-config.yaml, on the CPU."""
+    from handler.api.settings import HandlerSettings
+    from handler.registry import build_runner
 
-    serving = (
-        yaml.safe_load((model_dir / "model-config.yaml").read_text())
-        if (model_dir / "model-config.yaml").exists()
-        else {}
-    )
-    handler = (serving or {}).get("handler") or {}
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    max_length = min(int(handler.get("max_length", 512)), tokenizer.model_max_length)
-    model_class = (
-        AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
-    )
-    model = model_class.from_pretrained(model_dir, local_files_only=True).eval()
-    labels = model_labels(model_dir)
+    config_path = model_dir / "model-config.yaml"
+    serving = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    settings = HandlerSettings.from_mapping((serving or {}).get("handler"))
+    return build_runner(model_dir, settings, torch.device("cpu"))
+
+
+def local_predictions(model_dir: Path, examples: list[Example], task: str, batch_size: int = 32) -> list[Any]:
+    """The model folder's predictions as the handler computes them in-process (no server): the
+    same requests as ``served_predictions`` sends, parsed and run by the same runner."""
+    runner = folder_runner(model_dir)
     predictions: list[Any] = []
-    for start in range(0, len(examples), 32):
-        batch = examples[start : start + 32]
-        with torch.inference_mode():
-            if task == "token_classification":
-                encoding = tokenizer(
-                    [list(e.tokens) for e in batch],
-                    is_split_into_words=True,
-                    truncation=True,
-                    max_length=max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
-                logits = model(**encoding).logits.numpy()
-                for row, example in enumerate(batch):
-                    tags, previous = {}, None
-                    for position, word in enumerate(encoding.word_ids(row)):
-                        if word is not None and word != previous:
-                            tags[word] = labels[int(logits[row, position].argmax())]
-                        previous = word
-                    predictions.append([tags.get(i, "O") for i in range(len(example.tokens))])
-                continue
-            pairs = [e.text_pair for e in batch] if task == "sentence_pair" else None
-            encoding = tokenizer(
-                [e.text for e in batch],
-                pairs,
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            logits = model(**encoding).logits.float().numpy()
-        logits = calibrated(logits, handler.get("calibration"), labels)
-        if task == "multi_label":
-            thresholds = handler.get("label_thresholds") or {}
-            scores = 1.0 / (1.0 + np.exp(-logits))
-            for row in scores:
-                predictions.append(
-                    sorted(label for label, score in zip(labels, row) if score >= thresholds.get(label, 0.5))
-                )
-        else:
-            predictions.extend(labels[int(index)] for index in logits.argmax(axis=-1))
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        body = request_body(batch, task)
+        parsed = runner.parse(RequestBody(body["inputs"], body.get("parameters"), is_json=True))
+        [outcome] = runner.run([parsed]).outcomes
+        if outcome.error is not None:
+            raise DataError(f"{model_dir}: in-process answer failed: {outcome.error.message}")
+        predictions.extend(predictions_of(task, batch, outcome.payload))
     return predictions
-
-
-def calibrated(logits: np.ndarray, calibration: dict[str, Any] | None, labels: list[str]) -> np.ndarray:
-    """``(logits - adjustment) / temperature`` as model-config.yaml's handler.calibration says."""
-    if not calibration:
-        return logits
-    adjustment = np.array([calibration.get("logit_adjustment", {}).get(label, 0.0) for label in labels])
-    temperature = calibration.get("temperature", 1.0)
-    if isinstance(temperature, dict):
-        temperature = np.array([temperature.get(label, 1.0) for label in labels])
-    return (logits - adjustment) / temperature
 
 
 def model_labels(model_dir: Path) -> list[str]:

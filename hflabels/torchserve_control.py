@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +29,8 @@ JAVA_HINT = (
     "`sudo apt-get install -y openjdk-17-jdk-headless` (Debian/Ubuntu) or `brew install openjdk@17` (macOS), "
     "then make sure `java -version` works"
 )
-MIN_JAVA = 11
+# What the hint above asks for; TorchServe 0.12's frontend is built for Java 17.
+MIN_JAVA = 17
 
 
 class ServeError(Exception):
@@ -65,19 +68,60 @@ def write_properties(path: Path, properties: dict[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()), encoding="utf-8")
 
 
+# Linux's default ephemeral range starts here; ports below it are never handed out by the kernel to
+# outgoing connections, which is what took a port chosen with bind(0) before torchserve bound it.
+_DEFAULT_EPHEMERAL_LOW = 32768
+_LOWEST_PORT = 20000
+
+
+def ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _DEFAULT_EPHEMERAL_LOW
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free just now, chosen below the kernel's
+    ephemeral range (so no outgoing connection of this machine takes one before it is bound),
+    every one held open until all are found."""
+    low = ephemeral_low()
+    candidates = list(range(_LOWEST_PORT, low)) if low - _LOWEST_PORT >= 1000 else []
+    random.SystemRandom().shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(held) == count:
+                break
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                probe.close()
+                continue
+            held.append(probe)
+        while len(held) < count:  # no room below the ephemeral range: the kernel's choice
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            held.append(probe)
+        return [probe.getsockname()[1] for probe in held]
+    finally:
+        for probe in held:
+            probe.close()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def config_with_free_ports(source: Path, target: Path) -> Path:
     """``source`` config.properties with every listener on a free loopback port, written to ``target``."""
     properties = read_properties(source)
+    ports = free_ports(5)
     for key in ("inference_address", "management_address", "metrics_address"):
-        properties[key] = f"http://127.0.0.1:{free_port()}"
-    properties["grpc_inference_port"] = str(free_port())
-    properties["grpc_management_port"] = str(free_port())
+        properties[key] = f"http://127.0.0.1:{ports.pop()}"
+    properties["grpc_inference_port"] = str(ports.pop())
+    properties["grpc_management_port"] = str(ports.pop())
     write_properties(target, properties)
     return target
 
@@ -275,8 +319,29 @@ def is_running(run_dir: Path) -> bool:
     return True
 
 
-def stop(run_dir: Path, timeout: float = 60.0) -> bool:
-    """Stop the instance of ``run_dir``; True if one was running."""
+def _exited(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` is gone within ``timeout`` seconds (reaped, if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop(run_dir: Path, timeout: float = 60.0, kill_timeout: float = 10.0) -> bool:
+    """Stop the instance of ``run_dir``; True if one was running (it is gone on return).
+
+    ``torchserve --stop`` first; a frontend still alive ``timeout`` seconds later gets SIGTERM,
+    then SIGKILL; one that survives even that raises ServeError."""
     run_dir = run_dir.resolve()
     if not is_running(run_dir):
         return False
@@ -285,11 +350,13 @@ def stop(run_dir: Path, timeout: float = 60.0) -> bool:
         [torchserve_command(), "--stop"], cwd=run_dir, env=_environment(run_dir),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid is not None:
+    if pid is None or _exited(pid, timeout):
+        return True
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.kill(pid, 0)
+            os.kill(pid, signal_number)
         except ProcessLookupError:
             return True
-        time.sleep(0.2)
-    return True
+        if _exited(pid, kill_timeout):
+            return True
+    raise ServeError(f"torchserve (pid {pid}) is still running after SIGKILL")

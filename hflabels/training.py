@@ -22,14 +22,9 @@ import numpy as np
 import torch
 import yaml
 
-from hflabels.calibration import (
-    calibration_metrics,
-    fit_label_temperatures,
-    fit_temperature,
-    prior_correction,
-    sigmoid,
-    softmax,
-)
+from handler.api.tasks import Objective
+from handler.postprocess.scoring import Activation, LogitCalibration, served_scores, softmax
+from hflabels.calibration import calibration_metrics, fit_label_temperatures, fit_temperature, prior_correction
 from hflabels.losses import focal_loss, sigmoid_focal_loss
 from hflabels.paths import MODEL_CONFIG
 from hflabels.training_data import (
@@ -203,7 +198,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         set_seed,
     )
 
-    task = options.task
+    task = Objective(options.task)
     train_examples = load_examples(options.train, task)
     if options.validation is not None:
         validation_examples = load_examples(options.validation, task)
@@ -236,11 +231,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id=label_ids,
-        problem_type=None
-        if task == "token_classification"
-        else "multi_label_classification"
-        if task == "multi_label"
-        else "single_label_classification",
+        problem_type=task.problem_type,
     )
 
     counts_before = label_counts(train_examples, task, labels)
@@ -276,7 +267,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         )
         trainer.train()
         results = {
-            "task": task,
+            "task": task.value,
             "labels": labels,
             "base_model": str(base),
             "train_examples": len(train_examples),
@@ -317,16 +308,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     return results
 
 
-@dataclass(frozen=True)
-class FittedCalibration:
-    adjustment: np.ndarray  # subtracted from each label's logit
-    temperature: np.ndarray  # per label (single-label: one value repeated)
-
-    def apply(self, logits: np.ndarray) -> np.ndarray:
-        return (logits - self.adjustment) / self.temperature
-
-
-def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> FittedCalibration:
+def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> LogitCalibration:
     """Prior correction for the training's class ratios, then the temperature(s) minimising the
     validation NLL of the corrected logits (hflabels.calibration documents the solver)."""
     multi_label = task == "multi_label"
@@ -336,10 +318,10 @@ def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np
         temperature = fit_label_temperatures(corrected, truth)
     else:
         temperature = np.full(logits.shape[1], fit_temperature(corrected, truth))
-    return FittedCalibration(adjustment, temperature)
+    return LogitCalibration(adjustment, temperature)
 
 
-def calibration_config(calibration: FittedCalibration, labels: Sequence[str], task: str) -> dict[str, Any]:
+def calibration_config(calibration: LogitCalibration, labels: Sequence[str], task: str) -> dict[str, Any]:
     """``handler.calibration`` for model-config.yaml, by label name."""
     temperature: Any = round(float(calibration.temperature[0]), 6)
     if task == "multi_label":
@@ -381,13 +363,12 @@ def predict_scores(
     task: str,
     label_ids: dict[str, int],
     options: TrainOptions,
-    calibration: FittedCalibration | None = None,
+    calibration: LogitCalibration | None = None,
 ) -> np.ndarray:
     """The served scores: sigmoid (multi-label) or softmax of the (calibrated) logits."""
     logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
-    if calibration is not None:
-        logits = calibration.apply(logits)
-    return sigmoid(logits) if task == "multi_label" else softmax(logits)
+    activation = Activation.SIGMOID if task == Objective.MULTI_LABEL else Activation.SOFTMAX
+    return served_scores(logits, activation, calibration or LogitCalibration.identity(logits.shape[1]))
 
 
 def multi_hot(examples: Sequence[Example], label_ids: dict[str, int]) -> np.ndarray:
@@ -406,7 +387,7 @@ def evaluate_split(
     label_ids: dict[str, int],
     options: TrainOptions,
     thresholds: np.ndarray | None,
-    calibration: FittedCalibration | None = None,
+    calibration: LogitCalibration | None = None,
 ) -> dict[str, Any]:
     """The metrics of the answers as served (calibrated), and the calibration before and after."""
     if task == "multi_label":
@@ -431,7 +412,7 @@ def evaluate_split(
         return entity_metrics(truth, predicted)
     logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
     truth = np.array([label_ids[e.label] for e in examples])
-    served = softmax(calibration.apply(logits)) if calibration is not None else softmax(logits)
+    served = served_scores(logits, Activation.SOFTMAX, calibration or LogitCalibration.identity(len(labels)))
     metrics = single_label_metrics(truth.tolist(), served.argmax(axis=-1).tolist(), labels)
     metrics["calibration"] = {"before": calibration_metrics(softmax(logits), truth)}
     if calibration is not None:
@@ -455,7 +436,7 @@ def save_outputs(
     labels: Sequence[str],
     results: dict[str, Any],
     thresholds: np.ndarray | None,
-    calibration: FittedCalibration | None = None,
+    calibration: LogitCalibration | None = None,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
@@ -465,7 +446,7 @@ def save_outputs(
     )
     serving = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
     handler = dict(serving.get("handler") or {})
-    handler["task"] = "token_classification" if task == "token_classification" else "sequence_classification"
+    handler["task"] = Objective(task).task.value
     if thresholds is not None:
         handler["multi_label"] = True
         handler["label_thresholds"] = {name: round(float(t), 6) for name, t in zip(labels, thresholds)}

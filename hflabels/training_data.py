@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TASKS = ("single_label", "sentence_pair", "multi_label", "token_classification")
+from handler.api.tasks import Objective
+
+TASKS = tuple(objective.value for objective in Objective)
 REQUIRED_COLUMNS = {
     "single_label": ("text", "label"),
     "sentence_pair": ("text", "text_pair", "label"),

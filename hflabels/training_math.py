@@ -43,10 +43,13 @@ def f1_at(scores: np.ndarray, truth: np.ndarray, threshold: float) -> float:
 
 
 def tune_thresholds(scores: np.ndarray, truth: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Per label, the threshold among the observed scores that maximises that label's F1.
+    """Per label, the threshold that maximises that label's F1 on ``scores``.
 
-    ``scores`` and ``truth`` are (examples, labels). Ties go to the threshold closest to
-    ``default``; a label with no positive example keeps ``default``.
+    Candidates lie halfway between consecutive observed scores (and below the lowest), never on
+    one: a threshold equal to a validation score would flip that example's decision once the
+    score is served in float32 or the threshold is written rounded. ``scores`` and ``truth`` are
+    (examples, labels). Ties go to the threshold closest to ``default``; a label with no positive
+    example keeps ``default``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(truth, dtype=bool)
@@ -54,7 +57,9 @@ def tune_thresholds(scores: np.ndarray, truth: np.ndarray, default: float = 0.5)
     for label in range(scores.shape[1]):
         if not truth[:, label].any():
             continue
-        candidates = np.unique(np.append(scores[:, label], default))
+        observed = np.unique(scores[:, label])
+        between = np.concatenate([[observed[0] / 2], (observed[:-1] + observed[1:]) / 2])
+        candidates = np.unique(np.append(between, default))
         f1s = np.array([f1_at(scores[:, label], truth[:, label], t) for t in candidates])
         best = np.flatnonzero(np.isclose(f1s, f1s.max()))
         chosen[label] = candidates[best[np.argmin(np.abs(candidates[best] - default))]]

@@ -42,10 +42,27 @@ def test_the_reliability_diagram_is_drawn_beside_the_confusion_matrix(tmp_path, 
     assert (tmp_path / "report-reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_in_process_reference_applies_the_folders_calibration():
-    from hflabels.evaluation import calibrated
+def test_a_trained_models_reported_metrics_are_those_of_its_served_answers(trained):
+    """Training's reported scores and the handler's served scores are one function: the metrics
+    and calibration training wrote for its validation split are recomputed here from the answers
+    the handler's runner gives for the same examples (values, not keys)."""
+    import json
 
-    logits = np.array([[2.0, 1.0, 0.0]])
-    calibration = {"temperature": 2.0, "logit_adjustment": {"a": 1.5, "b": 0.0, "c": 0.0}}
-    assert calibrated(logits, calibration, ["a", "b", "c"]).tolist() == [[0.25, 0.5, 0.0]]
-    assert calibrated(logits, None, ["a", "b", "c"]) is logits
+    import pytest
+
+    from hflabels.evaluation import local_predictions, metrics_for, model_labels, served_calibration, served_labels
+    from hflabels.training_data import load_examples, split_held_out
+
+    for task, data in (("single_label", "single.csv"), ("sentence_pair", "pairs.csv"), ("multi_label", "multi.jsonl")):
+        folder = trained[task]
+        reported = json.loads((folder / "metrics.json").read_text())["validation"]
+        _, validation = split_held_out(load_examples(folder.parent / data, task), 0.25, 42, task)
+        answers = local_predictions(folder, validation, task)
+        metrics = metrics_for(task, validation, served_labels(task, answers), model_labels(folder))
+        keys = ("f1_micro", "f1_macro", "hamming_loss") if task == "multi_label" else ("accuracy", "f1_macro")
+        for key in keys:
+            assert metrics[key] == pytest.approx(reported[key], abs=1e-9), (task, key)
+        if task != "multi_label":
+            served = served_calibration(answers, validation, model_labels(folder))
+            for key in ("ece", "nll", "brier"):
+                assert served[key] == pytest.approx(reported["calibration"]["after"][key], abs=2e-5), (task, key)

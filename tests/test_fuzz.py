@@ -14,7 +14,14 @@ from support import JSON, call, load_handler
 from handler.api.errors import RequestError
 from handler.api.request_parsing import RequestBody, read_request_body
 from handler.postprocess.qa_spans import NO_NULL_SCORE, rank_answers, select_spans
-from handler.postprocess.scoring import Activation, activate, best_label, labels_reaching, ranked_labels
+from handler.postprocess.scoring import (
+    Activation,
+    activate,
+    best_label,
+    labels_reaching,
+    ranked_labels,
+    zero_shot_scores,
+)
 from handler.postprocess.token_aggregation import (
     AggregationStrategy,
     TokenPrediction,
@@ -102,7 +109,8 @@ def test_any_batch_gets_an_answer_or_a_4xx_per_request(handlers, model, batch):
             assert isinstance(answer, dict) and set(answer) == {"error"} and answer["error"]
 
 
-finite = st.floats(-50, 50, allow_nan=False, width=32)
+# Wide enough for calibrated logits: a temperature of 0.05 turns a logit of 5 into 100.
+finite = st.floats(-400, 400, allow_nan=False, width=32)
 
 
 @given(logits=arrays(np.float32, st.integers(1, 6), elements=finite), k=st.none() | st.integers(1, 8),
@@ -119,6 +127,13 @@ def test_scoring_never_fails_and_stays_a_distribution(logits, k, threshold):
         reached = labels_reaching(scores, labels, np.full(len(labels), threshold))
         assert all(item["score"] >= threshold for item in reached)
     assert activate(logits, Activation.SOFTMAX).sum() == pytest.approx(1.0, abs=1e-5)
+    # Zero-shot: each row a (text, hypothesis) pair's NLI logits (contradiction, neutral, entailment).
+    pairs = np.stack([logits[: min(3, len(logits))]] * 2) if len(logits) >= 2 else np.stack([[logits[0], -logits[0]]])
+    for multi_label in (False, True):
+        zero_shot = zero_shot_scores(pairs, pairs.shape[1] - 1, multi_label)
+        assert np.all(np.isfinite(zero_shot)) and np.all((zero_shot >= 0) & (zero_shot <= 1))
+        if not multi_label and len(pairs) > 1:
+            assert zero_shot.sum() == pytest.approx(1.0, abs=1e-5)
 
 
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")

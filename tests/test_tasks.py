@@ -1,3 +1,5 @@
+import argparse
+
 import pytest
 
 from handler.api.errors import ConfigurationError
@@ -5,14 +7,34 @@ from handler.api.tasks import Task, resolve_task, task_of_architecture
 from handler.registry import RUNNERS
 
 
-def test_task_values_are_the_documented_names():
-    assert [task.value for task in Task] == [
-        "sequence_classification",
-        "token_classification",
-        "question_answering",
-        "text_generation",
-        "zero_shot_classification",
-    ]
+def test_every_task_is_offered_by_archive_and_documented_in_the_readme():
+    from pathlib import Path
+
+    from hflabels.commands import archive
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    archive.configure(parser)
+    [task_flag] = [action for action in parser._actions if "--task" in action.option_strings]
+    assert list(task_flag.choices) == [task.value for task in Task]
+    for task in Task:
+        assert task.value in readme, f"{task.value} is not in the README"
+        assert Task.parse(task.value) is task
+
+
+def test_training_objectives_are_served_as_handler_tasks():
+    from handler.api.tasks import Objective
+    from hflabels.training_data import TASKS
+
+    assert TASKS == tuple(objective.value for objective in Objective)
+    assert {objective: objective.task for objective in Objective} == {
+        Objective.SINGLE_LABEL: Task.SEQUENCE_CLASSIFICATION,
+        Objective.SENTENCE_PAIR: Task.SEQUENCE_CLASSIFICATION,
+        Objective.MULTI_LABEL: Task.SEQUENCE_CLASSIFICATION,
+        Objective.TOKEN_CLASSIFICATION: Task.TOKEN_CLASSIFICATION,
+    }
+    assert Objective.MULTI_LABEL.problem_type == "multi_label_classification"
+    assert [task for task in Task if task.streams] == [Task.TEXT_GENERATION]
 
 
 def test_unknown_task_lists_the_valid_ones():

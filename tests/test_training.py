@@ -57,9 +57,10 @@ def test_f1_at_a_threshold():
 def test_thresholds_maximise_each_labels_f1():
     scores = np.array([[0.45, 0.9], [0.30, 0.6], [0.20, 0.4], [0.10, 0.2]])
     truth = np.array([[1, 1], [0, 1], [0, 0], [0, 0]], dtype=bool)
-    # label 0: only 0.45 separates its one positive (F1 1.0; at 0.5 it would be 0.0).
-    # label 1: 0.5 and 0.6 both give F1 1.0; the tie goes to the one nearer 0.5.
-    np.testing.assert_allclose(tune_thresholds(scores, truth), [0.45, 0.5])
+    # label 0: only a threshold in (0.30, 0.45] separates its one positive (F1 1.0; at 0.5 it
+    # would be 0.0): halfway, 0.375, so no observed score sits on it.
+    # label 1: 0.5 (halfway between 0.4 and 0.6) gives F1 1.0, and is the default.
+    np.testing.assert_allclose(tune_thresholds(scores, truth), [0.375, 0.5])
 
 
 def test_a_label_without_positives_keeps_the_default():

@@ -74,3 +74,28 @@ def resolve_task(requested: Task | None, architectures: Sequence[str] | None) ->
             f"but the task is {requested.value}; archive a {requested.value} model or change the task"
         )
     return requested
+
+
+class Objective(str, enum.Enum):
+    """What a model is trained for (``hflabels train --task``), and the task it is served as: the
+    one vocabulary training, evaluation and serving share."""
+
+    SINGLE_LABEL = "single_label"
+    SENTENCE_PAIR = "sentence_pair"
+    MULTI_LABEL = "multi_label"
+    TOKEN_CLASSIFICATION = "token_classification"
+
+    @property
+    def task(self) -> Task:
+        if self is Objective.TOKEN_CLASSIFICATION:
+            return Task.TOKEN_CLASSIFICATION
+        return Task.SEQUENCE_CLASSIFICATION
+
+    @property
+    def problem_type(self) -> str | None:
+        """``config.problem_type`` of a model trained for it (None: the task decides)."""
+        return {
+            Objective.SINGLE_LABEL: "single_label_classification",
+            Objective.SENTENCE_PAIR: "single_label_classification",
+            Objective.MULTI_LABEL: "multi_label_classification",
+        }.get(self)

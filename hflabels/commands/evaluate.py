@@ -3,8 +3,8 @@
     evaluate --url http://127.0.0.1:8080/predictions/sentiment --token-file .serve/key_file.json \
         --data data/sentiment/test.csv --task single_label --model-dir build/demo-model [--report FILE]
 
-Every served prediction is compared with the model folder's own prediction computed here with
-plain transformers: any difference is listed and the exit status is 1. A deployment that matches
+Every served prediction is compared with the model folder's own prediction computed here by the
+handler's runner, in-process: any difference is listed and the exit status is 1. A deployment that matches
 its training run exits 0.
 """
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             token = json.loads(args.token_file.read_text())["inference"]["key"]
         answers = served_predictions(args.url, token, examples, args.task, args.batch_size, args.concurrency)
         served = served_labels(args.task, answers)
-        local = local_predictions(args.model_dir, examples, args.task)
+        local = served_labels(args.task, local_predictions(args.model_dir, examples, args.task))
     except (DataError, requests.RequestException, OSError, KeyError) as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
