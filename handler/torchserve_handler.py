@@ -69,11 +69,11 @@ class TransformersLabelHandler(BaseHandler):
             logger.error("model load failed: %s", error)
             raise
         try:
-            self.explainer = Explainer(self.runner, settings.explain_steps)
+            self.explainer = Explainer(self.runner, settings.explanations.steps)
         except ConfigurationError as error:
             self.explain_unavailable = str(error)
-        if settings.cache_size_mb > 0:
-            self.response_cache = ResponseCache(int(settings.cache_size_mb * 1024 * 1024))
+        if settings.serving.cache_size_mb > 0:
+            self.response_cache = ResponseCache(int(settings.serving.cache_size_mb * 1024 * 1024))
         policy = self.runner.policy
         if policy.measured is not None:
             self.serving_metrics = ServingMetrics(
@@ -174,7 +174,7 @@ class TransformersLabelHandler(BaseHandler):
     def _bodies(self, items: list[Any]) -> list[RequestBody | RequestError]:
         """One request body per item: an HTTP request, or an instance/input behind an envelope."""
         bodies: list[RequestBody | RequestError] = []
-        setting = self._require_runner().settings.response_format
+        setting = self._require_runner().settings.serving.response_format
         for index, item in enumerate(items):
             try:
                 if self.envelope is Envelope.KSERVE:

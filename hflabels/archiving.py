@@ -210,5 +210,7 @@ def archive(
         mapping = model_dir / MAPPING_FILE_NAME
     mapping = mapping if checked.labels is not None else None
     label_sets = label_sets if checked.labels is not None else {}
-    output = build(model_dir, name, document, mapping, export_path, version, settings.allow_pickle_weights, label_sets)
+    output = build(
+        model_dir, name, document, mapping, export_path, version, settings.loading.allow_pickle_weights, label_sets
+    )
     return Archived(output, checked.task, checked.labels, tuple(checked.label_sets))

@@ -447,11 +447,14 @@ def save_outputs(
     serving = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
     handler = dict(serving.get("handler") or {})
     handler["task"] = Objective(task).task.value
+    classification = dict(handler.get("classification") or {})
     if thresholds is not None:
-        handler["multi_label"] = True
-        handler["label_thresholds"] = {name: round(float(t), 6) for name, t in zip(labels, thresholds)}
+        classification["multi_label"] = True
+        classification["label_thresholds"] = {name: round(float(t), 6) for name, t in zip(labels, thresholds)}
     if calibration is not None:
-        handler["calibration"] = calibration_config(calibration, labels, task)
+        classification["calibration"] = calibration_config(calibration, labels, task)
+    if classification:
+        handler["classification"] = classification
     serving["handler"] = handler
     (output / "model-config.yaml").write_text(
         "# Written by hflabels train; hflabels archive archives it with the model.\n"

@@ -65,7 +65,7 @@ def test_float16_on_cpu_is_refused_and_the_model_loads_in_eval_mode(folder):
     config = load_config(folder)
     cpu = torch.device("cpu")
     with pytest.raises(ConfigurationError, match="float16 needs a GPU"):
-        ExecutionPolicy.from_settings(HandlerSettings(dtype="float16"), cpu)
+        ExecutionPolicy.from_settings(HandlerSettings.from_mapping({"dtype": "float16"}), cpu)
     model = load_model(folder, AutoModelForSequenceClassification, config, HandlerSettings(), cpu)
     assert not model.training and next(model.parameters()).dtype is torch.float32
 

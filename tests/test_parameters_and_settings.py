@@ -63,7 +63,7 @@ def test_parameters_must_be_an_object():
 def test_settings_defaults_when_the_section_is_absent():
     settings = HandlerSettings.from_mapping(None)
     assert settings == HandlerSettings()
-    assert settings.task is None and settings.max_length == 512 and not settings.allow_pickle_weights
+    assert settings.task is None and settings.limits.max_length == 512 and not settings.loading.allow_pickle_weights
 
 
 def test_settings_are_typed_and_frozen():
@@ -71,11 +71,13 @@ def test_settings_are_typed_and_frozen():
         {"task": "token_classification", "max_length": 128, "label_thresholds": {"bug": 0.3}, "stride": 16}
     )
     assert settings.task is Task.TOKEN_CLASSIFICATION
-    assert settings.label_thresholds == {"bug": 0.3}
+    assert settings.classification.label_thresholds == {"bug": 0.3}
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.max_length = 3  # type: ignore[misc]
+        settings.limits.max_length = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.limits = None  # type: ignore[misc]
     with pytest.raises(TypeError):
-        settings.label_thresholds["bug"] = 0.9  # type: ignore[index]
+        settings.classification.label_thresholds["bug"] = 0.9  # type: ignore[index]
 
 
 def test_every_settings_problem_is_named_in_one_error():
@@ -96,7 +98,48 @@ def test_settings_section_must_be_a_mapping():
 
 
 def test_effective_max_length_is_the_smaller_limit():
-    settings = HandlerSettings(max_length=256)
+    settings = HandlerSettings.from_mapping({"limits": {"max_length": 256}})
     assert settings.effective_max_length(128) == 128
     assert settings.effective_max_length(512) == 256
     assert settings.effective_max_length(None) == 256
+
+
+def test_grouped_and_flat_spellings_read_the_same_and_clash_when_both_given():
+    from handler.api.settings import LongText, Precision
+
+    flat = HandlerSettings.from_mapping(
+        {"dtype": "bfloat16", "micro_batch_size": 8, "stride": 4, "multi_label": True, "max_candidate_labels": 3,
+         "max_new_tokens_limit": 9, "explain_steps": 5, "cache_size_mb": 1, "long_text": "mean"}
+    )  # fmt: skip
+    grouped = HandlerSettings.from_mapping(
+        {"loading": {"dtype": "bfloat16"}, "batching": {"micro_batch_size": 8}, "limits": {"stride": 4},
+         "classification": {"multi_label": True}, "zero_shot": {"max_candidate_labels": 3},
+         "generation": {"max_new_tokens_limit": 9}, "explanations": {"steps": 5}, "serving": {"cache_size_mb": 1},
+         "parameters": {"long_text": "mean"}}
+    )  # fmt: skip
+    assert flat == grouped
+    assert grouped.loading.dtype is Precision.BFLOAT16 and LongText(grouped.parameters["long_text"]).windowed
+    with pytest.raises(ConfigurationError) as raised:
+        HandlerSettings.from_mapping(
+            {"dtype": "float32", "loading": {"dtype": "bfloat16", "speed": 1}, "long_text": "max",
+             "parameters": {"long_text": "mean"}, "batching": 3}
+        )  # fmt: skip
+    message = str(raised.value)
+    assert "handler.dtype is given twice: as handler.dtype and as handler.loading.dtype" in message
+    assert "handler.long_text is given twice" in message
+    assert "handler.loading: unknown key(s) speed (allowed: allow_pickle_weights, attn_implementation" in message
+    assert "handler.batching must be a mapping, got a number" in message
+    with pytest.raises(ConfigurationError, match="handler.loading.dtype must be one of 'float32', 'float16'"):
+        HandlerSettings.from_mapping({"loading": {"dtype": "int4"}})
+
+
+def test_the_shipped_model_config_uses_the_current_grouped_spelling():
+    from pathlib import Path
+
+    import yaml
+
+    from handler.api.settings import FLAT_KEYS
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "model-config.yaml").read_text())["handler"]
+    assert not set(shipped) & set(FLAT_KEYS), "model-config.yaml uses a flat (earlier) spelling"
+    HandlerSettings.from_mapping(shipped)

@@ -177,7 +177,7 @@ def test_settings_accept_auto_and_name_bad_values():
     from handler.api.settings import HandlerSettings
 
     settings = HandlerSettings.from_mapping({"packed_forward": "auto", "batch_overhead_tokens": "auto"})
-    assert settings.packed_forward is None and settings.batch_overhead_tokens is None
-    assert HandlerSettings.from_mapping({"batch_overhead_tokens": 7}).batch_overhead_tokens == 7
+    assert settings.batching.packed_forward is None and settings.batching.batch_overhead_tokens is None
+    assert HandlerSettings.from_mapping({"batch_overhead_tokens": 7}).batching.batch_overhead_tokens == 7
     with pytest.raises(ConfigurationError, match=r'handler.packed_forward.*\(or "auto"\)'):
         HandlerSettings.from_mapping({"packed_forward": "sometimes"})

@@ -165,8 +165,8 @@ def test_training_writes_everything_archive_needs(trained):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["task"] == task and "validation" in metrics
     multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
-    assert multi["multi_label"] is True
-    assert set(multi["label_thresholds"]) == {"billing", "bug", "feature_request", "praise"}
+    assert multi["classification"]["multi_label"] is True
+    assert set(multi["classification"]["label_thresholds"]) == {"billing", "bug", "feature_request", "praise"}
     metrics = json.loads((trained["multi_label"] / "metrics.json").read_text())
     assert {"f1_micro", "f1_macro", "f1_samples", "hamming_loss", "f1_micro_at_0.5"} <= set(metrics["validation"])
     single = json.loads((trained["single_label"] / "metrics.json").read_text())
@@ -218,7 +218,7 @@ def test_resampling_balances_classes_as_documented(tmp_path):
 
 def test_training_fits_and_writes_a_calibration(trained):
     single = yaml.safe_load((trained["single_label"] / "model-config.yaml").read_text())["handler"]
-    calibration = single["calibration"]
+    calibration = single["classification"]["calibration"]
     assert calibration["temperature"] > 0
     # Trained with inverse class weights: the correction is their centred log.
     metrics = json.loads((trained["single_label"] / "metrics.json").read_text())
@@ -228,8 +228,8 @@ def test_training_fits_and_writes_a_calibration(trained):
     assert calibration["logit_adjustment"] == pytest.approx({k: v - centre for k, v in logs.items()}, abs=1e-5)
     assert {"before", "after"} <= set(metrics["validation"]["calibration"])
     multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
-    assert set(multi["calibration"]["temperature"]) == {"billing", "bug", "feature_request", "praise"}
+    assert set(multi["classification"]["calibration"]["temperature"]) == {"billing", "bug", "feature_request", "praise"}
     multi_metrics = json.loads((trained["multi_label"] / "metrics.json").read_text())["validation"]["calibration"]
     assert {"ece", "nll", "brier"} <= set(multi_metrics["before"]) and "after" in multi_metrics
     tokens = yaml.safe_load((trained["token_classification"] / "model-config.yaml").read_text())["handler"]
-    assert "calibration" not in tokens
+    assert "calibration" not in tokens.get("classification", {}) and "calibration" not in tokens

@@ -1,7 +1,23 @@
-"""The ``handler:`` section of ``model-config.yaml``, read once at load into a frozen object."""
+"""The ``handler:`` section of ``model-config.yaml``, read once at load into a frozen object.
+
+Settings come in groups, each a frozen dataclass: ``loading`` (how the weights are loaded and
+run), ``batching`` (how a batch is cut into forward passes), ``limits`` (what one request may
+ask), ``classification``, ``zero_shot``, ``generation`` and ``explanations`` (per task), and
+``serving`` (what the server around the model does); ``task`` and ``parameters`` (request
+defaults) stand alone. The grouped spelling is current::
+
+    handler:
+      loading: {dtype: bfloat16}
+      batching: {micro_batch_size: 16}
+
+The flat keys of earlier releases (``handler: {dtype: bfloat16, micro_batch_size: 16}``) are still
+read, so an archive made before loads as it did; ``long_text`` is read as ``parameters.long_text``,
+its one current spelling. A key given both ways is refused.
+"""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -13,13 +29,42 @@ from handler.api.errors import ConfigurationError
 from handler.api.parameters import ParamSpec, check_value, json_type
 from handler.api.tasks import Task
 
-_DTYPES = ("float32", "float16", "bfloat16")
-# Other int8 schemes (per-channel scales, a float32 head) were measured and not offered: they
-# moved scores as much and ran slower (README, Performance; handler.engine.model_loading.quantized).
-_QUANTIZATION = ("none", "dynamic_int8")
-_ATTENTION = ("sdpa", "eager")
 # Integrated gradients runs this many interpolated inputs in one batch: bounded for memory.
 MAX_EXPLAIN_STEPS = 512
+
+
+class Precision(str, enum.Enum):
+    """``loading.dtype``: the dtype the weights are loaded in."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class Quantization(str, enum.Enum):
+    """``loading.quantization``. Other int8 schemes (per-channel scales, a float32 head) were
+    measured and not offered: they moved scores as much and ran slower (README, Performance)."""
+
+    NONE = "none"
+    DYNAMIC_INT8 = "dynamic_int8"
+
+
+class AttentionImplementation(str, enum.Enum):
+    SDPA = "sdpa"
+    EAGER = "eager"
+
+
+class LongText(str, enum.Enum):
+    """``parameters.long_text``: a text longer than the window is cut (the pipeline's way), or
+    read whole and its windows' scores averaged or maxed per label (sequence classification)."""
+
+    TRUNCATE = "truncate"
+    MEAN = "mean"
+    MAX = "max"
+
+    @property
+    def windowed(self) -> bool:
+        return self is not LongText.TRUNCATE
 
 
 @dataclass(frozen=True)
@@ -33,68 +78,117 @@ class Calibration:
     logit_adjustment: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
-@dataclass(frozen=True)
-class HandlerSettings:
-    """Every key the ``handler:`` section accepts; the defaults are what an absent key means."""
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
-    # The mode to serve; None infers it from config.json "architectures".
-    task: Task | None = None
-    # Inputs are truncated (or windowed) at min(max_length, the model's own limit).
-    max_length: int = 512
-    # None: multi-label exactly when config.json says problem_type "multi_label_classification".
-    multi_label: bool | None = None
-    # Per-label sigmoid thresholds for multi-label models; others use parameters.threshold.
-    label_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    # Defaults for the request "parameters" object; same names and rules as requests.
-    parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # Overlap in tokens between the windows of long texts (token classification, and documents
-    # read whole with long_text); None: a quarter of a window.
-    stride: int | None = None
-    # Sequence classification of a text longer than one window: truncate (the pipeline's way), or
-    # score every window and answer their mean or, per label, their max. parameters.long_text wins.
-    long_text: str = "truncate"
-    # The fixed cost of one forward pass, in tokens' worth of compute: a batch sorted by length is
-    # cut into passes where padding would cost more than another pass. Larger favours fewer passes.
-    # None ("auto"): measured at load on the serving device (handler/engine/pass_costs.py).
-    batch_overhead_tokens: int | None = None
+
+@dataclass(frozen=True)
+class LoadingSettings:
+    """How the weights are loaded and run."""
+
+    dtype: Precision = Precision.FLOAT32
+    quantization: Quantization = Quantization.NONE
+    torch_compile: bool = False
+    # None: transformers' default (sdpa).
+    attn_implementation: AttentionImplementation | None = None
+    # Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is set.
+    allow_pickle_weights: bool = False
+    # Threads per worker for torch; None keeps torch's default (one per physical core).
+    torch_num_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """How the inputs of a TorchServe batch are cut into forward passes."""
+
     # At most this many inputs in one forward pass.
     micro_batch_size: int = 32
     # At most this many tokens in one pass: rows x longest row when padded, real tokens when packed.
     max_batch_tokens: int = 8192
     # Sort a batch by length before cutting it into passes (false: arrival order).
     sort_by_length: bool = True
-    # Padding-free passes for the encoders that have them (handler/engine/packed_encoder.py): the
-    # per-token layers see only real tokens. None ("auto"): timed against padded passes at load,
-    # the faster serves. True: whenever the model allows; false: the model's own padded forward.
+    # Padding-free passes for the encoders that have them (handler/engine/packed_encoder.py).
+    # None ("auto"): timed against padded passes at load, the faster serves.
     packed_forward: bool | None = None
-    # Threads per worker for torch; None keeps torch's default (one per physical core).
-    torch_num_threads: int | None = None
+    # The fixed cost of one padded pass, in tokens' worth of compute: a batch sorted by length is
+    # cut where padding would cost more than another pass. None ("auto"): measured at load.
+    batch_overhead_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one request may ask, and where long inputs are cut."""
+
+    # Inputs are truncated (or windowed) at min(max_length, the model's own limit).
+    max_length: int = 512
     max_inputs_per_request: int = 64
-    # Zero-shot: at most this many candidate labels per request (each is a row of the batch).
-    max_candidate_labels: int = 64
     # Long texts beyond this many windows are cut (the response header says so).
     max_windows_per_input: int = 32
+    # Overlap in tokens between the windows of long texts (token classification, and documents
+    # read whole with long_text); None: a quarter of a window.
+    stride: int | None = None
+
+
+@dataclass(frozen=True)
+class ClassificationSettings:
+    """What a classification head's outputs mean."""
+
+    # None: multi-label exactly when config.json says problem_type "multi_label_classification".
+    multi_label: bool | None = None
+    # Per-label sigmoid thresholds for multi-label models; others use parameters.threshold.
+    label_thresholds: Mapping[str, float] = field(default_factory=_empty)
+    # Calibrated scores (and the tasks built on them); None: the model's own.
+    calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
+class ZeroShotSettings:
+    # At most this many candidate labels per request (each is a row of the batch).
+    max_candidate_labels: int = 64
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
     # Hard cap on generated tokens, so no request can exceed TorchServe's responseTimeout or
     # max_response_size (a response over that kills the worker).
     max_new_tokens_limit: int = 256
-    # Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is set.
-    allow_pickle_weights: bool = False
-    dtype: str = "float32"
-    quantization: str = "none"
-    torch_compile: bool = False
-    attn_implementation: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplanationSettings:
     # Integrated-gradients steps for /explanations.
-    explain_steps: int = 32
-    # Calibrated scores (sequence classification and tasks built on it); None: the model's own.
-    calibration: Calibration | None = None
+    steps: int = 32
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the server around the model does."""
+
+    # A response cache of this many MB per worker (0: off; handler/serving/response_cache.py).
+    cache_size_mb: float = 0.0
     # TorchServe's own switch: ts_handler_preprocess/inference/postprocess timings as metrics.
     profile: bool = False
-    # A response cache of this many MB per worker (0: off): repeated requests are answered from
-    # it without running the model (handler/serving/response_cache.py).
-    cache_size_mb: float = 0.0
-    # Answer shapes: the pipelines', the inference API's (InferenceClient), or auto: the inference
-    # API's for requests whose User-Agent is huggingface_hub's. A request's x-response-format wins.
+    # Answer shapes: the pipelines', the inference API's, or auto: the inference API's for
+    # requests whose User-Agent is huggingface_hub's. A request's x-response-format wins.
     response_format: ResponseFormatSetting = ResponseFormatSetting.AUTO
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """Every key the ``handler:`` section accepts; the defaults are what an absent key means."""
+
+    # The mode to serve; None infers it from config.json "architectures".
+    task: Task | None = None
+    # Defaults for the request "parameters" object; same names and rules as requests.
+    parameters: Mapping[str, Any] = field(default_factory=_empty)
+    loading: LoadingSettings = LoadingSettings()
+    batching: BatchingSettings = BatchingSettings()
+    limits: LimitSettings = LimitSettings()
+    classification: ClassificationSettings = ClassificationSettings()
+    zero_shot: ZeroShotSettings = ZeroShotSettings()
+    generation: GenerationSettings = GenerationSettings()
+    explanations: ExplanationSettings = ExplanationSettings()
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
     def from_mapping(cls, raw: Any) -> HandlerSettings:
@@ -104,14 +198,14 @@ class HandlerSettings:
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"model-config.yaml: the handler section must be a mapping, got {json_type(raw)}")
         problems: list[str] = []
-        unknown = sorted(str(key) for key in raw if key not in _VALIDATORS)
-        if unknown:
-            problems.append(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_VALIDATORS))})")
+        grouped = _grouped(raw, problems)
         values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in _VALIDATORS:
+        for name, value in grouped.items():
+            if name in _GROUPS:
+                values[name] = _group(_GROUPS[name], f"handler.{name}", value, problems)
+            else:
                 try:
-                    values[key] = _VALIDATORS[key](f"handler.{key}", value)
+                    values[name] = _TOP_LEVEL[name](f"handler.{name}", value)
                 except ValueError as error:
                     problems.append(str(error))
         if problems:
@@ -120,13 +214,26 @@ class HandlerSettings:
 
     def effective_max_length(self, model_limit: int | None) -> int:
         if model_limit is None or model_limit <= 0:
-            return self.max_length
-        return min(self.max_length, model_limit)
+            return self.limits.max_length
+        return min(self.limits.max_length, model_limit)
 
 
 def _scalar(spec: ParamSpec) -> Callable[[str, Any], Any]:
     def check(name: str, value: Any) -> Any:
         return check_value(name, value, spec)
+
+    return check
+
+
+def _choice(kind: type[enum.Enum], nullable: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and nullable:
+            return None
+        member = enum_member(kind, value)
+        if member is None:
+            choices = ", ".join(repr(str(m.value)) for m in kind)
+            raise ValueError(f"{name} must be one of {choices}{' or null' if nullable else ''}, got {value!r}")
+        return member
 
     return check
 
@@ -209,34 +316,112 @@ def _parameters(name: str, value: Any) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-_VALIDATORS = {
-    "task": _task,
-    "max_length": _scalar(ParamSpec("int", minimum=2, maximum=1_000_000)),
-    "multi_label": _scalar(ParamSpec("bool", nullable=True)),
-    "label_thresholds": _label_thresholds,
-    "parameters": _parameters,
-    "stride": _scalar(ParamSpec("int", minimum=0, nullable=True)),
-    "long_text": _scalar(ParamSpec("choice", choices=("truncate", "mean", "max"))),
-    "batch_overhead_tokens": _auto_or(ParamSpec("int", minimum=0, maximum=1_000_000)),
-    "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
-    "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),
-    "sort_by_length": _scalar(ParamSpec("bool")),
-    "packed_forward": _auto_or(ParamSpec("bool")),
-    "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
-    "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
-    "max_candidate_labels": _scalar(ParamSpec("int", minimum=1, maximum=10_000)),
-    "max_windows_per_input": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
-    "max_new_tokens_limit": _scalar(ParamSpec("int", minimum=1, maximum=1_000_000)),
-    "allow_pickle_weights": _scalar(ParamSpec("bool")),
-    "dtype": _scalar(ParamSpec("choice", choices=_DTYPES)),
-    "quantization": _scalar(ParamSpec("choice", choices=_QUANTIZATION)),
-    "torch_compile": _scalar(ParamSpec("bool")),
-    "attn_implementation": _scalar(ParamSpec("choice", choices=_ATTENTION, nullable=True)),
-    "explain_steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS)),
-    "profile": _scalar(ParamSpec("bool")),
-    "cache_size_mb": _scalar(ParamSpec("float", minimum=0.0, maximum=1_000_000.0)),
-    "calibration": _calibration,
-    "response_format": _response_format,
-}
+# Per group: its settings class and each key's validator.
+_GROUPS: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
+    "loading": (LoadingSettings, {
+        "dtype": _choice(Precision),
+        "quantization": _choice(Quantization),
+        "torch_compile": _scalar(ParamSpec("bool")),
+        "attn_implementation": _choice(AttentionImplementation, nullable=True),
+        "allow_pickle_weights": _scalar(ParamSpec("bool")),
+        "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),
+    }),
+    "batching": (BatchingSettings, {
+        "micro_batch_size": _scalar(ParamSpec("int", minimum=1, maximum=4096)),
+        "max_batch_tokens": _scalar(ParamSpec("int", minimum=1)),
+        "sort_by_length": _scalar(ParamSpec("bool")),
+        "packed_forward": _auto_or(ParamSpec("bool")),
+        "batch_overhead_tokens": _auto_or(ParamSpec("int", minimum=0, maximum=1_000_000)),
+    }),
+    "limits": (LimitSettings, {
+        "max_length": _scalar(ParamSpec("int", minimum=2, maximum=1_000_000)),
+        "max_inputs_per_request": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
+        "max_windows_per_input": _scalar(ParamSpec("int", minimum=1, maximum=100_000)),
+        "stride": _scalar(ParamSpec("int", minimum=0, nullable=True)),
+    }),
+    "classification": (ClassificationSettings, {
+        "multi_label": _scalar(ParamSpec("bool", nullable=True)),
+        "label_thresholds": _label_thresholds,
+        "calibration": _calibration,
+    }),
+    "zero_shot": (ZeroShotSettings, {"max_candidate_labels": _scalar(ParamSpec("int", minimum=1, maximum=10_000))}),
+    "generation": (GenerationSettings, {
+        "max_new_tokens_limit": _scalar(ParamSpec("int", minimum=1, maximum=1_000_000)),
+    }),
+    "explanations": (ExplanationSettings, {"steps": _scalar(ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS))}),
+    "serving": (ServingSettings, {
+        "cache_size_mb": _scalar(ParamSpec("float", minimum=0.0, maximum=1_000_000.0)),
+        "profile": _scalar(ParamSpec("bool")),
+        "response_format": _response_format,
+    }),
+}  # fmt: skip
+_TOP_LEVEL: dict[str, Callable[[str, Any], Any]] = {"task": _task, "parameters": _parameters}
+# The flat keys of earlier releases, and where each lives now.
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    key: (group, key) for group, (_, validators) in _GROUPS.items() for key in validators
+} | {"explain_steps": ("explanations", "steps"), "long_text": ("parameters", "long_text")}
+FLAT_KEYS.pop("steps")
 
-assert set(_VALIDATORS) == {f.name for f in fields(HandlerSettings)}, "every setting needs a validator"
+
+def _grouped(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Per group, each key's ``(value, spelling)``, the flat keys moved into their groups
+    (``long_text`` into parameters); messages name a key as the file spells it."""
+    known = set(_GROUPS) | set(_TOP_LEVEL) | set(FLAT_KEYS)
+    unknown = sorted(str(key) for key in raw if key not in known)
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
+    grouped: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _TOP_LEVEL:
+            grouped[key] = value
+        elif key in _GROUPS:
+            if value is not None and not isinstance(value, Mapping):
+                problems.append(f"handler.{key} must be a mapping, got {json_type(value)}")
+                continue
+            section = grouped.setdefault(key, {})
+            for name, item in (value or {}).items():
+                section[name] = (item, f"handler.{key}.{name}")
+    for key, value in raw.items():
+        if key not in FLAT_KEYS:
+            continue
+        group, name = FLAT_KEYS[key]
+        if key == "long_text":
+            try:
+                value = _choice(LongText)("handler.long_text", value).value
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            parameters = grouped.get("parameters")
+            if isinstance(parameters, Mapping) and "long_text" in parameters:
+                problems.append(
+                    "handler.long_text is given twice: as handler.long_text and handler.parameters.long_text"
+                )
+            elif parameters is None or isinstance(parameters, Mapping):
+                grouped["parameters"] = {**(parameters or {}), "long_text": value}
+            continue
+        section = grouped.setdefault(group, {})
+        if name in section:
+            problems.append(f"handler.{key} is given twice: as handler.{key} and as handler.{group}.{name}")
+            continue
+        section[name] = (value, f"handler.{key}")
+    return grouped
+
+
+def _group(spec: tuple[type, dict[str, Callable[[str, Any], Any]]], where: str, raw: Any, problems: list[str]) -> Any:
+    """One group's settings from its ``{key: (value, spelling)}``."""
+    kind, validators = spec
+    unknown = sorted(str(key) for key in raw if key not in validators)
+    if unknown:
+        problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(validators))})")
+    values: dict[str, Any] = {}
+    for key, (value, spelling) in raw.items():
+        if key in validators:
+            try:
+                values[key] = validators[key](spelling, value)
+            except ValueError as error:
+                problems.append(str(error))
+    return kind(**values)
+
+
+for _name, (_kind, _validators) in _GROUPS.items():
+    assert set(_validators) == {f.name for f in fields(_kind)}, f"every {_name} setting needs a validator"

@@ -109,10 +109,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""
         settings = self.settings
-        if settings.packed_forward is False:
+        if settings.batching.packed_forward is False:
             return None
         # A compiled forward is what torch_compile asks for; packing would bypass it.
-        reason = "torch_compile is set" if settings.torch_compile else packing_unsupported(self.model)
+        reason = "torch_compile is set" if settings.loading.torch_compile else packing_unsupported(self.model)
         if reason is None:
             packer = PackedEncoder(self.model)
             if (packer.output_fields, packer.token_level) != (self.output_fields, self.token_level_outputs):
@@ -187,7 +187,9 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
         if self.packed is not None:
-            plan = plan_packed_passes(lengths, self.settings.micro_batch_size, self.settings.max_batch_tokens)
+            plan = plan_packed_passes(
+                lengths, self.settings.batching.micro_batch_size, self.settings.batching.max_batch_tokens
+            )
         else:
             plan = self.plan_padded_passes(lengths)
         for batch in plan:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from handler.api.errors import ConfigurationError
-from handler.api.settings import HandlerSettings
+from handler.api.settings import HandlerSettings, Precision
 from handler.engine.pass_costs import ExecutionChoice, PassTimer, choose_execution
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ DEFAULT_OVERHEAD_TOKENS = 32
 # Seconds to let a busy CPU settle before timing the passes a second time.
 REMEASURE_PAUSE_SECONDS = 1.0
 
-WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WEIGHT_DTYPES = {Precision.FLOAT32: torch.float32, Precision.FLOAT16: torch.float16, Precision.BFLOAT16: torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,14 @@ class ExecutionPolicy:
 
     @classmethod
     def from_settings(cls, settings: HandlerSettings, device: torch.device) -> ExecutionPolicy:
-        weight_dtype = WEIGHT_DTYPES[settings.dtype]
+        weight_dtype = WEIGHT_DTYPES[settings.loading.dtype]
         if device.type == "cpu" and weight_dtype is torch.float16:
             raise ConfigurationError("handler.dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
-        overhead = settings.batch_overhead_tokens
+        overhead = settings.batching.batch_overhead_tokens
         return cls(
             device=device,
             weight_dtype=weight_dtype,
-            packed=bool(settings.packed_forward),
+            packed=bool(settings.batching.packed_forward),
             batch_overhead_tokens=overhead if overhead is not None else DEFAULT_OVERHEAD_TOKENS,
         )
 
@@ -99,8 +99,8 @@ def measure_execution(
 
     A measurement disturbed by another process (a second model loading, say) is taken once more,
     after a pause; one still disturbed serves, with a WARNING saying how to pin the choice."""
-    overhead = settings.batch_overhead_tokens
-    if settings.torch_compile and overhead is None:
+    overhead = settings.batching.batch_overhead_tokens
+    if settings.loading.torch_compile and overhead is None:
         # A compiled forward recompiles for each new shape: timing many shapes would be slow.
         overhead = DEFAULT_OVERHEAD_TOKENS
 
@@ -108,10 +108,10 @@ def measure_execution(
         return choose_execution(
             padded_timer,
             packed_timer,
-            settings.micro_batch_size,
+            settings.batching.micro_batch_size,
             max_length,
             overhead,
-            settings.packed_forward,
+            settings.batching.packed_forward,
             time.perf_counter,
         )
 

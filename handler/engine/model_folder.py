@@ -39,7 +39,7 @@ def check_model_folder(
     """``mapping_path`` and ``label_set_paths`` default to the folder's own files."""
     config = load_config(model_dir)
     task = resolve_task(settings.task, getattr(config, "architectures", None))
-    weights_format(model_dir, settings.allow_pickle_weights)
+    weights_format(model_dir, settings.loading.allow_pickle_weights)
     if not has_tokenizer_files(model_dir):
         load_tokenizer(model_dir, require_fast=False)  # raises the "no tokenizer files" message
     if not task.uses_label_mapping:

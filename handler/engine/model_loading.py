@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 from transformers.utils import logging as transformers_logging
 
 from handler.api.errors import ConfigurationError
-from handler.api.settings import HandlerSettings
+from handler.api.settings import HandlerSettings, Quantization
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,14 @@ def load_model(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> PreTrainedModel:
-    use_safetensors = weights_format(model_dir, settings.allow_pickle_weights) == "safetensors"
+    use_safetensors = weights_format(model_dir, settings.loading.allow_pickle_weights) == "safetensors"
     if not use_safetensors:
         logger.warning("loading pickled weights from %s because allow_pickle_weights is set", model_dir)
     extra: dict[str, Any] = {}
     # Progress bars would land in the model log as noise on every worker start.
     transformers_logging.disable_progress_bar()
-    if settings.attn_implementation is not None:
-        extra["attn_implementation"] = settings.attn_implementation
+    if settings.loading.attn_implementation is not None:
+        extra["attn_implementation"] = settings.loading.attn_implementation.value
     try:
         model = model_class.from_pretrained(
             model_dir,
@@ -116,11 +116,13 @@ def load_model(
         raise ConfigurationError(f"{model_dir}: the model cannot be loaded: {error}") from error
     model.to(device)
     model.eval()
-    if settings.quantization != "none":
+    if settings.loading.quantization is not Quantization.NONE:
         if device.type != "cpu":
-            raise ConfigurationError(f"handler.quantization {settings.quantization} runs on CPU only")
+            raise ConfigurationError(
+                f"handler.loading.quantization {settings.loading.quantization.value} runs on CPU only"
+            )
         model = quantized(model)
-    if settings.torch_compile:
+    if settings.loading.torch_compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     return model
 
@@ -134,6 +136,6 @@ def quantized(model: Any) -> Any:
 
 
 def apply_thread_settings(settings: HandlerSettings) -> None:
-    if settings.torch_num_threads is not None:
-        torch.set_num_threads(settings.torch_num_threads)
-        logger.info("torch uses %d threads in this worker", settings.torch_num_threads)
+    if settings.loading.torch_num_threads is not None:
+        torch.set_num_threads(settings.loading.torch_num_threads)
+        logger.info("torch uses %d threads in this worker", settings.loading.torch_num_threads)

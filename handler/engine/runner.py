@@ -81,9 +81,9 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         settings = self.settings
         return plan_micro_batches(
             lengths,
-            settings.micro_batch_size,
-            settings.max_batch_tokens,
-            settings.sort_by_length,
+            settings.batching.micro_batch_size,
+            settings.batching.max_batch_tokens,
+            settings.batching.sort_by_length,
             self.policy.batch_overhead_tokens,
         )
 

@@ -102,9 +102,7 @@ class LogitCalibration:
         per_label = calibration.temperature if isinstance(calibration.temperature, Mapping) else {}
         unknown = sorted((set(named) | set(per_label)) - set(labels))
         if unknown:
-            raise ConfigurationError(
-                f"handler.calibration names unknown label(s) {unknown}; labels are {list(labels)}"
-            )
+            raise ConfigurationError(f"handler.calibration names unknown label(s) {unknown}; labels are {list(labels)}")
         adjustment = np.array([named.get(label, 0.0) for label in labels], dtype=np.float64)
         if per_label:
             temperature = np.array([per_label.get(label, 1.0) for label in labels], dtype=np.float64)

@@ -23,7 +23,7 @@ import torch
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec, request_parameters
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
-from handler.api.settings import MAX_EXPLAIN_STEPS
+from handler.api.settings import MAX_EXPLAIN_STEPS, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
@@ -56,7 +56,7 @@ class Explainer:
     def __init__(self, runner: TaskRunner, n_steps: int) -> None:
         if runner.task not in EXPLAINABLE or not isinstance(runner, EncoderRunner):
             raise ConfigurationError(f"explanations are not available for {runner.task.value}")
-        if runner.settings.quantization != "none":
+        if runner.settings.loading.quantization is not Quantization.NONE:
             raise ConfigurationError("explanations need gradients, which int8-quantized models do not have")
         try:
             from captum.attr import LayerIntegratedGradients
@@ -89,7 +89,7 @@ class Explainer:
 
     def parse(self, body: RequestBody) -> ParsedRequest[Any, ExplainParams]:
         parse_one = parse_text if self.per_token else parse_text_or_pair
-        inputs, is_list = parse_inputs(body.inputs, parse_one, self.runner.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_one, self.runner.settings.limits.max_inputs_per_request)
         given = request_parameters(body.parameters, self.schema)
         if self.per_token and "token_index" not in given:
             raise RequestError(

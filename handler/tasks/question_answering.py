@@ -88,7 +88,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
                 "with Content-Type: application/json",
                 reason="wrong_shape",
             )
-        inputs, is_list = parse_inputs(body.inputs, parse_question_context, self.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_question_context, self.settings.limits.max_inputs_per_request)
         params = self.parameters_for(body)
         max_seq_len = params["max_seq_len"]
         doc_stride = params.get("doc_stride", min(max_seq_len // 2, 128))
@@ -135,7 +135,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
                 reason="question_too_long",
             )
         [(rows, cut_off)] = windows_of_inputs(
-            encoding["overflow_to_sample_mapping"], 1, self.settings.max_windows_per_input
+            encoding["overflow_to_sample_mapping"], 1, self.settings.limits.max_windows_per_input
         )
         windows = []
         for row in rows:

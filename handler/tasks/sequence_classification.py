@@ -16,6 +16,7 @@ from handler.api.client_shapes import ResponseFormat
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text_or_pair
+from handler.api.settings import LongText
 from handler.api.tasks import Task
 from handler.api.types import ClassScores, ParsedRequest
 from handler.engine.encoder_runner import (
@@ -43,19 +44,6 @@ logger = logging.getLogger(__name__)
 
 # Multi-label: a label is in the answer when its sigmoid score reaches this, unless configured.
 DEFAULT_THRESHOLD = 0.5
-
-
-class LongText(str, enum.Enum):
-    """``handler.long_text`` / ``parameters.long_text``: a text longer than the window is cut
-    (the pipeline's way), or read whole and its windows' scores averaged or maxed per label."""
-
-    TRUNCATE = "truncate"
-    MEAN = "mean"
-    MAX = "max"
-
-    @property
-    def windowed(self) -> bool:
-        return self is not LongText.TRUNCATE
 
 
 def aggregate_windows(window_scores: np.ndarray, long_text: LongText) -> np.ndarray:
@@ -104,36 +92,41 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         "return_all_scores": ParamSpec("bool"),
         "raw_scores": ParamSpec("bool", default=False),
         "truncate": ParamSpec("bool", default=True),
-        "long_text": ParamSpec("choice", choices=tuple(mode.value for mode in LongText)),
+        "long_text": ParamSpec(
+            "choice", default=LongText.TRUNCATE.value, choices=tuple(mode.value for mode in LongText)
+        ),
         "label_set": ParamSpec("str", max_item_length=32),
     }
 
     def __init__(self, setup: RunnerSetup) -> None:
         super().__init__(setup)
         settings, labels = self.settings, self.labels
+        classification = settings.classification
         problem_type = getattr(self.config, "problem_type", None)
         self.multi_label = (
-            settings.multi_label if settings.multi_label is not None else problem_type == "multi_label_classification"
+            classification.multi_label
+            if classification.multi_label is not None
+            else problem_type == "multi_label_classification"
         )
         self.activation = Activation.SIGMOID if self.multi_label else default_activation(problem_type, len(labels))
-        unknown = sorted(set(settings.label_thresholds) - set(labels))
+        unknown = sorted(set(classification.label_thresholds) - set(labels))
         if unknown:
             raise ConfigurationError(
                 f"handler.label_thresholds names unknown label(s) {unknown}; labels are {list(labels)}"
             )
-        if not self.multi_label and (settings.label_thresholds or "threshold" in self.default_parameters):
+        if not self.multi_label and (classification.label_thresholds or "threshold" in self.default_parameters):
             raise ConfigurationError(
                 "thresholds apply to multi-label models; set handler.multi_label: true "
                 "or remove threshold/label_thresholds"
             )
         self.thresholds = threshold_vector(
-            labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(settings.label_thresholds)
+            labels, self.default_parameters.get("threshold", DEFAULT_THRESHOLD), dict(classification.label_thresholds)
         )
         # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
-        self.calibration = LogitCalibration.from_settings(settings.calibration, labels)
+        self.calibration = LogitCalibration.from_settings(classification.calibration, labels)
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         # Overlap of a long document's windows: handler.stride, else a quarter of a window.
-        self.document_stride = settings.stride if settings.stride is not None else content_length // 4
+        self.document_stride = settings.limits.stride if settings.limits.stride is not None else content_length // 4
         if not 0 <= self.document_stride < content_length:
             raise ConfigurationError(
                 f"handler.stride={self.document_stride} must be below the {content_length} text tokens "
@@ -141,7 +134,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             )
 
     def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
-        inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.limits.max_inputs_per_request)
         params = self.parameters_for(body)
         threshold = params.get("threshold")
         if threshold is not None and not self.multi_label:
@@ -171,7 +164,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 thresholds=self.thresholds if given_threshold is None else np.full(len(self.labels), given_threshold),
                 wrap_single=wrap_single and not is_list,
                 truncate=params["truncate"],
-                long_text=LongText(params.get("long_text", self.settings.long_text)),
+                long_text=LongText(params["long_text"]),
                 labels=self.labels_named_by(params),
             ),
         )
@@ -228,7 +221,7 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             return_overflowing_tokens=True,
         )
         owned = windows_of_inputs(
-            encoding["overflow_to_sample_mapping"], len(texts), self.settings.max_windows_per_input
+            encoding["overflow_to_sample_mapping"], len(texts), self.settings.limits.max_windows_per_input
         )
         return [
             EncodedInput(

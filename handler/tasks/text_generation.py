@@ -117,8 +117,8 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
     def __init__(self, setup: RunnerSetup) -> None:
         # schema() needs these, and the base class reads the schema.
         context = getattr(setup.loaded.config, "max_position_embeddings", None)
-        self.context_length = context if isinstance(context, int) and context > 1 else setup.settings.max_length
-        self.max_new_tokens_cap = min(setup.settings.max_new_tokens_limit, self.context_length - 1)
+        self.context_length = context if isinstance(context, int) and context > 1 else setup.settings.limits.max_length
+        self.max_new_tokens_cap = min(setup.settings.generation.max_new_tokens_limit, self.context_length - 1)
         super().__init__(setup)
         tokenizer = self.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -152,7 +152,7 @@ class TextGenerationRunner(TaskRunner[str, GenerationParams]):
         return not request.params.stream and not request.params.do_sample
 
     def parse(self, body: RequestBody) -> ParsedRequest[str, GenerationParams]:
-        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.limits.max_inputs_per_request)
         params = self.parameters_for(body)
         if any(not text for text in params["stop"]):
             raise RequestError("parameters.stop: stop strings must not be empty", reason="invalid_parameter")

@@ -64,7 +64,9 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
     def __init__(self, setup: RunnerSetup) -> None:
         super().__init__(setup)
         self.content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        self.stride = self.settings.stride if self.settings.stride is not None else self.content_length // 4
+        self.stride = (
+            self.settings.limits.stride if self.settings.limits.stride is not None else self.content_length // 4
+        )
         if not 0 <= self.stride < self.content_length:
             raise ConfigurationError(
                 f"handler.stride={self.stride} must be below the {self.content_length} text tokens "
@@ -75,7 +77,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
         self.unk_token_id = self.tokenizer.unk_token_id
 
     def parse(self, body: RequestBody) -> ParsedRequest[str, TokenParams]:
-        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.limits.max_inputs_per_request)
         params = self.parameters_for(body)
         stride = params.get("stride", self.stride)
         if stride >= self.content_length:
@@ -113,7 +115,7 @@ class TokenClassificationRunner(EncoderRunner[str, TokenParams, WindowTokens]):
         window_step = self.content_length - stride
         results = []
         for rows, cut_off in windows_of_inputs(
-            encoding["overflow_to_sample_mapping"], len(texts), self.settings.max_windows_per_input
+            encoding["overflow_to_sample_mapping"], len(texts), self.settings.limits.max_windows_per_input
         ):
             windows = []
             for k, row in enumerate(rows):

@@ -98,10 +98,10 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
             except RequestError as error:
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
         # An NLI head trained with a calibration: the pairs' logits are calibrated before scoring.
-        self.calibration = LogitCalibration.from_settings(self.settings.calibration, self.labels)
+        self.calibration = LogitCalibration.from_settings(self.settings.classification.calibration, self.labels)
 
     def schema(self) -> Mapping[str, ParamSpec]:
-        limit = self.settings.max_candidate_labels
+        limit = self.settings.zero_shot.max_candidate_labels
         return {
             "candidate_labels": ParamSpec("str_list", max_items=limit, comma_separated=True),
             "hypothesis_template": ParamSpec("str", default=DEFAULT_TEMPLATE, max_item_length=1024),
@@ -109,7 +109,7 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
         }
 
     def parse(self, body: RequestBody) -> ParsedRequest[str, ZeroShotParams]:
-        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.max_inputs_per_request)
+        inputs, is_list = parse_inputs(body.inputs, parse_text, self.settings.limits.max_inputs_per_request)
         params = self.parameters_for(body)
         if "candidate_labels" not in params:
             raise RequestError(
