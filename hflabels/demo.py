@@ -11,7 +11,7 @@ import requests
 from hflabels.archiving import archive
 from hflabels.paths import BUILD, MODEL_STORE, REPO_ROOT, RUN_DIR, SENTIMENT_DATA, TORCHSERVE_CONFIG
 from hflabels.torchserve_control import start, stop
-from hflabels.training import TrainOptions, train
+from hflabels.training.trainer import TrainOptions, train
 
 DEMO_MODEL = BUILD / "demo-model"
 NAME = "sentiment"

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from hflabels.torchserve_control import ServeError, Server
-from hflabels.training_data import Example, load_examples
+from hflabels.training.data import Example, load_examples
 
 HISTORY_FILE = "deployments.json"
 

@@ -23,9 +23,9 @@ import yaml
 from handler.api.labels import MAPPING_FILE_NAME, resolve_labels
 from handler.api.request_parsing import RequestBody
 from handler.engine.model_loading import load_config
-from hflabels.calibration import calibration_metrics, reliability
-from hflabels.training_data import DataError, Example
-from hflabels.training_math import entity_metrics, multi_label_metrics, single_label_metrics
+from hflabels.training.calibration import calibration_metrics, reliability
+from hflabels.training.data import DataError, Example
+from hflabels.training.metrics import entity_metrics, multi_label_metrics, single_label_metrics
 
 # ---- what the server says ------------------------------------------------------------------------
 

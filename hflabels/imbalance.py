@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hflabels.training import TrainOptions, train
+from hflabels.training.trainer import TrainOptions, train
 
 # (name, TrainOptions changes): every strategy on the same data, seed and epochs.
 STRATEGIES: dict[str, dict[str, Any]] = {

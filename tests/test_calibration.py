@@ -8,7 +8,7 @@ import torch
 from support import call_one, load_handler
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hflabels.calibration import (
+from hflabels.training.calibration import (
     brier_score,
     expected_calibration_error,
     fit_label_temperatures,

@@ -51,7 +51,7 @@ def test_a_trained_models_reported_metrics_are_those_of_its_served_answers(train
     import pytest
 
     from hflabels.evaluation import local_predictions, metrics_for, model_labels, served_calibration, served_labels
-    from hflabels.training_data import load_examples, split_held_out
+    from hflabels.training.data import load_examples, split_held_out
 
     for task, data in (("single_label", "single.csv"), ("sentence_pair", "pairs.csv"), ("multi_label", "multi.jsonl")):
         folder = trained[task]

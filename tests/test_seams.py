@@ -111,8 +111,8 @@ def test_a_sharp_calibration_makes_no_nan_in_zero_shot_answers(nli_model):
 
 
 def test_training_calibration_and_serving_share_one_function():
-    from hflabels import calibration as fitting
-    from hflabels import training
+    from hflabels.training import calibration as fitting
+    from hflabels.training import trainer as training
 
     logits = np.array([[800.0, -800.0], [-3.0, 2.0]])
     assert fitting.softmax is softmax
@@ -235,7 +235,7 @@ def test_the_java_check_accepts_what_its_hint_asks_for(tmp_path, monkeypatch):
     from hflabels import torchserve_control
 
     fake = tmp_path / "java"
-    fake.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert f"Java {torchserve_control.MIN_JAVA}" in torchserve_control.JAVA_HINT

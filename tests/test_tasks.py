@@ -24,7 +24,7 @@ def test_every_task_is_offered_by_archive_and_documented_in_the_readme():
 
 def test_training_objectives_are_served_as_handler_tasks():
     from handler.api.tasks import Objective
-    from hflabels.training_data import TASKS
+    from hflabels.training.data import TASKS
 
     assert TASKS == tuple(objective.value for objective in Objective)
     assert {objective: objective.task for objective in Objective} == {

@@ -10,8 +10,8 @@ import yaml
 from support import script
 from tiny_models import build_base_encoder
 
-from hflabels.training_data import DataError, label_names, load_examples, split_held_out
-from hflabels.training_math import class_weights, f1_at, tune_thresholds
+from hflabels.training.data import DataError, label_names, load_examples, split_held_out
+from hflabels.training.metrics import class_weights, f1_at, tune_thresholds
 
 train_main = script("train")
 
@@ -184,7 +184,7 @@ def test_training_writes_everything_archive_needs(trained):
 def test_focal_loss_equals_its_formula_and_is_cross_entropy_at_gamma_zero():
     import torch
 
-    from hflabels.losses import focal_loss, sigmoid_focal_loss
+    from hflabels.training.losses import focal_loss, sigmoid_focal_loss
 
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
     targets = torch.tensor([0, 1, -100])
@@ -202,7 +202,7 @@ def test_focal_loss_equals_its_formula_and_is_cross_entropy_at_gamma_zero():
 
 
 def test_resampling_balances_classes_as_documented(tmp_path):
-    from hflabels.training_data import resample
+    from hflabels.training.data import resample
 
     rows = "".join(f"text {i},common\n" for i in range(9)) + "rare one,rare\nrare two,rare\n"
     examples = load_examples(write(tmp_path / "s.csv", "text,label\n" + rows), "single_label")

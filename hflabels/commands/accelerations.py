@@ -30,7 +30,7 @@ from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, SENTIMENT_DATA
 from hflabels.quantization import quantized_variant
-from hflabels.training_data import load_examples
+from hflabels.training.data import load_examples
 
 AGREEMENT_NEEDED = 0.99
 QUANTIZE = "int8 scheme"

@@ -12,7 +12,7 @@ import sys
 from hflabels.archiving import ArchiveError
 from hflabels.demo import run_demo
 from hflabels.torchserve_control import ServeError
-from hflabels.training_data import DataError
+from hflabels.training.data import DataError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -25,8 +25,8 @@ from hflabels.evaluation import (
     served_labels,
     served_predictions,
 )
-from hflabels.training_data import TASKS, DataError, load_examples
-from hflabels.training_math import format_table
+from hflabels.training.data import TASKS, DataError, load_examples
+from hflabels.training.metrics import format_table
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

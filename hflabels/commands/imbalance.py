@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hflabels.imbalance import SHARES, STRATEGIES, imbalanced_split, run_strategy
 from hflabels.paths import BUILD, SENTIMENT_DATA
-from hflabels.training import TrainOptions
+from hflabels.training.trainer import TrainOptions
 
 METRICS = ("accuracy", "f1_macro", "rare_recall", "served_f1_macro", "served_rare_recall", "ece_before", "ece_after",
            "nll_before", "nll_after")  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 from hflabels.deployment import DeployError, deploy, rollback
 from hflabels.paths import MODEL_STORE, RUN_DIR, TORCHSERVE_CONFIG
 from hflabels.torchserve_control import ServeError, is_running, java_version, server_for, start, stop
-from hflabels.training_data import DataError
+from hflabels.training.data import DataError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from hflabels.training import TrainOptions, train
-from hflabels.training_data import SAMPLING, TASKS, DataError
-from hflabels.training_math import WEIGHT_SCHEMES, format_table
+from hflabels.training.data import SAMPLING, TASKS, DataError
+from hflabels.training.metrics import WEIGHT_SCHEMES, format_table
+from hflabels.training.trainer import TrainOptions, train
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -24,10 +24,9 @@ import yaml
 
 from handler.api.tasks import Objective
 from handler.postprocess.scoring import Activation, LogitCalibration, served_scores, softmax
-from hflabels.calibration import calibration_metrics, fit_label_temperatures, fit_temperature, prior_correction
-from hflabels.losses import focal_loss, sigmoid_focal_loss
 from hflabels.paths import MODEL_CONFIG
-from hflabels.training_data import (
+from hflabels.training.calibration import calibration_metrics, fit_label_temperatures, fit_temperature, prior_correction
+from hflabels.training.data import (
     DataError,
     Example,
     check_known_labels,
@@ -36,7 +35,8 @@ from hflabels.training_data import (
     resample,
     split_held_out,
 )
-from hflabels.training_math import (
+from hflabels.training.losses import focal_loss, sigmoid_focal_loss
+from hflabels.training.metrics import (
     class_weights,
     entity_metrics,
     multi_label_metrics,
@@ -310,7 +310,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
 
 def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> LogitCalibration:
     """Prior correction for the training's class ratios, then the temperature(s) minimising the
-    validation NLL of the corrected logits (hflabels.calibration documents the solver)."""
+    validation NLL of the corrected logits (hflabels.training.calibration documents the solver)."""
     multi_label = task == "multi_label"
     adjustment = prior_correction(ratios, centred=not multi_label)
     corrected = logits - adjustment
