@@ -32,6 +32,7 @@ def test_training_objectives_are_served_as_handler_tasks():
         Objective.SENTENCE_PAIR: Task.SEQUENCE_CLASSIFICATION,
         Objective.MULTI_LABEL: Task.SEQUENCE_CLASSIFICATION,
         Objective.TOKEN_CLASSIFICATION: Task.TOKEN_CLASSIFICATION,
+        Objective.REGRESSION: Task.SEQUENCE_CLASSIFICATION,
     }
     assert Objective.MULTI_LABEL.problem_type == "multi_label_classification"
     assert [task for task in Task if task.streams] == [Task.TEXT_GENERATION]

@@ -256,13 +256,18 @@ def build_keyword_question_answerer(folder: Path, start_word: str, end_word: str
     return folder
 
 
-def build_base_encoder(folder: Path, seed: int = 0) -> Path:
-    """A bare tiny BERT encoder with its tokenizer: a base model for fine-tuning tests."""
+def build_base_encoder(folder: Path, seed: int = 0, initializer_range: float | None = None) -> Path:
+    """A bare tiny BERT encoder with its tokenizer: a base model for fine-tuning tests
+    (``initializer_range`` 0.02, BERT's own, for one that learns quickly)."""
     from transformers import BertModel
 
     tokenizer = wordpiece_tokenizer(64)
     torch.manual_seed(seed)
-    BertModel(_bert_config(len(tokenizer))).save_pretrained(folder)
+    extra = {} if initializer_range is None else {"initializer_range": initializer_range}
+    config = _bert_config(len(tokenizer))
+    for name, value in extra.items():
+        setattr(config, name, value)
+    BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -45,3 +45,37 @@ TOKENS = "\n".join(
         ("London is rainy", "B-LOC O O"), ("Marie Curie won prizes", "B-PER I-PER O O"),
     ]
 ) + "\n"  # fmt: skip
+
+
+def keyword_sentiment(count: int, seed: int = 0) -> str:
+    """``count`` seeded sentences of filler words around one keyword that decides the label
+    (learnable by a tiny encoder in a few epochs; a real signal for the recipe's tests)."""
+    import random
+
+    rng = random.Random(seed)
+    # Words of the tiny tokenizer's vocabulary (tests/tiny_models.py CORPUS): one token each.
+    keywords = {"positive": ("wonderful", "fantastic", "friendly"), "negative": ("cold", "hated", "bland"),
+                "neutral": ("tuesday", "paris", "meeting")}  # fmt: skip
+    filler = ("the", "service", "staff", "food", "train", "package", "arrived", "and", "was", "it", "on", "in")
+    rows = []
+    for _ in range(count):
+        label = rng.choice(sorted(keywords))
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 12))]
+        words.insert(rng.randint(0, len(words)), rng.choice(keywords[label]))
+        rows.append(f"{' '.join(words)},{label}\n")
+    return "text,label\n" + "".join(rows)
+
+
+def keyword_scores(count: int, seed: int = 0) -> str:
+    """Regression: ``score`` = (positive keywords) - (negative keywords) in a sentence, -3..3."""
+    import random
+
+    rng = random.Random(seed)
+    filler = ("the", "service", "staff", "food", "train", "package", "arrived", "and", "was", "it")
+    rows = []
+    for _ in range(count):
+        good, bad = rng.randint(0, 3), rng.randint(0, 3)
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 8))] + ["wonderful"] * good + ["cold"] * bad
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{good - bad}\n")
+    return "text,score\n" + "".join(rows)

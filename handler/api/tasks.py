@@ -84,6 +84,11 @@ class Objective(str, enum.Enum):
     SENTENCE_PAIR = "sentence_pair"
     MULTI_LABEL = "multi_label"
     TOKEN_CLASSIFICATION = "token_classification"
+    # One score per text (or pair), served as {"score": x} (text,[text_pair,]score).
+    REGRESSION = "regression"
+
+    def __str__(self) -> str:
+        return self.value
 
     @property
     def task(self) -> Task:
@@ -98,4 +103,10 @@ class Objective(str, enum.Enum):
             Objective.SINGLE_LABEL: "single_label_classification",
             Objective.SENTENCE_PAIR: "single_label_classification",
             Objective.MULTI_LABEL: "multi_label_classification",
+            Objective.REGRESSION: "regression",
         }.get(self)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether outputs are classes (labels, calibration) rather than a score."""
+        return self is not Objective.REGRESSION

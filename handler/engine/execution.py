@@ -87,6 +87,35 @@ class ExecutionPolicy:
         return f"{self.device}, {precision}"
 
 
+# CPU flags (Linux /proc/cpuinfo) of units that run bf16 matrix products natively: Intel AMX and
+# AVX512_BF16 (Intel Cooper Lake and later, AMD Zen 4 and later); Arm's BF16 extension.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The processor's feature flags, as Linux reports them (empty where it does not)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as stream:
+                cpuinfo = stream.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def fast_bfloat16(device: torch.device, flags: frozenset[str] | None = None) -> str | None:
+    """Why bf16 would run fast on ``device`` (the unit found), or None where it would not: a CUDA
+    GPU that supports bf16, or a CPU with one of BF16_CPU_FLAGS. Detected, never assumed."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device) if torch.cuda.is_bf16_supported() else None
+    found = [flag for flag in BF16_CPU_FLAGS if flag in (cpu_flags() if flags is None else flags)]
+    return ", ".join(found) or None
+
+
 def measure_execution(
     policy: ExecutionPolicy,
     settings: HandlerSettings,

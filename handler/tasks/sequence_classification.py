@@ -109,6 +109,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             else problem_type == "multi_label_classification"
         )
         self.activation = Activation.SIGMOID if self.multi_label else default_activation(problem_type, len(labels))
+        # A regression head answers its raw output, {"score": x}, as the pipeline's raw score.
+        self.regression = problem_type == "regression" and len(labels) == 1
         unknown = sorted(set(classification.label_thresholds) - set(labels))
         if unknown:
             raise ConfigurationError(
@@ -251,6 +253,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             answer = ranked_labels(scores, labels, params.top_k)
         elif params.shape is AnswerShape.LABEL_ORDER:
             answer = [{"label": label, "score": float(score)} for label, score in zip(labels, scores)]
+        elif params.shape is AnswerShape.BEST and self.regression:
+            answer = {"score": float(scores[0])}
         elif params.shape is AnswerShape.BEST and self.multi_label:
             answer = [{"label": labels[i], "score": float(scores[i])} for i in result.decision]
         else:

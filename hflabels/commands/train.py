@@ -1,8 +1,11 @@
-"""Fine-tune a classifier from labelled data into a folder that `archive` takes as is.
+"""Fine-tune a model from labelled data into a folder that `archive` takes as is.
 
 train --task single_label --train data/sentiment/train.csv --output build/my-model
-      [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N]
+      [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
+      [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
       [--class-weights none|inverse|sqrt_inverse|effective] [--label-all-subwords]
+
+Every epoch is evaluated on the validation split and checkpointed; the best epoch is kept.
 """
 
 from __future__ import annotations
@@ -38,9 +41,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--focal-gamma", type=float, default=2.0, help="focal loss's focusing parameter")
     parser.add_argument("--sampling", choices=SAMPLING, default="none", help="balance single-label classes")
     parser.add_argument(
-        "--no-calibration", dest="calibrate", action="store_false",
+        "--no-calibration",
+        dest="calibrate",
+        action="store_false",
         help="serve the model's own scores (default: fit a prior correction and a temperature on validation)",
-    )  # fmt: skip
+    )
+    parser.add_argument(
+        "--metric",
+        help="validation metric that picks the best epoch (default: f1_macro; "
+        "multi_label f1_micro, token_classification entity_f1, regression spearman)",
+    )
+    parser.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without a better validation metric (default: run every epoch)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed run from its last checkpoint in OUTPUT/checkpoints"
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep OUTPUT/checkpoints after the run (default: removed; they hold optimizer states)",
+    )
+    parser.add_argument(
+        "--no-group-by-length",
+        dest="group_by_length",
+        action="store_false",
+        help="random batches (default: batches of similar lengths, less padding)",
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="train in bf16 autocast; refused where the CPU/GPU has no bf16 units"
+    )
+    parser.add_argument("--max-train-examples", type=int, metavar="N",
+                        help="train on a seeded, stratified subsample of at most N examples")  # fmt: skip
 
 
 def options_of(args: argparse.Namespace) -> TrainOptions:
@@ -54,11 +89,18 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    report = None if sys.stderr.isatty() else print_epoch
     try:
-        results = train(options_of(args))
+        results = train(options_of(args), report)
     except DataError as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
+    recipe = results["recipe"]
+    print(f"\n{history_table(results['history'])}")
+    print(
+        f"best epoch {recipe['best_epoch']} of {recipe['epochs_run']} by validation {recipe['metric']} "
+        f"{recipe['best_metric']} (kept); {results['train_examples']} training examples, {recipe['seconds']} s"
+    )
     weights = {k: round(v, 3) for k, v in results["class_weights"].items() if k != "scheme"}
     print(f"\nclass weights ({results['class_weights']['scheme']}): {weights}")
     sampling = results["sampling"]
@@ -79,3 +121,25 @@ def run(args: argparse.Namespace) -> int:
                           f"Brier {figures['brier']:.4f}")  # fmt: skip
     print(f"\nwrote {args.output} (archive it with: hflabels archive {args.output} --name NAME)")
     return 0
+
+
+def print_epoch(row: dict) -> None:
+    """A plain line per epoch where no terminal shows Trainer's progress bar."""
+    figures = "  ".join(
+        f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds") and isinstance(v, float)
+    )
+    print(
+        f"epoch {row['epoch']}: {figures}" + (f"  ({row['seconds']:.1f} s)" if row.get("seconds") else ""), flush=True
+    )
+
+
+def history_table(history: list[dict]) -> str:
+    """The per-epoch history as a table: one row per epoch, the columns every row has."""
+    if not history:
+        return ""
+    columns = [key for key in history[0] if all(key in row for row in history)]
+    lines = ["  ".join(f"{column:>12}" for column in columns)]
+    for row in history:
+        lines.append("  ".join(f"{row[column]:>12.4f}" if isinstance(row[column], float) else f"{row[column]:>12}"
+                               for column in columns))  # fmt: skip
+    return "\n".join(lines)

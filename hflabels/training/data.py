@@ -25,6 +25,7 @@ REQUIRED_COLUMNS = {
     "sentence_pair": ("text", "text_pair", "label"),
     "multi_label": ("text", "labels"),
     "token_classification": ("tokens", "tags"),
+    "regression": ("text", "score"),
 }
 
 
@@ -40,6 +41,8 @@ class Example:
     labels: tuple[str, ...] = ()
     tokens: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    # Regression: the target value.
+    score: float | None = None
     line: int = 0
 
 
@@ -94,11 +97,25 @@ def _example(path: Path, number: int, row: dict[str, Any], task: str) -> Example
                 raise DataError(f"{where}: tag {tag!r} is not BIO (O, B-X or I-X)")
         return Example(tokens=tuple(tokens), tags=tuple(tags), line=number)
     text = _text(row.get("text"), where, "text")
+    if task == "regression":
+        pair = row.get("text_pair")
+        pair = _text(pair, where, "text_pair") if pair not in (None, "") else None
+        return Example(text=text, text_pair=pair, score=_number(row.get("score"), where), line=number)
     if task == "multi_label":
         return Example(text=text, labels=tuple(_labels(row.get("labels"), where)), line=number)
     pair = _text(row.get("text_pair"), where, "text_pair") if task == "sentence_pair" else None
     label = _text(row.get("label"), where, "label")
     return Example(text=text, text_pair=pair, label=label.strip(), line=number)
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: score must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise DataError(f"{where}: score must be finite, got {value!r}")
+    return number
 
 
 def _text(value: Any, where: str, column: str) -> str:
@@ -140,6 +157,8 @@ def _labels(value: Any, where: str) -> list[str]:
 
 def label_names(examples: Sequence[Example], task: str) -> list[str]:
     """Sorted label names seen in the training data (stable across runs)."""
+    if task == "regression":
+        return ["score"]
     names: set[str] = set()
     for example in examples:
         if task == "token_classification":
@@ -158,6 +177,8 @@ def label_names(examples: Sequence[Example], task: str) -> list[str]:
 
 def check_known_labels(examples: Sequence[Example], known: Sequence[str], task: str, path: Path) -> None:
     """Every label of a held-out file must have been seen in training."""
+    if task == "regression":
+        return
     vocabulary = set(known)
     for example in examples:
         seen = (

@@ -126,10 +126,38 @@ def entity_metrics(truth: Sequence[Sequence[str]], predicted: Sequence[Sequence[
     }
 
 
+def regression_metrics(truth: Sequence[float], predicted: Sequence[float]) -> dict[str, Any]:
+    """Pearson and Spearman correlation (scipy's) and the mean squared error."""
+    from scipy.stats import pearsonr, spearmanr
+
+    truth_array, predicted_array = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    constant = np.ptp(predicted_array) == 0 or np.ptp(truth_array) == 0
+    return {
+        "examples": len(truth_array),
+        "pearson": 0.0 if constant else float(pearsonr(truth_array, predicted_array).statistic),
+        "spearman": 0.0 if constant else float(spearmanr(truth_array, predicted_array).statistic),
+        "mse": float(np.mean((truth_array - predicted_array) ** 2)),
+    }
+
+
+# The metrics each task reports every epoch; the first is what picks the best epoch by default.
+EPOCH_METRICS: dict[str, tuple[str, ...]] = {
+    "single_label": ("f1_macro", "accuracy", "f1_weighted"),
+    "sentence_pair": ("f1_macro", "accuracy", "f1_weighted"),
+    "multi_label": ("f1_micro", "f1_macro"),
+    "token_classification": ("entity_f1", "entity_precision", "entity_recall"),
+    "regression": ("spearman", "pearson", "mse"),
+}
+# Metrics where lower is better.
+LOWER_IS_BETTER = frozenset({"mse", "hamming_loss"})
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A readable table of a metrics dict: the headline figures, then one row per class."""
     rows = metrics.get("per_class") or metrics.get("per_type") or {}
     headline = "  ".join(f"{key} {value:.3f}" for key, value in metrics.items() if isinstance(value, float))
+    if not rows:
+        return headline
     width = max([len("label")] + [len(name) for name in rows])
     lines = [headline, f"{'label':<{width}}  precision  recall     f1  support"]
     for name, row in rows.items():

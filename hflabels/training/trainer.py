@@ -1,19 +1,27 @@
-"""Fine-tune a classifier from labelled data into a folder that ``hflabels archive`` takes as is.
+"""Fine-tune a model from labelled data into a folder that ``hflabels archive`` takes as is.
 
 Tasks: single_label (text,label), sentence_pair (text,text_pair,label), multi_label (text,labels),
-token_classification (tokens,tags in BIO). Without a validation file, a seeded, stratified fifth
-of the training data is held out. The output folder holds the model (safetensors), its tokenizer,
-index_to_name.json, a model-config.yaml for serving (multi-label: per-label thresholds tuned on
-the validation split) and metrics.json.
+token_classification (tokens,tags in BIO), regression (text[,text_pair],score). Without a
+validation file, a seeded, stratified fifth of the training data is held out.
+
+The recipe is transformers' Trainer as its users run it at scale: the validation split is
+evaluated every epoch with the task's metric (``--metric``), every epoch is checkpointed, the best
+epoch is the one kept (``load_best_model_at_end``), ``--early-stopping-patience`` stops a run that
+stopped improving, ``--resume`` continues a run that was killed, batches are grouped by length
+with dynamic padding, and ``--bf16`` trains in bf16 autocast where the device has bf16 units. The
+output folder holds the model (safetensors), its tokenizer, index_to_name.json, a
+model-config.yaml for serving (calibration; multi-label: per-label thresholds tuned on the
+validation split) and metrics.json with the per-epoch history.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import tempfile
-from collections import Counter
-from collections.abc import Sequence
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +31,8 @@ import torch
 import yaml
 
 from handler.api.tasks import Objective
-from handler.postprocess.scoring import Activation, LogitCalibration, served_scores, softmax
+from handler.engine.execution import fast_bfloat16
 from hflabels.paths import MODEL_CONFIG
-from hflabels.training.calibration import calibration_metrics, fit_label_temperatures, fit_temperature, prior_correction
 from hflabels.training.data import (
     DataError,
     Example,
@@ -35,14 +42,22 @@ from hflabels.training.data import (
     resample,
     split_held_out,
 )
-from hflabels.training.losses import focal_loss, sigmoid_focal_loss
-from hflabels.training.metrics import (
-    class_weights,
-    entity_metrics,
-    multi_label_metrics,
-    single_label_metrics,
-    tune_thresholds,
+from hflabels.training.evaluation import (
+    IGNORED,
+    ListDataset,
+    SplitScorer,
+    calibration_config,
+    encode,
+    epoch_metrics,
+    fit_calibration,
+    label_counts,
+    multi_hot,
+    truth_of,
 )
+from hflabels.training.losses import focal_loss, sigmoid_focal_loss
+from hflabels.training.metrics import EPOCH_METRICS, LOWER_IS_BETTER, class_weights, tune_thresholds
+
+CHECKPOINTS = "checkpoints"
 
 
 def default_base_model() -> Path:
@@ -79,71 +94,32 @@ class TrainOptions:
     sampling: str = "none"
     # Fit a prior correction and a temperature on the validation split and serve with them.
     calibrate: bool = True
+    # The validation metric that picks the best epoch (None: the task's first in EPOCH_METRICS).
+    metric: str | None = None
+    # Stop after this many epochs without a better validation metric (None: run every epoch).
+    early_stopping_patience: int | None = None
+    # Continue from the last checkpoint in OUTPUT/checkpoints (a run that was killed).
+    resume: bool = False
+    # Keep OUTPUT/checkpoints after a finished run (they hold optimizer states: several times the model).
+    keep_checkpoints: bool = False
+    # Batches of similar lengths (less padding per step); the order stays seeded.
+    group_by_length: bool = True
+    # bf16 autocast for the forward and backward passes (refused where the device has no bf16 units).
+    bf16: bool = False
+    # A seeded, stratified subsample of the training split of at most this many examples.
+    max_train_examples: int | None = None
 
 
-# ---- encoding ----------------------------------------------------------------------------------
+def chosen_metric(task: str, metric: str | None) -> str:
+    offered = EPOCH_METRICS[Objective(task).value]
+    if metric is None:
+        return offered[0]
+    if metric not in offered:
+        raise DataError(f"--metric {metric} is not reported for {task}; choose one of {', '.join(offered)}")
+    return metric
 
 
-def continuation_tag(tag: str) -> str:
-    return "I-" + tag[2:] if tag.startswith("B-") else tag
-
-
-def encode(
-    examples: Sequence[Example],
-    tokenizer: Any,
-    task: str,
-    label_ids: dict[str, int],
-    options: TrainOptions,
-    all_subwords: bool,
-) -> list[dict[str, Any]]:
-    """Tokenized features with their training targets."""
-    if task == "token_classification":
-        features = []
-        for example in examples:
-            encoding = tokenizer(
-                list(example.tokens), is_split_into_words=True, truncation=True, max_length=options.max_length
-            )
-            targets, previous = [], None
-            for word in encoding.word_ids():
-                if word is None:
-                    targets.append(-100)
-                elif word != previous:
-                    targets.append(label_ids[example.tags[word]])
-                else:
-                    targets.append(label_ids[continuation_tag(example.tags[word])] if all_subwords else -100)
-                previous = word
-            features.append({**encoding, "labels": targets})
-        return features
-    texts = [example.text for example in examples]
-    pairs = [example.text_pair for example in examples] if task == "sentence_pair" else None
-    encoding = tokenizer(texts, pairs, truncation=True, max_length=options.max_length)
-    features = []
-    for row, example in enumerate(examples):
-        feature = {key: values[row] for key, values in encoding.items()}
-        if task == "multi_label":
-            target = np.zeros(len(label_ids), dtype=np.float32)
-            target[[label_ids[name] for name in example.labels]] = 1.0
-            feature["labels"] = target.tolist()
-        else:
-            feature["labels"] = label_ids[example.label]
-        features.append(feature)
-    return features
-
-
-def label_counts(examples: Sequence[Example], task: str, labels: Sequence[str]) -> list[int]:
-    counter: Counter[str] = Counter()
-    for example in examples:
-        counter.update(
-            example.tags
-            if task == "token_classification"
-            else example.labels
-            if task == "multi_label"
-            else [example.label]
-        )
-    return [counter[name] for name in labels]
-
-
-# ---- training ---------------------------------------------------------------------------------
+# ---- the Trainer -------------------------------------------------------------------------------
 
 
 def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: str, gamma: float) -> type:
@@ -153,6 +129,14 @@ def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: 
         """The Trainer, with the loss weighted per class (multi-label: per label's positives), or
         focal with those weights as alpha."""
 
+        def _get_eval_sampler(self, eval_dataset):  # noqa: ANN001, ANN202
+            # transformers 5 groups evaluation and predict() batches by length too when training
+            # does, and predict() then returns rows in that order, not the dataset's: every
+            # prediction would be scored against another example's label. Evaluate in order.
+            if eval_dataset is None:
+                return None
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             if weights is None and loss_name == "cross_entropy":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -160,45 +144,193 @@ def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: 
             outputs = model(**inputs)
             logits = outputs.logits
             if loss_name == "focal":
-                focal = sigmoid_focal_loss if task == "multi_label" else focal_loss
+                focal = sigmoid_focal_loss if task == Objective.MULTI_LABEL else focal_loss
                 loss = focal(logits, targets, gamma, weights)
-            elif task == "multi_label":
+            elif task == Objective.MULTI_LABEL:
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
                     logits, targets.float(), pos_weight=weights.to(logits.device)
                 )
             else:
                 loss = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), weight=weights.to(logits.device),
-                    ignore_index=-100,
+                    ignore_index=IGNORED,
                 )  # fmt: skip
             return (loss, outputs) if return_outputs else loss
 
     return ImbalanceTrainer
 
 
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, features: list[dict[str, Any]]) -> None:
-        self.features = features
+def training_arguments(options: TrainOptions, checkpoints: Path, metric: str) -> Any:
+    """The TrainingArguments of the recipe, in the spelling of transformers 5 (``warmup_ratio``,
+    ``logging_dir`` and ``group_by_length`` are refused there: ``warmup_steps`` below 1 is a
+    fraction of the steps, and ``train_sampling_strategy`` groups by length)."""
+    from transformers import TrainingArguments
 
-    def __len__(self) -> int:
-        return len(self.features)
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=options.epochs,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=options.learning_rate,
+        weight_decay=0.01,
+        warmup_steps=0.1,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=metric not in LOWER_IS_BETTER,
+        # The best epoch and the last one (to resume from): optimizer states are large.
+        save_total_limit=2,
+        train_sampling_strategy="group_by_length" if options.group_by_length else "random",
+        bf16=options.bf16,
+        # Without a GPU the Trainer refuses bf16 unless told it runs on the CPU.
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        seed=options.seed,
+        data_seed=options.seed,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Trainer's progress bar on a terminal; plain lines (EpochReport) otherwise.
+        disable_tqdm=not sys.stderr.isatty(),
+    )
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.features[index]
+
+class EpochClock:
+    """Times each epoch's training (evaluation excluded) and hands the finished rows on."""
+
+    def __init__(self, examples: int, report: Callable[[dict[str, Any]], None] | None) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Callback(TrainerCallback):
+            def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+                clock.started = time.perf_counter()
+
+            def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                clock.seconds[round(state.epoch or 0.0)] = time.perf_counter() - clock.started
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+                if report is not None and metrics is not None:
+                    epoch = round(state.epoch or 0.0)
+                    report({"epoch": epoch, **{k.removeprefix("eval_"): v for k, v in metrics.items()},
+                            "seconds": clock.seconds.get(epoch)})  # fmt: skip
+
+        self.examples = examples
+        self.started = time.perf_counter()
+        self.seconds: dict[int, float] = {}
+        self.callback = Callback()
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def epoch_history(log_history: Sequence[dict[str, Any]], clock: EpochClock, metrics: Sequence[str]) -> list[dict]:
+    """One row per epoch: training loss, validation loss and metrics, seconds and examples/s."""
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        epoch = round(entry.get("epoch", 0.0))
+        row = rows.setdefault(epoch, {"epoch": epoch})
+        if "loss" in entry:
+            row["train_loss"] = round(float(entry["loss"]), 6)
+        if "eval_loss" in entry:
+            row["validation_loss"] = round(float(entry["eval_loss"]), 6)
+            for name in metrics:
+                if f"eval_{name}" in entry:
+                    row[name] = round(float(entry[f"eval_{name}"]), 6)
+    for epoch, row in rows.items():
+        seconds = clock.seconds.get(epoch)
+        if seconds:
+            row["seconds"] = round(seconds, 4)
+            row["examples_per_second"] = round(clock.examples / seconds, 1)
+    return [rows[epoch] for epoch in sorted(rows) if epoch > 0 and len(rows[epoch]) > 1]
+
+
+def build_trainer(
+    options: TrainOptions,
+    model: Any,
+    tokenizer: Any,
+    labels: Sequence[str],
+    train_features: list[dict[str, Any]],
+    validation_features: list[dict[str, Any]],
+    loss_weights: torch.Tensor | None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """The exact Trainer ``train`` runs (a test builds it against the installed transformers)."""
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
+
+    task = Objective(options.task)
+    metric = chosen_metric(task, options.metric)
+    checkpoints = options.output / CHECKPOINTS
+    collator_class = (
+        DataCollatorForTokenClassification if task == Objective.TOKEN_CLASSIFICATION else DataCollatorWithPadding
+    )
+    every_callback = list(callbacks)
+    if options.early_stopping_patience is not None:
+        every_callback.append(EarlyStoppingCallback(early_stopping_patience=options.early_stopping_patience))
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        return epoch_metrics(task, labels, prediction.predictions, prediction.label_ids)
+
+    return imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
+        model=model,
+        args=training_arguments(options, checkpoints, metric),
+        train_dataset=ListDataset(train_features),
+        eval_dataset=ListDataset(validation_features),
+        data_collator=collator_class(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=every_callback,
+    )
+
+
+def best_epoch_of(best_checkpoint: str | None, log_history: Sequence[dict[str, Any]]) -> int | None:
+    """The epoch whose checkpoint (``checkpoint-STEP``) the Trainer kept as best."""
+    if best_checkpoint is None:
+        return None
+    step = int(Path(best_checkpoint).name.split("-")[-1])
+    return next(
+        (round(entry["epoch"]) for entry in log_history if entry.get("step") == step and "epoch" in entry), None
+    )
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    found = [path for path in checkpoints.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda path: int(path.name.split("-")[-1])) if found else None
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def check_options(options: TrainOptions, task: Objective, device: torch.device) -> None:
+    if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
+        raise DataError("--class-weights and --loss focal are for classification, not regression")
+    if options.bf16:
+        unit = fast_bfloat16(device)
+        if unit is None:
+            raise DataError(
+                f"--bf16: this {device.type.upper()} has no bf16 units (looked for AMX/AVX512_BF16 on CPU, bf16 "
+                "support on a GPU); bf16 would only run slower here: train in fp32 (leave --bf16 off)"
+            )
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int, task: str) -> list[Example]:
+    """At most ``limit`` examples, seeded and (single-label) stratified."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    kept, _ = split_held_out(examples, 1.0 - limit / len(examples), seed, task)
+    return kept
+
+
+def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Fine-tune as ``options`` say; ``report`` receives each epoch's validation figures."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
-        DataCollatorForTokenClassification,
-        DataCollatorWithPadding,
-        TrainingArguments,
         set_seed,
     )
 
     task = Objective(options.task)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_options(options, task, device)
+    metric = chosen_metric(task, options.metric)
     train_examples = load_examples(options.train, task)
     if options.validation is not None:
         validation_examples = load_examples(options.validation, task)
@@ -208,9 +340,11 @@ def train(options: TrainOptions) -> dict[str, Any]:
         )
         if not validation_examples:
             raise DataError(f"{options.train}: too few examples to hold any out; pass --validation")
+    available = len(train_examples)
+    train_examples = subsample(train_examples, options.max_train_examples, options.seed, task)
     test_examples = load_examples(options.test, task) if options.test is not None else []
     labels = label_names(train_examples, task)
-    if len(labels) < 2 and task != "multi_label":
+    if len(labels) < 2 and task not in (Objective.MULTI_LABEL, Objective.REGRESSION):
         raise DataError(f"{options.train}: needs at least two different labels, found {labels}")
     check_known_labels(validation_examples, labels, task, options.validation or options.train)
     if options.test is not None:
@@ -221,7 +355,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
     label_ids = {name: i for i, name in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     model_class = (
-        AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
+        AutoModelForTokenClassification
+        if task == Objective.TOKEN_CLASSIFICATION
+        else AutoModelForSequenceClassification
     )
     model = model_class.from_pretrained(
         base,
@@ -238,194 +374,76 @@ def train(options: TrainOptions) -> dict[str, Any]:
     train_examples = resample(train_examples, task, options.sampling, options.seed)
     counts = label_counts(train_examples, task, labels)
     weights = class_weights(counts, options.class_weights)
-    collator = (DataCollatorForTokenClassification if task == "token_classification" else DataCollatorWithPadding)(
-        tokenizer
-    )
-    with tempfile.TemporaryDirectory(prefix="train-") as scratch:
-        loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
-        trainer = imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
-            model=model,
-            args=TrainingArguments(
-                output_dir=scratch,
-                num_train_epochs=options.epochs,
-                per_device_train_batch_size=options.batch_size,
-                per_device_eval_batch_size=64,
-                learning_rate=options.learning_rate,
-                weight_decay=0.01,
-                warmup_steps=0.1,
-                save_strategy="no",
-                eval_strategy="no",
-                logging_strategy="epoch",
-                report_to="none",
-                seed=options.seed,
-                dataloader_pin_memory=torch.cuda.is_available(),
-            ),
-            train_dataset=ListDataset(
-                encode(train_examples, tokenizer, task, label_ids, options, options.label_all_subwords)
-            ),
-            data_collator=collator,
-        )
-        trainer.train()
-        results = {
-            "task": task.value,
-            "labels": labels,
-            "base_model": str(base),
-            "train_examples": len(train_examples),
-            "class_weights": {"scheme": options.class_weights, **dict(zip(labels, weights.tolist()))},
-            "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
-            "sampling": {
-                "mode": options.sampling,
-                "counts_before": dict(zip(labels, counts_before)),
-                "counts_after": dict(zip(labels, counts)),
-            },  # fmt: skip
-        }
-        calibration = None
-        if task != "token_classification" and options.calibrate:
-            # The training made some classes more likely on purpose: how much, per class.
-            ratios = np.ones(len(labels))
-            if options.class_weights != "none":
-                ratios *= weights
-            if options.sampling != "none":
-                ratios *= np.asarray(counts, dtype=float) / np.maximum(np.asarray(counts_before, dtype=float), 1.0)
-            logits = predict_logits(trainer, validation_examples, tokenizer, task, label_ids, options)
-            calibration = fit_calibration(task, logits, truth_of(validation_examples, task, label_ids), ratios)
-        thresholds = None
-        if task == "multi_label":
-            validation_scores = predict_scores(
-                trainer, validation_examples, tokenizer, task, label_ids, options, calibration
-            )
-            validation_truth = multi_hot(validation_examples, label_ids)
-            thresholds = tune_thresholds(validation_scores, validation_truth)
-            results["thresholds"] = dict(zip(labels, thresholds.tolist()))
-        for split, examples in (("validation", validation_examples), ("test", test_examples)):
-            if examples:
-                results[split] = evaluate_split(
-                    trainer, examples, tokenizer, task, labels, label_ids, options, thresholds, calibration
-                )
-        if calibration is not None:
-            results["calibration"] = calibration_config(calibration, labels, task)
-    save_outputs(options.output, model, tokenizer, task, labels, results, thresholds, calibration)
-    return results
-
-
-def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> LogitCalibration:
-    """Prior correction for the training's class ratios, then the temperature(s) minimising the
-    validation NLL of the corrected logits (hflabels.training.calibration documents the solver)."""
-    multi_label = task == "multi_label"
-    adjustment = prior_correction(ratios, centred=not multi_label)
-    corrected = logits - adjustment
-    if multi_label:
-        temperature = fit_label_temperatures(corrected, truth)
-    else:
-        temperature = np.full(logits.shape[1], fit_temperature(corrected, truth))
-    return LogitCalibration(adjustment, temperature)
-
-
-def calibration_config(calibration: LogitCalibration, labels: Sequence[str], task: str) -> dict[str, Any]:
-    """``handler.calibration`` for model-config.yaml, by label name."""
-    temperature: Any = round(float(calibration.temperature[0]), 6)
-    if task == "multi_label":
-        temperature = {label: round(float(t), 6) for label, t in zip(labels, calibration.temperature)}
-    return {
-        "temperature": temperature,
-        "logit_adjustment": {label: round(float(a), 6) for label, a in zip(labels, calibration.adjustment)},
+    loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
+    encode_args = (tokenizer, task, label_ids, options.max_length)
+    train_features = encode(train_examples, *encode_args, options.label_all_subwords)
+    validation_features = encode(validation_examples, *encode_args, options.label_all_subwords)
+    clock = EpochClock(len(train_features), report)
+    trainer = build_trainer(options, model, tokenizer, labels, train_features, validation_features, loss_weights,
+                            [clock.callback])  # fmt: skip
+    checkpoints = options.output / CHECKPOINTS
+    resume_from = last_checkpoint(checkpoints) if options.resume else None
+    if options.resume and resume_from is None:
+        raise DataError(f"--resume: no checkpoint in {checkpoints} to continue from")
+    if not options.resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    history = epoch_history(trainer.state.log_history, clock, EPOCH_METRICS[Objective(task).value])
+    best = trainer.state.best_metric
+    best_epoch = best_epoch_of(trainer.state.best_model_checkpoint, trainer.state.log_history)
+    results: dict[str, Any] = {
+        "task": task.value,
+        "labels": labels,
+        "base_model": str(base),
+        "train_examples": len(train_examples),
+        "train_examples_available": available,
+        "class_weights": {"scheme": options.class_weights, **dict(zip(labels, weights.tolist()))},
+        "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
+        "sampling": {
+            "mode": options.sampling,
+            "counts_before": dict(zip(labels, counts_before)),
+            "counts_after": dict(zip(labels, counts)),
+        },
+        "recipe": {
+            "metric": metric,
+            "best_epoch": best_epoch,
+            "best_metric": None if best is None else round(float(best), 6),
+            "epochs_run": len(history),
+            "early_stopping_patience": options.early_stopping_patience,
+            "resumed_from": resume_from.name if resume_from is not None else None,
+            "group_by_length": options.group_by_length,
+            "bf16": options.bf16,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        "history": history,
     }
-
-
-def binary_calibration_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Multi-label: ECE, NLL and Brier over every (example, label) as a yes/no prediction."""
-    flat = scores.reshape(-1)
-    return calibration_metrics(np.stack([1.0 - flat, flat], axis=1), truth.reshape(-1).astype(int))
-
-
-def truth_of(examples: Sequence[Example], task: str, label_ids: dict[str, int]) -> np.ndarray:
-    if task == "multi_label":
-        return multi_hot(examples, label_ids)
-    return np.array([label_ids[example.label] for example in examples])
-
-
-def predict_logits(
-    trainer: Any,
-    examples: Sequence[Example],
-    tokenizer: Any,
-    task: str,
-    label_ids: dict[str, int],
-    options: TrainOptions,
-) -> np.ndarray:
-    features = encode(examples, tokenizer, task, label_ids, options, False)
-    return np.asarray(trainer.predict(ListDataset(features)).predictions, dtype=np.float64)
-
-
-def predict_scores(
-    trainer: Any,
-    examples: Sequence[Example],
-    tokenizer: Any,
-    task: str,
-    label_ids: dict[str, int],
-    options: TrainOptions,
-    calibration: LogitCalibration | None = None,
-) -> np.ndarray:
-    """The served scores: sigmoid (multi-label) or softmax of the (calibrated) logits."""
-    logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
-    activation = Activation.SIGMOID if task == Objective.MULTI_LABEL else Activation.SOFTMAX
-    return served_scores(logits, activation, calibration or LogitCalibration.identity(logits.shape[1]))
-
-
-def multi_hot(examples: Sequence[Example], label_ids: dict[str, int]) -> np.ndarray:
-    truth = np.zeros((len(examples), len(label_ids)), dtype=bool)
-    for row, example in enumerate(examples):
-        truth[row, [label_ids[name] for name in example.labels]] = True
-    return truth
-
-
-def evaluate_split(
-    trainer: Any,
-    examples: Sequence[Example],
-    tokenizer: Any,
-    task: str,
-    labels: Sequence[str],
-    label_ids: dict[str, int],
-    options: TrainOptions,
-    thresholds: np.ndarray | None,
-    calibration: LogitCalibration | None = None,
-) -> dict[str, Any]:
-    """The metrics of the answers as served (calibrated), and the calibration before and after."""
-    if task == "multi_label":
-        scores = predict_scores(trainer, examples, tokenizer, task, label_ids, options, calibration)
-        truth = multi_hot(examples, label_ids)
-        tuned = multi_label_metrics(truth, scores >= thresholds, labels)
-        tuned["f1_micro_at_0.5"] = multi_label_metrics(truth, scores >= 0.5, labels)["f1_micro"]
-        tuned["f1_macro_at_0.5"] = multi_label_metrics(truth, scores >= 0.5, labels)["f1_macro"]
-        own = predict_scores(trainer, examples, tokenizer, task, label_ids, options)
-        tuned["calibration"] = {"before": binary_calibration_metrics(own, truth)}
-        if calibration is not None:
-            tuned["calibration"]["after"] = binary_calibration_metrics(scores, truth)
-        return tuned
-    if task == "token_classification":
-        features = encode(examples, tokenizer, task, label_ids, options, False)
-        logits = trainer.predict(ListDataset(features)).predictions
-        truth, predicted = [], []
-        for feature, row in zip(features, logits):
-            positions = [i for i, target in enumerate(feature["labels"]) if target != -100]
-            truth.append([labels[feature["labels"][i]] for i in positions])
-            predicted.append([labels[int(np.argmax(row[i]))] for i in positions])
-        return entity_metrics(truth, predicted)
-    logits = predict_logits(trainer, examples, tokenizer, task, label_ids, options)
-    truth = np.array([label_ids[e.label] for e in examples])
-    served = served_scores(logits, Activation.SOFTMAX, calibration or LogitCalibration.identity(len(labels)))
-    metrics = single_label_metrics(truth.tolist(), served.argmax(axis=-1).tolist(), labels)
-    metrics["calibration"] = {"before": calibration_metrics(softmax(logits), truth)}
+    scorer = SplitScorer(trainer, tokenizer, task, labels, options.max_length)
+    calibration = None
+    if task.classifies and task != Objective.TOKEN_CLASSIFICATION and options.calibrate:
+        # The training made some classes more likely on purpose: how much, per class.
+        ratios = np.ones(len(labels))
+        if options.class_weights != "none":
+            ratios *= weights
+        if options.sampling != "none":
+            ratios *= np.asarray(counts, dtype=float) / np.maximum(np.asarray(counts_before, dtype=float), 1.0)
+        calibration = fit_calibration(
+            task, scorer.logits(validation_examples), truth_of(validation_examples, task, label_ids), ratios
+        )
+    thresholds = None
+    if task == Objective.MULTI_LABEL:
+        validation_scores = scorer.scores(validation_examples, calibration)
+        thresholds = tune_thresholds(validation_scores, multi_hot(validation_examples, label_ids))
+        results["thresholds"] = dict(zip(labels, thresholds.tolist()))
+    for split, examples in (("validation", validation_examples), ("test", test_examples)):
+        if examples:
+            results[split] = scorer.evaluate(examples, thresholds, calibration)
     if calibration is not None:
-        metrics["calibration"]["after"] = calibration_metrics(served, truth)
-        metrics["calibration"]["decisions_changed"] = int((served.argmax(-1) != logits.argmax(-1)).sum())
-        # The model's own decisions, before the prior correction moved any.
-        own = single_label_metrics(truth.tolist(), logits.argmax(axis=-1).tolist(), labels)
-        metrics["calibration"]["uncalibrated"] = {
-            "accuracy": own["accuracy"],
-            "f1_macro": own["f1_macro"],
-            "recall": {label: row["recall"] for label, row in own["per_class"].items()},
-        }
-    return metrics
+        results["calibration"] = calibration_config(calibration, labels, task)
+    save_outputs(options.output, trainer.model, tokenizer, task, labels, results, thresholds, calibration)
+    if not options.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return results
 
 
 def save_outputs(
@@ -436,7 +454,7 @@ def save_outputs(
     labels: Sequence[str],
     results: dict[str, Any],
     thresholds: np.ndarray | None,
-    calibration: LogitCalibration | None = None,
+    calibration: Any = None,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
