@@ -12,7 +12,7 @@ KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
 
-.PHONY: venv qa-oracle kserve-client imbalance java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: venv qa-oracle kserve-client imbalance real-data vader-data java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -92,6 +92,14 @@ soak: venv java
 # The class-imbalance experiment (several minutes): build/imbalance/results.json and imbalance.png.
 imbalance: venv
 	$(PY) scripts/imbalance.py $(IMBALANCE_ARGS)
+
+# The VADER corpora (Hutto & Gilbert 2014) as training files, fetched with pip: build/vader.
+vader-data: venv
+	$(PY) scripts/data.py vader --output build/vader
+
+# The measured comparison on real data (about 20 minutes): build/real-data/results.{json,md}, real-data.png.
+real-data: venv java
+	$(PY) scripts/real_data.py $(REAL_DATA_ARGS)
 
 lint: venv
 	$(PY) -m ruff check handler hflabels scripts tests

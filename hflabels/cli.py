@@ -29,6 +29,7 @@ COMMANDS = {
     "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
     "kserve-store": ("kserve_store", "lay out a KServe model store for an archive"),
     "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
+    "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
 }
 
 

@@ -25,7 +25,7 @@ from handler.api.request_parsing import RequestBody
 from handler.engine.model_loading import load_config
 from hflabels.training.calibration import calibration_metrics, reliability
 from hflabels.training.data import DataError, Example
-from hflabels.training.metrics import entity_metrics, multi_label_metrics, single_label_metrics
+from hflabels.training.metrics import entity_metrics, multi_label_metrics, regression_metrics, single_label_metrics
 
 # ---- what the server says ------------------------------------------------------------------------
 
@@ -41,6 +41,9 @@ def request_body(examples: Sequence[Example], task: str) -> dict[str, Any]:
     if task == "multi_label":
         # The labels reaching their thresholds: the served decision.
         return {"inputs": [e.text for e in examples]}
+    if task == "regression":
+        inputs = [e.text if e.text_pair is None else {"text": e.text, "text_pair": e.text_pair} for e in examples]
+        return {"inputs": inputs}
     # Every label's score, so the served probabilities can be checked for calibration.
     return {"inputs": [e.text for e in examples], "parameters": {"top_k": None}}
 
@@ -62,6 +65,8 @@ def predictions_of(task: str, examples: Sequence[Example], answers: Sequence[Any
         return [word_tags(example, answer) for example, answer in zip(examples, answers)]
     if task == "multi_label":
         return [sorted(item["label"] for item in answer) for answer in answers]
+    if task == "regression":
+        return [answer["score"] for answer in answers]
     return [{item["label"]: item["score"] for item in answer} for answer in answers]
 
 
@@ -119,6 +124,8 @@ def model_labels(model_dir: Path) -> list[str]:
 
 
 def metrics_for(task: str, examples: list[Example], predictions: list[Any], labels: list[str]) -> dict[str, Any]:
+    if task == "regression":
+        return regression_metrics([e.score for e in examples], predictions)
     if task == "token_classification":
         return entity_metrics([list(e.tags) for e in examples], predictions)
     if task == "multi_label":

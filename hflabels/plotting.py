@@ -165,3 +165,41 @@ def plot_peers(results: dict[str, Any], concurrencies: list[int], path: Path) ->
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_real_data(results: dict[str, Any], path: Path) -> None:
+    """Macro-F1 per domain for VADER, TF-IDF + LR and the served MiniLM models; beside it, the
+    imbalance strategies' macro-F1 and neutral recall on the movie domain (mean of seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(results["classification"])
+    systems = {"vader": "VADER", "tfidf_lr_movies": "TF-IDF+LR (movies)", "minilm_movies": "MiniLM (movies)",
+               "tfidf_lr_all_domains": "TF-IDF+LR (all)", "minilm_all_domains": "MiniLM (all domains)"}  # fmt: skip
+    figure, (domain_axis, imbalance_axis) = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(systems)
+    for offset, (key, name) in enumerate(systems.items()):
+        values = [results["classification"][domain][key]["f1_macro"] for domain in domains]
+        domain_axis.bar(np.arange(len(domains)) + (offset - len(systems) / 2 + 0.5) * width, values, width, label=name)
+    domain_axis.set(xticks=range(len(domains)), xticklabels=domains, ylabel="macro-F1 (test split)", ylim=(0, 1),
+                    title="3-class sentiment on each domain's test split")  # fmt: skip
+    domain_axis.legend(fontsize=7, loc="lower left")
+    strategies = list(results.get("imbalance", {}))
+    if strategies:
+        positions = np.arange(len(strategies))
+        for offset, (key, name) in enumerate(
+            (("f1_macro_mean", "macro-F1"), ("neutral_recall_mean", "neutral recall"))
+        ):
+            imbalance_axis.bar(positions + (offset - 0.5) * 0.4, [results["imbalance"][s][key] for s in strategies],
+                               0.4, label=name)  # fmt: skip
+        imbalance_axis.set(xticks=positions, ylim=(0, 1), title="movies, real 2% neutral class (mean of seeds)")
+        imbalance_axis.set_xticklabels(strategies, rotation=30, ha="right", fontsize=7)
+        imbalance_axis.legend(fontsize=7)
+    for axis in (domain_axis, imbalance_axis):
+        axis.grid(alpha=0.3, axis="y")
+    versions = results["versions"]
+    figure.suptitle(f"all-MiniLM-L6-v2, torch {versions['torch']}, transformers {versions['transformers']}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

@@ -112,7 +112,7 @@ def test_a_sharp_calibration_makes_no_nan_in_zero_shot_answers(nli_model):
 
 def test_training_calibration_and_serving_share_one_function():
     from hflabels.training import calibration as fitting
-    from hflabels.training import trainer as training
+    from hflabels.training import evaluation as training
 
     logits = np.array([[800.0, -800.0], [-3.0, 2.0]])
     assert fitting.softmax is softmax

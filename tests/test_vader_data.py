@@ -7,6 +7,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import script
 
@@ -87,3 +88,22 @@ def test_an_archive_that_is_not_the_recorded_one_is_refused(sdist, tmp_path):
         stream.write(b"\x00\x01\x02")
     with pytest.raises(DataError, match="sha256 .* is not the recorded"):
         fetch_sdist(copy.parent)
+
+
+def test_the_models_own_softmax_is_recovered_exactly_from_served_calibrated_scores():
+    from handler.postprocess.scoring import LogitCalibration, softmax
+    from hflabels.real_data import uncalibrated
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (50, 3))
+    calibration = LogitCalibration(np.array([0.3, -1.2, 0.9]), np.full(3, 0.7))
+    served = softmax(calibration.apply(logits))
+    np.testing.assert_allclose(uncalibrated(served, 0.7, calibration.adjustment), softmax(logits), atol=1e-9)
+
+
+def test_vader_baseline_uses_its_readme_thresholds():
+    from hflabels.real_data import vader_compound, vader_labels
+
+    assert vader_labels(np.array([0.05, 0.0499, -0.05, -0.0499])) == ["positive", "neutral", "negative", "neutral"]
+    compound = vader_compound(["I love this, it is wonderful!", "This is terrible and I hate it.", "It is a chair."])
+    assert vader_labels(compound) == ["positive", "negative", "neutral"]

@@ -198,7 +198,9 @@ def training_arguments(options: TrainOptions, checkpoints: Path, metric: str) ->
 class EpochClock:
     """Times each epoch's training (evaluation excluded) and hands the finished rows on."""
 
-    def __init__(self, examples: int, report: Callable[[dict[str, Any]], None] | None) -> None:
+    def __init__(
+        self, examples: int, report: Callable[[dict[str, Any]], None] | None, metrics: Sequence[str] = ()
+    ) -> None:
         from transformers import TrainerCallback
 
         clock = self
@@ -213,10 +215,12 @@ class EpochClock:
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
                 if report is not None and metrics is not None:
                     epoch = round(state.epoch or 0.0)
-                    report({"epoch": epoch, **{k.removeprefix("eval_"): v for k, v in metrics.items()},
-                            "seconds": clock.seconds.get(epoch)})  # fmt: skip
+                    figures = {k.removeprefix("eval_"): v for k, v in metrics.items() if k.removeprefix("eval_")
+                               in clock.reported}  # fmt: skip
+                    report({"epoch": epoch, **figures, "seconds": clock.seconds.get(epoch)})
 
         self.examples = examples
+        self.reported = ("loss", *metrics)
         self.started = time.perf_counter()
         self.seconds: dict[int, float] = {}
         self.callback = Callback()
@@ -269,7 +273,7 @@ def build_trainer(
     def compute_metrics(prediction: Any) -> dict[str, float]:
         return epoch_metrics(task, labels, prediction.predictions, prediction.label_ids)
 
-    return imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
+    trainer = imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
         model=model,
         args=training_arguments(options, checkpoints, metric),
         train_dataset=ListDataset(train_features),
@@ -278,6 +282,12 @@ def build_trainer(
         compute_metrics=compute_metrics,
         callbacks=every_callback,
     )
+    if trainer.args.disable_tqdm:
+        from transformers.trainer_callback import PrinterCallback
+
+        # Its raw log dictionaries; EpochClock's report says the same once per epoch, readably.
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def best_epoch_of(best_checkpoint: str | None, log_history: Sequence[dict[str, Any]]) -> int | None:
@@ -378,7 +388,7 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     encode_args = (tokenizer, task, label_ids, options.max_length)
     train_features = encode(train_examples, *encode_args, options.label_all_subwords)
     validation_features = encode(validation_examples, *encode_args, options.label_all_subwords)
-    clock = EpochClock(len(train_features), report)
+    clock = EpochClock(len(train_features), report, EPOCH_METRICS[task.value])
     trainer = build_trainer(options, model, tokenizer, labels, train_features, validation_features, loss_weights,
                             [clock.callback])  # fmt: skip
     checkpoints = options.output / CHECKPOINTS
