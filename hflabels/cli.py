@@ -18,6 +18,7 @@ COMMANDS = {
     "archive": ("archive", "check a model folder and bundle it into a .mar"),
     "serve": ("serve", "start, stop or check torchserve with this repository's config"),
     "train": ("train", "fine-tune a model on labelled data, labels included"),
+    "augment": ("augment", "write synthetic rare-class examples with a local causal LM"),
     "data": ("data", "fetch real labelled data (the VADER corpora) as training files"),
     "evaluate": ("evaluate", "check a served model against labelled data and its model folder"),
     "plot-evaluation": ("plot_evaluation", "plot an evaluation report"),

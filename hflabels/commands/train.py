@@ -74,6 +74,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="train in bf16 autocast; refused where the CPU/GPU has no bf16 units"
     )
+    parser.add_argument(
+        "--synthetic",
+        type=Path,
+        metavar="FILE",
+        help="generated examples (same columns; e.g. from hflabels augment) added to the training "
+        "split only, after deduplication and the label-consistency filter",
+    )
+    parser.add_argument(
+        "--synthetic-min-score",
+        type=float,
+        default=0.9,
+        help="the filter: a first model must give each synthetic example its label with at least "
+        "this score (default: 0.9)",
+    )
+    parser.add_argument(
+        "--synthetic-filter-model",
+        type=Path,
+        metavar="DIR",
+        help="that first model (default: one trained on the real data with this recipe)",
+    )
     parser.add_argument("--max-train-examples", type=int, metavar="N",
                         help="train on a seeded, stratified subsample of at most N examples")  # fmt: skip
 
@@ -106,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     sampling = results["sampling"]
     if sampling["mode"] != "none":
         print(f"sampling {sampling['mode']}: {sampling['counts_before']} -> {sampling['counts_after']}")
+    if "synthetic" in results:
+        counts = results["synthetic"]
+        print(f"synthetic examples: {counts['given']} given, {counts['duplicates_removed']} duplicates removed, "
+              f"{counts['rejected_by_filter']} rejected by the filter, {counts['added']} added "
+              f"{counts['added_per_label']}")  # fmt: skip
     if "calibration" in results:
         print(f"calibration (served): {results['calibration']}")
     if "thresholds" in results:

@@ -108,6 +108,13 @@ class TrainOptions:
     bf16: bool = False
     # A seeded, stratified subsample of the training split of at most this many examples.
     max_train_examples: int | None = None
+    # Externally generated examples (same columns) added to the training split only, after
+    # deduplication against every split and the label-consistency filter (hflabels.training.synthetic).
+    synthetic: Path | None = None
+    # The filter: a first model must give a synthetic example its label with at least this score.
+    synthetic_min_score: float = 0.9
+    # That first model: this folder, or (None) one trained here on the real data with this recipe.
+    synthetic_filter_model: Path | None = None
 
 
 def chosen_metric(task: str, metric: str | None) -> str:
@@ -353,6 +360,10 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     available = len(train_examples)
     train_examples = subsample(train_examples, options.max_train_examples, options.seed, task)
     test_examples = load_examples(options.test, task) if options.test is not None else []
+    synthetic_counts = None
+    if options.synthetic is not None:
+        admitted = admit_synthetic(options, task, train_examples, validation_examples, test_examples)
+        train_examples, synthetic_counts = train_examples + admitted.added, admitted.counts
     labels = label_names(train_examples, task)
     if len(labels) < 2 and task not in (Objective.MULTI_LABEL, Objective.REGRESSION):
         raise DataError(f"{options.train}: needs at least two different labels, found {labels}")
@@ -428,6 +439,8 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
         },
         "history": history,
     }
+    if synthetic_counts is not None:
+        results["synthetic"] = synthetic_counts
     scorer = SplitScorer(trainer, tokenizer, task, labels, options.max_length)
     calibration = None
     if task.classifies and task != Objective.TOKEN_CLASSIFICATION and options.calibrate:
@@ -454,6 +467,47 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     if not options.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return results
+
+
+def admit_synthetic(
+    options: TrainOptions,
+    task: Objective,
+    train_examples: list[Example],
+    validation_examples: list[Example],
+    test_examples: list[Example],
+) -> Any:
+    """The synthetic examples that pass deduplication and the first model's label-consistency filter."""
+    from dataclasses import replace
+
+    from handler.api.request_parsing import RequestBody
+    from hflabels.evaluation import folder_runner, predictions_of, request_body
+    from hflabels.training.synthetic import SYNTHETIC_TASKS, admit
+
+    if task.value not in SYNTHETIC_TASKS:
+        raise DataError(f"--synthetic adds labelled examples for {' and '.join(SYNTHETIC_TASKS)}, not {task}")
+    assert options.synthetic is not None
+    synthetic = load_examples(options.synthetic, task)
+    check_known_labels(synthetic, label_names(train_examples, task), task, options.synthetic)
+    judge = options.synthetic_filter_model
+    if judge is None:
+        judge = options.output / "synthetic-filter"
+        train(replace(options, synthetic=None, output=judge, test=None))
+    runner = folder_runner(judge)
+
+    def intended_score(examples: Sequence[Example]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(examples), 32):
+            batch = list(examples[start : start + 32])
+            body = request_body(batch, task.value)
+            [outcome] = runner.run([runner.parse(RequestBody(body["inputs"], body.get("parameters"), True))]).outcomes
+            scores += [answer.get(example.label, 0.0) for example, answer in
+                       zip(batch, predictions_of(task.value, batch, outcome.payload))]  # fmt: skip
+        return scores
+
+    admitted = admit(synthetic, [train_examples, validation_examples, test_examples], intended_score,
+                     options.synthetic_min_score)  # fmt: skip
+    admitted.counts["filter_model"] = str(judge)
+    return admitted
 
 
 def save_outputs(
