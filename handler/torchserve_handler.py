@@ -19,6 +19,7 @@ from ts.handler_utils.timer import timed
 from ts.protocol.otf_message_handler import send_intermediate_predict_response
 from ts.torch_handler.base_handler import BaseHandler
 
+from handler.api.build_info import version_differences
 from handler.api.client_shapes import response_format_of
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
@@ -33,6 +34,8 @@ from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v
 from handler.serving.metrics import ServingMetrics
 from handler.serving.response_cache import ResponseCache, cache_key
 from handler.serving.responses import (
+    JSON_AS_TEXT_HEADER,
+    JSON_AS_TEXT_WARNING,
     TRUNCATED_HEADER,
     WINDOWS_HEADER,
     SerializedOutcome,
@@ -54,6 +57,9 @@ class TransformersLabelHandler(BaseHandler):
         self.envelope = Envelope.NONE
         self.serving_metrics = ServingMetrics()
         self.response_cache: ResponseCache | None = None
+        # Indices of this batch's text/plain bodies that were JSON requests (answered with a header).
+        self.json_sent_as_text: set[int] = set()
+        self.warned_json_as_text = False
 
     def initialize(self, context: Any) -> None:
         properties = context.system_properties
@@ -64,6 +70,8 @@ class TransformersLabelHandler(BaseHandler):
             self.envelope = envelope_of_torchserve_loader()
             device = select_device(properties.get("gpu_id"))
             self.runner = build_runner(model_dir, settings, device)
+            for difference in version_differences(model_dir):
+                logger.warning("serving with other library versions than the archive was built with: %s", difference)
         except ConfigurationError as error:
             # One line a user can act on, before TorchServe's traceback of the same error.
             logger.error("model load failed: %s", error)
@@ -99,7 +107,14 @@ class TransformersLabelHandler(BaseHandler):
         batch = PreparedBatch(executor, [None] * len(items))
         # Explanations are not answers to keep.
         cache = self.response_cache if executor is runner else None
+        self.json_sent_as_text = set()
         for index, body in enumerate(self._bodies(items)):
+            if isinstance(body, RequestBody) and body.json_sent_as_text:
+                self.json_sent_as_text.add(index)
+                if not self.warned_json_as_text:
+                    logger.warning("a request: %s (said once; each such answer carries %s)", JSON_AS_TEXT_WARNING,
+                                   JSON_AS_TEXT_HEADER)  # fmt: skip
+                    self.warned_json_as_text = True
             try:
                 if isinstance(body, RequestError):
                     raise body
@@ -247,6 +262,8 @@ class TransformersLabelHandler(BaseHandler):
                 context.set_response_header(index, TRUNCATED_HEADER, str(item.outcome.truncated_inputs))
             if item.outcome.windows_read:
                 context.set_response_header(index, WINDOWS_HEADER, str(item.outcome.windows_read))
+            if index in self.json_sent_as_text:
+                context.set_response_header(index, JSON_AS_TEXT_HEADER, JSON_AS_TEXT_WARNING)
         return item.text
 
     def _envelope_answers(self, serialized: list[SerializedOutcome]) -> list[Any]:

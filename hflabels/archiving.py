@@ -15,12 +15,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from handler.api.build_info import write_build_info
 from handler.api.errors import ConfigurationError
 from handler.api.labels import MAPPING_FILE_NAME, label_set_file_name, label_set_files
 from handler.api.settings import HandlerSettings
@@ -71,6 +73,54 @@ def load_model_config(model_dir: Path, config: Path | None, task: Task | None) -
         handler_section["task"] = task.value
     document["handler"] = handler_section
     return document
+
+
+def renamed_label_settings(handler: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """The handler section with every label name in label_thresholds and calibration renamed (the
+    flat spelling and the grouped one alike)."""
+
+    def rename_keys(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {renames.get(str(key), key): item for key, item in value.items()}
+
+    def rename_calibration(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        renamed = dict(value)
+        for key in ("temperature", "logit_adjustment"):
+            if isinstance(renamed.get(key), Mapping):
+                renamed[key] = rename_keys(renamed[key])
+        return renamed
+
+    section = dict(handler)
+    groups = [section]
+    if isinstance(section.get("classification"), Mapping):
+        section["classification"] = dict(section["classification"])
+        groups.append(section["classification"])
+    for group in groups:
+        if "label_thresholds" in group:
+            group["label_thresholds"] = rename_keys(group["label_thresholds"])
+        if "calibration" in group:
+            group["calibration"] = rename_calibration(group["calibration"])
+    return section
+
+
+def check_label_settings(settings: HandlerSettings, labels: Sequence[str]) -> None:
+    """Every label a setting names must be one the archive serves (the worker would refuse it)."""
+    classification = settings.classification
+    named = set(classification.label_thresholds)
+    if classification.calibration is not None:
+        named |= set(classification.calibration.logit_adjustment)
+        if isinstance(classification.calibration.temperature, Mapping):
+            named |= set(classification.calibration.temperature)
+    unknown = sorted(named - set(labels))
+    if unknown:
+        raise ConfigurationError(
+            f"model-config.yaml names label(s) {unknown} in handler.classification (calibration or "
+            f"label_thresholds), but the archive serves {list(labels)}: use those names there, or archive "
+            "with the mapping the model was trained with"
+        )
 
 
 def serving_files(model_dir: Path, allow_pickle: bool) -> list[Path]:
@@ -138,6 +188,7 @@ def build(
         extra = Path(scratch) / "extra"
         extra.mkdir()
         stage(model_dir, mapping, allow_pickle, extra, label_sets)
+        write_build_info(extra)
         config_file = Path(scratch) / "model-config.yaml"
         config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         command = archiver_command() + [
@@ -203,6 +254,15 @@ def archive(
         for label_set in label_sets:
             label_set_file_name(label_set)  # the name must suit a file name
         checked = check_model_folder(model_dir, settings, mapping, label_sets)
+        if mapping is not None and checked.labels is not None:
+            # Settings that name labels follow a renaming by the mapping (matched by index).
+            own = check_model_folder(model_dir, settings, None, {}).labels or ()
+            renames = {old: new for old, new in zip(own, checked.labels) if old != new}
+            if renames and len(own) == len(checked.labels):
+                document["handler"] = renamed_label_settings(document["handler"], renames)
+                settings = HandlerSettings.from_mapping(document["handler"])
+        if checked.labels is not None:
+            check_label_settings(settings, checked.labels)
     except ConfigurationError as error:
         raise ArchiveError(str(error)) from None
     document["handler"]["task"] = checked.task.value

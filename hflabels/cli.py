@@ -34,6 +34,16 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's help says its default (unless it already does); descriptions keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"hflabels.commands.{COMMANDS[name][0]}")
 
@@ -42,10 +52,15 @@ def _summary(module: ModuleType) -> str:
     return (module.__doc__ or "").strip().split("\n\n")[0]
 
 
+def _description(module: ModuleType) -> str:
+    """The command's docstring, its ``code`` marks dropped: what ``--help`` shows above the flags."""
+    return (module.__doc__ or "").strip().replace("``", "").replace("`", "")
+
+
 def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """One command as a program of its own (``prog`` names it in usage and error lines)."""
     module = _module(name)
-    parser = argparse.ArgumentParser(prog=prog, description=_summary(module))
+    parser = argparse.ArgumentParser(prog=prog, description=_description(module), formatter_class=HelpFormatter)
     module.configure(parser)
     args = parser.parse_args(argv)
     args.prog = parser.prog
@@ -53,7 +68,7 @@ def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hflabels", description=__doc__.strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="hflabels", description="Every tool of this repository behind one command.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     arguments = list(sys.argv[1:] if argv is None else argv)
     # Only the chosen command's module is imported; the others are listed by name.
@@ -61,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in COMMANDS:
         if name == chosen:
             module = _module(name)
-            module.configure(commands.add_parser(name, help=_summary(module), description=_summary(module)))
+            module.configure(commands.add_parser(name, help=_summary(module), description=_description(module),
+                                                 formatter_class=HelpFormatter))  # fmt: skip
         else:
             commands.add_parser(name, help=COMMANDS[name][1], add_help=False)
     args = parser.parse_args(arguments)

@@ -140,6 +140,40 @@ def metrics_for(task: str, examples: list[Example], predictions: list[Any], labe
     return single_label_metrics([index[e.label] for e in examples], [index.get(p, -1) for p in predictions], labels)
 
 
+def names_served(task: str, served: list[Any]) -> set[str]:
+    """Every label name the served answers use."""
+    if task in ("single_label", "sentence_pair"):
+        return {label for scores in served for label in scores}
+    if task == "multi_label":
+        return {label for labels in served for label in labels}
+    if task == "token_classification":
+        return {tag for tags in served for tag in tags}
+    return set()
+
+
+def to_folder_names(task: str, served: list[Any], renames: dict[str, str]) -> list[Any]:
+    """Served answers with the archive's label names replaced by the model folder's (by index)."""
+    if not renames:
+        return served
+    if task in ("single_label", "sentence_pair"):
+        return [{renames.get(label, label): score for label, score in scores.items()} for scores in served]
+    if task == "multi_label":
+        return [sorted(renames.get(label, label) for label in labels) for labels in served]
+    if task == "token_classification":
+        return [[renames.get(tag, tag) for tag in tags] for tags in served]
+    return served
+
+
+def check_served_names(task: str, served: list[Any], labels: list[str]) -> None:
+    """A metric is computed only over names the model folder knows; otherwise say what to pass."""
+    unknown = sorted(names_served(task, served) - set(labels) - {"O"})
+    if unknown:
+        raise DataError(
+            f"the server answers label(s) {unknown} that the model folder does not have ({labels}); "
+            "the archive was made with another mapping: pass it with --mapping FILE (its index_to_name.json)"
+        )
+
+
 def served_labels(task: str, served: list[Any]) -> list[Any]:
     """The served decision of each example (single-label answers come as every label's score)."""
     if task in ("single_label", "sentence_pair"):

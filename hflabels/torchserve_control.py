@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -142,6 +143,22 @@ class Server:
     inference_url: str
     management_url: str
     metrics_url: str
+    # Where each log file ended when this run started: TorchServe appends to the logs of earlier
+    # runs, and a failure must show this run's lines.
+    log_offsets: dict[str, int] = field(default_factory=dict)
+
+    def mark_logs(self) -> None:
+        logs = self.run_dir / "logs"
+        self.log_offsets = {path.name: path.stat().st_size for path in logs.glob("*.log")} if logs.is_dir() else {}
+
+    def log_lines(self, name: str) -> list[str]:
+        """The lines of log ``name`` written since this run started."""
+        path = self.run_dir / "logs" / name
+        if not path.exists():
+            return []
+        with path.open("rb") as stream:
+            stream.seek(self.log_offsets.get(name, 0))
+            return stream.read().decode("utf-8", errors="replace").splitlines()
 
     @property
     def key_file(self) -> Path:
@@ -159,6 +176,22 @@ class Server:
     @property
     def management_token(self) -> str | None:
         return self._keys().get("management", {}).get("key")
+
+    def token_expiry(self) -> str | None:
+        """When the inference token expires (TorchServe writes it beside the key; 60 minutes after
+        start unless token_expiration_min says otherwise)."""
+        return self._keys().get("inference", {}).get("expiration time")
+
+    def token_note(self) -> str:
+        expiry = self.token_expiry()
+        when = f", expires {expiry}" if expiry else ""
+        return (f"inference token in {self.key_file}{when}; a missing, wrong or expired token gets TorchServe's "
+                "400 InvalidKeyException (reread the key file after a refresh, README: Security)")  # fmt: skip
+
+    def model_names(self) -> list[str]:
+        response = requests.get(f"{self.management_url}/models", headers=self.auth(self.management_token), timeout=10)
+        response.raise_for_status()
+        return [model["modelName"] for model in response.json().get("models", [])]
 
     def auth(self, token: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
@@ -185,23 +218,35 @@ class Server:
         return sum(1 for worker in description[0].get("workers", []) if worker.get("status") == "READY")
 
     def log_tail(self, name: str = "model_log.log", lines: int = 40) -> str:
-        path = self.run_dir / "logs" / name
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        return "\n".join(self.log_lines(name)[-lines:])
 
     def load_failures(self) -> dict[str, list[str]]:
         """The handler's one-line load errors from the model log, by model, oldest first."""
-        path = self.run_dir / "logs" / "model_log.log"
         found: dict[str, list[str]] = {}
-        if not path.exists():
-            return found
         # e.g. "... W-9001-reviews_1.0-stdout MODEL_LOG - model load failed: <message>"
         pattern = re.compile(r"W-\d+-(.+?)_[^_\s]+-stdout .*model load failed: (.*)")
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in self.log_lines("model_log.log"):
             match = pattern.search(line)
             if match:
                 found.setdefault(match.group(1), []).append(match.group(2).strip())
+        return found
+
+    def registration_failures(self) -> list[str]:
+        """The frontend's refusals of a --models archive in this run: one it could not register, or a
+        model whose workers died while loading it twice (TorchServe would retry with a growing
+        back-off until maxRetryTimeoutInSec)."""
+        refused = re.compile(r"(Model not found at: .*|Failed to register model.*)")
+        died = re.compile(r"Load model failed: (\S+), error: (.*)")
+        found, deaths = [], Counter()
+        for line in self.log_lines("ts_log.log"):
+            if match := refused.search(line):
+                found.append(match.group(1).strip())
+            elif match := died.search(line):
+                deaths[match.group(1).rstrip(",")] += 1
+                if deaths[match.group(1).rstrip(",")] == 2:
+                    reason = match.group(2).strip()
+                    found.append(f"{match.group(1).rstrip(',')}: {reason} twice while loading; its log:\n"
+                                 f"{self.log_tail('model_log.log', 15)}")  # fmt: skip
         return found
 
     def curl_example(self, model: str, text: str = "I really enjoyed this!") -> str:
@@ -266,6 +311,7 @@ def start(
         command += ["--log-config", str(log_config)]
     if models:
         command += ["--models", *models]
+    server.mark_logs()
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:
         result = subprocess.run(
             command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT
@@ -290,6 +336,9 @@ def wait_until_ready(server: Server, models: list[str], timeout: float) -> None:
         failed = [f"{model}: {failures[model][-1]}" for model in models if model in failures]
         if failed:
             raise ServeError("the model failed to load: " + " | ".join(failed))
+        refused = server.registration_failures()
+        if refused:
+            raise ServeError("torchserve refused the archive: " + " | ".join(refused))
         if not is_running(server.run_dir):
             raise ServeError(f"torchserve exited during start-up:\n{server.log_tail('ts_log.log')}")
         time.sleep(0.5)

@@ -41,6 +41,9 @@ class RequestBody:
     response_format: ResponseFormat = ResponseFormat.PIPELINE
     # False: the answer must be computed, not served from a response cache.
     use_cache: bool = True
+    # A text/plain body that is itself one of our JSON requests ({"inputs": ...}): classified as
+    # the literal text, as sent, and answered with a warning header.
+    json_sent_as_text: bool = False
 
 
 def content_type_of(headers: Mapping[str, Any]) -> str:
@@ -66,10 +69,24 @@ def read_request_body(item: Mapping[str, Any], content_type: str) -> RequestBody
         if _is_json_type(content_type):
             payload = _parse_json(text)
         else:
-            return RequestBody(inputs=text, parameters=None, is_json=False)
+            return RequestBody(inputs=text, parameters=None, is_json=False, json_sent_as_text=looks_like_request(text))
     elif isinstance(payload, str) and not _is_json_type(content_type):
-        return RequestBody(inputs=payload, parameters=None, is_json=False)
+        return RequestBody(
+            inputs=payload, parameters=None, is_json=False, json_sent_as_text=looks_like_request(payload)
+        )
     return _document(payload)
+
+
+def looks_like_request(text: str) -> bool:
+    """Whether raw text is a JSON object with "inputs": a request sent with the wrong Content-Type."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}") and '"inputs"' in stripped):
+        return False
+    try:
+        document = json.loads(stripped)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "inputs" in document
 
 
 def _payload_of(item: Mapping[str, Any], content_type: str) -> Any:

@@ -21,10 +21,19 @@ class Task(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Task:
-        task = enum_member(cls, value)
+        """A task by its value or by the transformers pipeline's name for it (``text-classification``)."""
+        task = enum_member(cls, PIPELINE_TASKS.get(value, value) if isinstance(value, str) else value)
         if task is None:
-            raise ConfigurationError(f"unknown task {value!r}; valid tasks are: {enum_values(cls)}")
+            raise ConfigurationError(
+                f"unknown task {value!r}; valid tasks are: {enum_values(cls)} "
+                f"(or the pipelines' names: {', '.join(PIPELINE_TASKS)})"
+            )
         return task
+
+    @classmethod
+    def choices(cls) -> list[str]:
+        """What a ``--task`` flag accepts: the values, then the pipelines' names."""
+        return [task.value for task in cls] + list(PIPELINE_TASKS)
 
     @property
     def streams(self) -> bool:
@@ -35,6 +44,15 @@ class Task(str, enum.Enum):
     def uses_label_mapping(self) -> bool:
         return self in (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION, Task.ZERO_SHOT_CLASSIFICATION)
 
+
+# transformers' pipeline task names, accepted wherever a task is named.
+PIPELINE_TASKS: dict[str, str] = {
+    "text-classification": "sequence_classification",
+    "token-classification": "token_classification",
+    "question-answering": "question_answering",
+    "text-generation": "text_generation",
+    "zero-shot-classification": "zero_shot_classification",
+}
 
 # Architecture class-name suffixes, as written in a model's config.json "architectures".
 _ARCHITECTURE_SUFFIXES: dict[str, Task] = {
@@ -89,6 +107,20 @@ class Objective(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def parse(cls, value: str) -> Objective:
+        """An objective by its value or the transformers pipeline's name (``text-classification``:
+        single_label, ``token-classification``: token_classification)."""
+        aliases = {"text-classification": cls.SINGLE_LABEL, "token-classification": cls.TOKEN_CLASSIFICATION}
+        found = aliases.get(value) or enum_member(cls, value)
+        if found is None:
+            raise ValueError(f"unknown task {value!r}; choose one of {', '.join(cls.choices())}")
+        return found
+
+    @classmethod
+    def choices(cls) -> list[str]:
+        return [objective.value for objective in cls] + ["text-classification", "token-classification"]
 
     @property
     def task(self) -> Task:

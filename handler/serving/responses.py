@@ -14,6 +14,12 @@ from handler.api.types import RequestOutcome
 JSON_CONTENT_TYPE = "application/json"
 TRUNCATED_HEADER = "x-truncated-inputs"
 WINDOWS_HEADER = "x-windows-read"
+# On an answer to a text/plain body that was one of our JSON requests (classified as that text).
+JSON_AS_TEXT_HEADER = "x-hflabels-warning"
+JSON_AS_TEXT_WARNING = (
+    'the text/plain body is a JSON request ({"inputs": ...}) and was classified as that literal text; '
+    "send it with Content-Type: application/json"
+)
 _UNSAFE_PHRASE_CHARS = re.compile(r"[^\x20-\x7e]")
 
 

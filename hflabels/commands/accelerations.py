@@ -122,10 +122,12 @@ def measure_onnx(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--data", type=Path, default=SENTIMENT_DATA / "test.csv")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=BUILD / "accelerations.json")
+    parser.add_argument("--model-dir", type=Path, help="the model folder to measure")
+    parser.add_argument(
+        "--data", type=Path, default=SENTIMENT_DATA / "test.csv", help="texts to time and compare answers on"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds per variant")
+    parser.add_argument("--output", type=Path, default=BUILD / "accelerations.json", help="the results file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ from hflabels.paths import MODEL_STORE
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="a save_pretrained folder (config, weights, tokenizer)")
     parser.add_argument("--name", required=True, help="model name: the NAME in /predictions/NAME")
-    parser.add_argument("--task", choices=[task.value for task in Task], help="overrides the config's handler.task")
+    parser.add_argument("--task", choices=Task.choices(), metavar="TASK",
+                        help=f"overrides the config's handler.task: {', '.join(Task.choices())}")  # fmt: skip
     parser.add_argument(
         "--mapping",
         action="append",
@@ -32,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, help="model-config.yaml (default: MODEL_DIR/model-config.yaml, else the repo's)"
     )
     parser.add_argument("--export-path", type=Path, default=MODEL_STORE, help="where NAME.mar goes")
-    parser.add_argument("--version", default="1.0")
+    parser.add_argument("--version", default="1.0", help="the archive's model version")
 
 
 def mappings_of(values: list[str]) -> tuple[Path | None, dict[str, Path] | None]:

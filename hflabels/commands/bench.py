@@ -22,7 +22,7 @@ from hflabels.plotting import plot_benchmark
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
-    parser.add_argument("--config", type=Path, default=MODEL_CONFIG)
+    parser.add_argument("--config", type=Path, default=MODEL_CONFIG, help="TorchServe's config.properties")
     parser.add_argument(
         "--set",
         action="append",
@@ -30,14 +30,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override model-config.yaml: batchSize=32, handler.micro_batch_size=8, ...",
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client counts to measure")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement (medians reported)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per served round")
     parser.add_argument("--inputs", type=int, default=512, help="distinct mixed inputs")
     parser.add_argument("--no-long", action="store_true", help="skip the near-max_length variant")
     parser.add_argument("--no-buckets", action="store_true", help="skip the length buckets")
-    parser.add_argument("--output", type=Path, default=BUILD / "bench")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--output", type=Path, default=BUILD / "bench", help="folder for the results")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the generated texts")
 
 
 def model_config(args: argparse.Namespace) -> dict[str, Any]:

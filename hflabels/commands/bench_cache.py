@@ -20,15 +20,15 @@ from hflabels.paths import BUILD, MODEL_CONFIG
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
-    parser.add_argument("--config", type=Path, default=MODEL_CONFIG)
+    parser.add_argument("--config", type=Path, default=MODEL_CONFIG, help="TorchServe's config.properties")
     parser.add_argument("--distinct", type=int, default=100_000, help="distinct texts in the pool")
     parser.add_argument("--zipf", type=float, default=0.9, help="popularity exponent s (1 / rank**s)")
-    parser.add_argument("--cache-mb", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--cache-mb", type=float, default=8.0, help="response cache size(s) to compare")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=BUILD / "bench-cache")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement")
+    parser.add_argument("--output", type=Path, default=BUILD / "bench-cache", help="folder for the results")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the Zipf draws")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,12 +27,12 @@ from hflabels.plotting import plot_peers
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
     parser.add_argument("--torchserve-example", type=Path, help="pytorch/serve's Transformer_handler_generalized.py")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--output", type=Path, default=BUILD / "bench-peers")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], help="client counts to measure")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per round")
+    parser.add_argument("--output", type=Path, default=BUILD / "bench-peers", help="folder for the results")
     parser.add_argument("--servers", nargs="+", help="measure only these (others keep their last results)")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the generated texts")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 import requests
 
+from handler.api.errors import ConfigurationError
+from handler.api.labels import resolve_labels
 from hflabels.evaluation import (
+    check_served_names,
     local_predictions,
     metrics_for,
     model_labels,
     served_calibration,
     served_labels,
     served_predictions,
+    to_folder_names,
 )
 from hflabels.training.data import TASKS, DataError, load_examples
 from hflabels.training.metrics import format_table
@@ -34,12 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token", help="the inference bearer token")
     token.add_argument("--token-file", type=Path, help="TorchServe's key_file.json")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="labelled data (CSV or JSONL, as for train)")
+    parser.add_argument("--task", choices=TASKS, required=True, help="what the data is labelled for")
     parser.add_argument("--model-dir", type=Path, required=True, help="the folder the served archive was built from")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16, help="inputs per request")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--report", type=Path, help="write every example's truth and predictions as JSON")
+    parser.add_argument("--mapping", type=Path, help="the index_to_name.json the archive was made with, if it "
+                        "renamed the model folder's labels (answers are then read back by index)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,13 +55,19 @@ def run(args: argparse.Namespace) -> int:
         token = args.token
         if args.token_file is not None:
             token = json.loads(args.token_file.read_text())["inference"]["key"]
+        labels = model_labels(args.model_dir)
         answers = served_predictions(args.url, token, examples, args.task, args.batch_size, args.concurrency)
+        renames = {}
+        if args.mapping is not None:
+            served_names = resolve_labels(args.mapping, None, len(labels), logging.getLogger("evaluate"))
+            renames = dict(zip(served_names, labels))
+        answers = to_folder_names(args.task, answers, renames)
+        check_served_names(args.task, answers, labels)
         served = served_labels(args.task, answers)
         local = served_labels(args.task, local_predictions(args.model_dir, examples, args.task))
-    except (DataError, requests.RequestException, OSError, KeyError) as error:
+    except (DataError, ConfigurationError, requests.RequestException, OSError, KeyError, ValueError) as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
-    labels = model_labels(args.model_dir)
     metrics = metrics_for(args.task, examples, served, labels)
     print(f"served model on {args.data} ({len(examples)} examples):\n{format_table(metrics)}")
     calibration = None

@@ -25,9 +25,9 @@ METRICS = ("accuracy", "f1_macro", "rare_recall", "served_f1_macro", "served_rar
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--epochs", type=float, default=15.0)
-    parser.add_argument("--output", type=Path, default=BUILD / "imbalance")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="seeds, one run of every strategy each")
+    parser.add_argument("--epochs", type=float, default=15.0, help="training epochs per run")
+    parser.add_argument("--output", type=Path, default=BUILD / "imbalance", help="folder for the results")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,8 +17,8 @@ from hflabels.kserve_store import ENVELOPES, write_store
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="repeat for each model")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--protocol", choices=sorted(ENVELOPES), default="v1")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the store and the manifest")
+    parser.add_argument("--protocol", choices=sorted(ENVELOPES), default="v1", help="KServe's inference protocol")
     parser.add_argument("--config", type=Path, help="model-config.yaml for every model (default: as archive)")
     parser.add_argument("--storage-uri", default="gs://YOUR-BUCKET/PATH", help="where the store will be copied")
     parser.add_argument("--image", default="YOUR-REGISTRY/torchserve-hf-labels:0.1.0", help="see kserve/Dockerfile")

@@ -61,7 +61,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="imbalance runs' seeds (default 1 2 3)",
     )
     parser.add_argument(
-        "--strategies", nargs="+", choices=list(IMBALANCE_STRATEGIES), default=list(defaults.strategies)
+        "--strategies",
+        nargs="+",
+        choices=list(IMBALANCE_STRATEGIES),
+        default=list(defaults.strategies),
+        help="imbalance strategies to run",
     )
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32 even with bf16 units")
     parser.add_argument("--quick", action="store_true", help="small sizes, one seed: checks the pipeline end to end")

@@ -54,9 +54,9 @@ def worker_pids(run_dir: Path) -> list[int]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--model-dir", type=Path, help="the model folder to serve")
+    parser.add_argument("--requests", type=int, default=100_000, help="requests to send in all")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--slice", type=float, default=15.0, help="seconds between memory samples")
     parser.add_argument("--kill-worker-after", type=float, help="kill the worker once, this many seconds in")
     parser.add_argument(
@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="deploy a second version of the model (hflabels serve deploy) this many seconds in, under the load",
     )
-    parser.add_argument("--output", type=Path, default=BUILD / "soak")
+    parser.add_argument("--output", type=Path, default=BUILD / "soak", help="folder for the results")
 
 
 def run(args: argparse.Namespace) -> int:

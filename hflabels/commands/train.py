@@ -17,27 +17,38 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from hflabels.training.data import SAMPLING, TASKS, DataError
+from handler.api.tasks import Objective
+from hflabels.training.data import SAMPLING, DataError
 from hflabels.training.metrics import WEIGHT_SCHEMES, format_table
 from hflabels.training.trainer import TrainOptions, train
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, required=True)
-    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--task", type=objective_value, required=True, metavar="TASK",
+                        help=f"what to train: {', '.join(Objective.choices())}")  # fmt: skip
+    parser.add_argument("--train", type=Path, required=True, help="training data (CSV with a header, or JSONL)")
     parser.add_argument("--validation", type=Path, help="held-out data (default: a fifth of --train)")
     parser.add_argument("--test", type=Path, help="test data, reported separately")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="folder to write the model into")
     parser.add_argument("--base-model", type=Path, help="a local save_pretrained folder (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--epochs", type=float, default=8.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--class-weights", choices=WEIGHT_SCHEMES, default="none")
+    parser.add_argument("--epochs", type=float, default=8.0, help="training epochs, at most")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per training step")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=5e-5,
+        help="AdamW's peak learning rate (linear warm-up over a tenth of the steps, then decay)",
+    )
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
+    parser.add_argument(
+        "--class-weights", choices=WEIGHT_SCHEMES, default="none", help="weight the loss per class by its frequency"
+    )
     parser.add_argument("--label-all-subwords", action="store_true", help="give continuation subwords the I- tag")
-    parser.add_argument("--validation-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--loss", choices=("cross_entropy", "focal"), default="cross_entropy")
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.2, help="share of --train held out when no --validation is given"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed of the split, the order and the initialisation")
+    parser.add_argument("--loss", choices=("cross_entropy", "focal"), default="cross_entropy", help="the training loss")
     parser.add_argument("--focal-gamma", type=float, default=2.0, help="focal loss's focusing parameter")
     parser.add_argument("--sampling", choices=SAMPLING, default="none", help="balance single-label classes")
     parser.add_argument(
@@ -98,6 +109,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="train on a seeded, stratified subsample of at most N examples")  # fmt: skip
 
 
+def objective_value(text: str) -> str:
+    try:
+        return Objective.parse(text).value
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def options_of(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(**{field.name: getattr(args, field.name) for field in fields(TrainOptions)})
 
@@ -133,6 +151,12 @@ def run(args: argparse.Namespace) -> int:
               f"{counts['added_per_label']}")  # fmt: skip
     if "calibration" in results:
         print(f"calibration (served): {results['calibration']}")
+        fit = results.get("calibration_fit", {})
+        interval = fit.get("temperature_interval_90")
+        reliability = f"; 90% bootstrap interval of T {interval[0]}-{interval[1]}" if interval else ""
+        print(f"calibration fitted on {fit.get('examples')} validation examples{reliability}")
+        if "warning" in fit:
+            print(f"warning: {fit['warning']}")
     if "thresholds" in results:
         print("tuned thresholds: " + ", ".join(f"{k} {v:.3f}" for k, v in results["thresholds"].items()))
     for split in ("validation", "test"):

@@ -15,7 +15,15 @@ import torch
 
 from handler.api.tasks import Objective
 from handler.postprocess.scoring import Activation, LogitCalibration, served_scores, softmax
-from hflabels.training.calibration import calibration_metrics, fit_label_temperatures, fit_temperature, prior_correction
+from hflabels.training.calibration import (
+    MIN_CALIBRATION_EXAMPLES,
+    SMALL_SAMPLE_BOUNDS,
+    calibration_metrics,
+    fit_label_temperatures,
+    fit_temperature,
+    prior_correction,
+    temperature_interval,
+)
 from hflabels.training.data import Example
 from hflabels.training.metrics import (
     EPOCH_METRICS,
@@ -131,9 +139,13 @@ def epoch_metrics(task: str, labels: Sequence[str], logits: Any, targets: Any) -
 # ---- calibration -------------------------------------------------------------------------------
 
 
-def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray) -> LogitCalibration:
+def fit_calibration(
+    task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray, report: dict[str, Any] | None = None
+) -> LogitCalibration:
     """Prior correction for the training's class ratios, then the temperature(s) minimising the
-    validation NLL of the corrected logits (hflabels.training.calibration documents the solver)."""
+    validation NLL of the corrected logits (hflabels.training.calibration documents the solver).
+    ``report`` receives how reliable the fit is: the examples, a bootstrap interval of T
+    (single-label), and a warning and bounds below MIN_CALIBRATION_EXAMPLES."""
     multi_label = task == Objective.MULTI_LABEL
     adjustment = prior_correction(ratios, centred=not multi_label)
     corrected = logits - adjustment
@@ -141,6 +153,21 @@ def fit_calibration(task: str, logits: np.ndarray, truth: np.ndarray, ratios: np
         temperature = fit_label_temperatures(corrected, truth)
     else:
         temperature = np.full(logits.shape[1], fit_temperature(corrected, truth))
+    fit: dict[str, Any] = {"examples": len(truth)}
+    if not multi_label:
+        fit["temperature_interval_90"] = [round(t, 4) for t in temperature_interval(corrected, truth)]
+    if len(truth) < MIN_CALIBRATION_EXAMPLES:
+        low, high = SMALL_SAMPLE_BOUNDS
+        bounded = np.clip(temperature, low, high)
+        fit["bounded_to"] = [low, high]
+        fit["fitted_temperature"] = [round(float(t), 6) for t in temperature]
+        fit["warning"] = (
+            f"calibration fitted on {len(truth)} validation examples (fewer than {MIN_CALIBRATION_EXAMPLES}): "
+            f"the temperature is kept within {low}-{high}; pass a larger --validation file for a reliable fit"
+        )
+        temperature = bounded
+    if report is not None:
+        report.update(fit)
     return LogitCalibration(adjustment, temperature)
 
 

@@ -450,9 +450,11 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
             ratios *= weights
         if options.sampling != "none":
             ratios *= np.asarray(counts, dtype=float) / np.maximum(np.asarray(counts_before, dtype=float), 1.0)
+        fit_report: dict[str, Any] = {}
         calibration = fit_calibration(
-            task, scorer.logits(validation_examples), truth_of(validation_examples, task, label_ids), ratios
+            task, scorer.logits(validation_examples), truth_of(validation_examples, task, label_ids), ratios, fit_report
         )
+        results["calibration_fit"] = fit_report
     thresholds = None
     if task == Objective.MULTI_LABEL:
         validation_scores = scorer.scores(validation_examples, calibration)

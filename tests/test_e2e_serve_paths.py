@@ -1,0 +1,47 @@
+"""`hflabels serve start` with an archive given by a path, and a refused archive reported at once
+with this run's log lines."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from conftest import REPO_ROOT
+from support import script
+
+from hflabels.archiving import archive
+from hflabels.torchserve_control import config_with_free_ports, server_for, stop
+
+pytestmark = pytest.mark.e2e
+
+
+def test_an_archive_outside_the_store_is_served_and_a_broken_one_refused_at_once(sentiment_model, tmp_path, capsys):
+    built = archive(sentiment_model, "reviews", export_path=tmp_path / "elsewhere")
+    config = config_with_free_ports(REPO_ROOT / "config.properties", tmp_path / "config.properties")
+    store, run_dir = tmp_path / "store", tmp_path / "run"
+    serve = script("serve")
+    base = ["--config", str(config), "--run-dir", str(run_dir)]
+    try:
+        assert serve([*base, "start", f"reviews={built.path}", "--model-store", str(store)]) == 0
+        out = capsys.readouterr().out
+        assert "inference token in" in out and "key_file.json" in out
+        server = server_for(config, run_dir)
+        answer = requests.post(server.predictions_url("reviews"), json={"inputs": "I loved it"},
+                               headers=server.auth(server.inference_token), timeout=30)  # fmt: skip
+        assert answer.status_code == 200 and "label" in answer.json()
+        assert serve([*base, "status"]) == 0
+        status = capsys.readouterr().out
+        assert "reviews: 1 READY worker(s)" in status and "curl" in status
+    finally:
+        stop(run_dir)
+    broken = tmp_path / "broken.mar"
+    broken.write_bytes(b"not a zip archive")
+    started = time.monotonic()
+    try:
+        assert serve([*base, "start", f"broken={broken}", "--model-store", str(store), "--timeout", "120"]) == 1
+    finally:
+        stop(run_dir)
+    error = capsys.readouterr().err
+    assert time.monotonic() - started < 60, "refused at once, not after the timeout"
+    assert "broken" in error and "reviews" not in error, error  # this run's lines only
