@@ -22,13 +22,18 @@ venv: $(STAMP)
 
 # torch goes in first and pinned: any other torch requirement resolved from nothing would
 # pull a CUDA build of several GB.
+# pip's and setuptools' output goes to $(VENV)/install.log, shown only if a step fails.
+INSTALL_LOG = $(VENV)/install.log
+LOGGED = >>$(INSTALL_LOG) 2>&1 || (tail -n 40 $(INSTALL_LOG); exit 1)
+
 $(STAMP): pyproject.toml locks/venv.txt locks/no-deps.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) $(LOCKED_INSTALL) locks/venv.txt
-	$(PY) $(LOCKED_INSTALL) locks/no-deps.txt
-	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m pip check
+	@echo "installing torch $(TORCH_VERSION) and the locked versions into $(VENV) (log: $(INSTALL_LOG))"
+	@$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(LOGGED)
+	@$(PY) $(LOCKED_INSTALL) locks/venv.txt $(LOGGED)
+	@$(PY) $(LOCKED_INSTALL) locks/no-deps.txt $(LOGGED)
+	@$(PY) -m pip install --quiet --no-deps -e . $(LOGGED)
+	@$(PY) -m pip check $(LOGGED)
 	touch $(STAMP)
 
 qa-oracle: $(QA_ORACLE_STAMP)

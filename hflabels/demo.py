@@ -57,6 +57,7 @@ def ensure_model(retrain: bool) -> None:
             train=SENTIMENT_DATA / "train.csv",
             test=SENTIMENT_DATA / "test.csv",
             output=DEMO_MODEL,
+            quiet=True,
         )
     )
 

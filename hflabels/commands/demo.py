@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    # Weight loading and saving bars are not what the demo shows (README, make demo).
+    transformers_logging.disable_progress_bar()
     try:
         run_demo(args.retrain)
     except (ServeError, ArchiveError, DataError) as error:

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # weight loading and saving; the Trainer's own bar stays
     report = None if sys.stderr.isatty() else print_epoch
     try:
         results = train(options_of(args), report)

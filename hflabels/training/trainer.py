@@ -106,6 +106,8 @@ class TrainOptions:
     group_by_length: bool = True
     # bf16 autocast for the forward and backward passes (refused where the device has no bf16 units).
     bf16: bool = False
+    # No progress bar even on a terminal (the demo prints only its own lines).
+    quiet: bool = False
     # A seeded, stratified subsample of the training split of at most this many examples.
     max_train_examples: int | None = None
     # Externally generated examples (same columns) added to the training split only, after
@@ -198,7 +200,7 @@ def training_arguments(options: TrainOptions, checkpoints: Path, metric: str) ->
         data_seed=options.seed,
         dataloader_pin_memory=torch.cuda.is_available(),
         # Trainer's progress bar on a terminal; plain lines (EpochReport) otherwise.
-        disable_tqdm=not sys.stderr.isatty(),
+        disable_tqdm=options.quiet or not sys.stderr.isatty(),
     )
 
 
