@@ -53,8 +53,9 @@ def test_the_venv_holds_exactly_the_locked_versions():
     installed = {normalized(m.group(1)): m.group(2) for m in map(PIN.match, frozen.splitlines()) if m}
     installed.pop("torch", None)  # installed first, pinned in the Makefile (the CPU build)
     locked = pins(LOCKS / "venv.txt") | pins(LOCKS / "no-deps.txt")
-    # pip freeze leaves out pip and setuptools.
-    locked.pop("setuptools", None)
+    # pip freeze leaves out pip, setuptools and wheel.
+    for name in ("pip", "setuptools", "wheel"):
+        locked.pop(name, None)
     missing = {name: v for name, v in locked.items() if installed.get(name) != v}
     extra = {name: v for name, v in installed.items() if name not in locked}
     assert not missing and not extra, f"not as locked: {missing}; not in the lock: {extra}"

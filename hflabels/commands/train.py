@@ -117,7 +117,10 @@ def objective_value(text: str) -> str:
 
 
 def options_of(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(**{field.name: getattr(args, field.name) for field in fields(TrainOptions)})
+    # Options without a flag (quiet: the demo's) keep their defaults.
+    return TrainOptions(
+        **{field.name: getattr(args, field.name) for field in fields(TrainOptions) if hasattr(args, field.name)}
+    )
 
 
 def run(args: argparse.Namespace) -> int:
