@@ -33,6 +33,7 @@ import numpy as np
 from handler.postprocess.scoring import softmax
 from hflabels.archiving import archive
 from hflabels.evaluation import served_predictions
+from hflabels.imbalance import STRATEGIES
 from hflabels.paths import TORCHSERVE_CONFIG
 from hflabels.torchserve_control import config_with_free_ports, start, stop
 from hflabels.training.calibration import calibration_metrics
@@ -41,15 +42,8 @@ from hflabels.training.metrics import regression_metrics, single_label_metrics
 from hflabels.training.trainer import TrainOptions, train
 from hflabels.vader_data import DOMAINS, LABELS, fetch_sdist, read_corpora, write_dataset
 
-IMBALANCE_STRATEGIES: dict[str, dict[str, Any]] = {
-    "none": {},
-    "class weights inverse": {"class_weights": "inverse"},
-    "class weights sqrt_inverse": {"class_weights": "sqrt_inverse"},
-    "class weights effective": {"class_weights": "effective"},
-    "focal loss": {"loss": "focal"},
-    "oversample": {"sampling": "oversample"},
-    "undersample": {"sampling": "undersample"},
-}
+# Every strategy the trainer offers, as the 96-sentence experiment names them.
+IMBALANCE_STRATEGIES = STRATEGIES
 
 
 @dataclass(frozen=True)

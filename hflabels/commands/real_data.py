@@ -76,7 +76,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
     if args.quick:
         return Plan(output=args.output, epochs=1, movie_train=300, per_domain_train=100, regression_train=300,
                     imbalance_train=200, imbalance_epochs=1, imbalance_seeds=(1,), bf16_check_examples=200,
-                    bf16=args.bf16, strategies=("none", "class weights inverse"))  # fmt: skip
+                    bf16=args.bf16, strategies=("none", "weights: inverse"))  # fmt: skip
     return Plan(output=args.output, epochs=args.epochs, movie_train=args.movie_train,
                 per_domain_train=args.per_domain_train, regression_train=args.regression_train,
                 imbalance_train=args.imbalance_train, imbalance_seeds=tuple(args.seeds), bf16=args.bf16,
