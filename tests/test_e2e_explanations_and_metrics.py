@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from support import JSON, post
+from support import JSON, assert_same_answers, post
 
 pytestmark = pytest.mark.e2e
 
@@ -81,8 +81,10 @@ def test_a_repeated_request_is_served_from_the_cache_and_counted(torchserve):
     fresh = post(torchserve, "cached", {**body, "options": {"use_cache": False}})
     assert first.status_code == second.status_code == fresh.status_code == 200
     assert second.content == first.content == fresh.content
-    # The same model without a cache computes the same bytes.
-    assert post(torchserve, "sentiment", body).content == first.content
+    # The same model without a cache computes the same answer. Not the same bytes: each worker
+    # chooses packed or padded passes at load by timing them, and the two agree to float32
+    # rounding, not bit for bit (CI once saw one choose each).
+    assert_same_answers(post(torchserve, "sentiment", body).json(), first.json(), tolerance=1e-6)
 
     def growth():
         after = metric_values(torchserve, "cached")
