@@ -25,13 +25,14 @@ from handler.api.errors import ConfigurationError, RequestError
 from handler.api.request_parsing import RequestBody, content_type_of, read_request_body
 from handler.api.settings import HandlerSettings
 from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE, StreamSink, TrackedSink
+from handler.api.tasks import Task
 from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, RequestOutcome
 from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
 from handler.registry import build_runner
 from handler.serving.batches import AnsweredBatch, PreparedBatch
 from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
-from handler.serving.metrics import ServingMetrics
+from handler.serving.metrics import PredictionMonitor, ServingMetrics
 from handler.serving.response_cache import ResponseCache, cache_key
 from handler.serving.responses import (
     JSON_AS_TEXT_HEADER,
@@ -83,10 +84,13 @@ class TransformersLabelHandler(BaseHandler):
         if settings.serving.cache_size_mb > 0:
             self.response_cache = ResponseCache(int(settings.serving.cache_size_mb * 1024 * 1024))
         policy = self.runner.policy
+        gauges = {}
         if policy.measured is not None:
-            self.serving_metrics = ServingMetrics(
-                {"PackedForward": int(policy.packed), "BatchOverheadTokens": policy.batch_overhead_tokens}
-            )
+            gauges = {"PackedForward": int(policy.packed), "BatchOverheadTokens": policy.batch_overhead_tokens}
+        monitor = None
+        if self.runner.task is Task.SEQUENCE_CLASSIFICATION:
+            monitor = PredictionMonitor(self.runner.labels, settings.monitoring)
+        self.serving_metrics = ServingMetrics(gauges, monitor)
         self.initialized = True
         logger.info(
             "serving %s as %s on %s with %d torch threads, envelope %s",

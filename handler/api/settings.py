@@ -54,6 +54,23 @@ class AttentionImplementation(str, enum.Enum):
     EAGER = "eager"
 
 
+class ConformalMethod(str, enum.Enum):
+    """``conformal.method``: how prediction sets were fitted (handler/postprocess/conformal.py)."""
+
+    LAC = "lac"
+    APS = "aps"
+    CLASS_CONDITIONAL = "class_conditional"
+    FNR_CONTROL = "fnr_control"
+
+    @property
+    def per_label(self) -> bool:
+        return self is ConformalMethod.CLASS_CONDITIONAL
+
+    @property
+    def multi_label(self) -> bool:
+        return self is ConformalMethod.FNR_CONTROL
+
+
 class LongText(str, enum.Enum):
     """``parameters.long_text``: a text longer than the window is cut (the pipeline's way), or
     read whole and its windows' scores averaged or maxed per label (sequence classification)."""
@@ -174,6 +191,63 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class ConformalSettings:
+    """``handler.conformal``: prediction-set thresholds fitted on held-out examples (``hflabels
+    train`` or ``hflabels calibrate``), per coverage level."""
+
+    method: ConformalMethod
+    # Held-out examples the thresholds come from.
+    examples: int
+    # Coverage level -> threshold (class_conditional: label name -> threshold).
+    thresholds: Mapping[float, float | Mapping[str, float]]
+
+    def levels(self) -> tuple[float, ...]:
+        return tuple(sorted(self.thresholds))
+
+    def threshold_for(self, coverage: float) -> float | Mapping[str, float] | None:
+        for level, threshold in self.thresholds.items():
+            if abs(level - coverage) < 1e-9:
+                return threshold
+        return None
+
+
+@dataclass(frozen=True)
+class AbstentionSettings:
+    """``handler.abstention``: answers whose top score is below ``threshold`` abstain (when asked);
+    fitted so the error among answered inputs is at most ``max_error`` with ``confidence``."""
+
+    threshold: float
+    max_error: float | None = None
+    confidence: float | None = None
+    examples: int | None = None
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """What the model predicted on held-out data: top-label shares by name, and the shares of
+    top-label confidence in the buckets of handler/postprocess/monitoring.py."""
+
+    labels: Mapping[str, float]
+    confidence: tuple[float, ...]
+    examples: int | None = None
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """What the metrics say about the predictions (handler/serving/metrics.py)."""
+
+    # The Label dimension names at most this many labels (by index); the rest count as __other__.
+    metrics_label_limit: int = 50
+    # Drift compares the latest this-many predictions of a worker with the reference.
+    drift_window: int = 500
+    # The alarm (DriftAlarm 1, a warning in the log) when a PSI or a JS distance exceeds these.
+    drift_psi_alarm: float = 0.25
+    drift_js_alarm: float = 0.2
+    # None: no drift gauges (hflabels train / calibrate write it).
+    reference: DriftReference | None = None
+
+
+@dataclass(frozen=True)
 class HandlerSettings:
     """Every key the ``handler:`` section accepts; the defaults are what an absent key means."""
 
@@ -189,6 +263,9 @@ class HandlerSettings:
     generation: GenerationSettings = GenerationSettings()
     explanations: ExplanationSettings = ExplanationSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    conformal: ConformalSettings | None = None
+    abstention: AbstentionSettings | None = None
 
     @classmethod
     def from_mapping(cls, raw: Any) -> HandlerSettings:
@@ -307,6 +384,88 @@ def _label_thresholds(name: str, value: Any) -> Mapping[str, float]:
     return MappingProxyType(checked)
 
 
+def _unknown_keys(name: str, value: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(str(key) for key in value if key not in allowed)
+    if unknown:
+        raise ValueError(f"{name} has unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+
+
+def _coverage_level(name: str, value: Any) -> float:
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: coverage levels must be numbers between 0 and 1, got {value!r}") from None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"{name}: coverage levels must be between 0 and 1 (exclusive), got {value!r}")
+    return level
+
+
+def _conformal(name: str, value: Any) -> ConformalSettings | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map method, examples and thresholds, got {json_type(value)}")
+    _unknown_keys(name, value, ("examples", "method", "thresholds"))
+    for key in ("method", "examples", "thresholds"):
+        if key not in value:
+            raise ValueError(f"{name}.{key} is missing (hflabels train and hflabels calibrate write it)")
+    method = _choice(ConformalMethod)(f"{name}.method", value["method"])
+    examples = check_value(f"{name}.examples", value["examples"], ParamSpec("int", minimum=1))
+    thresholds = value["thresholds"]
+    if not isinstance(thresholds, Mapping) or not thresholds:
+        raise ValueError(f"{name}.thresholds must map coverage levels to thresholds, got {json_type(thresholds)}")
+    number = ParamSpec("float", minimum=-1.0, maximum=2.0)
+    checked: dict[float, Any] = {}
+    for level, threshold in thresholds.items():
+        where = f"{name}.thresholds.{level}"
+        key = _coverage_level(where, level)
+        if method.per_label:
+            if not isinstance(threshold, Mapping) or not threshold:
+                raise ValueError(f"{where} must map every label to its threshold ({method.value})")
+            checked[key] = MappingProxyType(
+                {str(label): check_value(f"{where}.{label}", t, number) for label, t in threshold.items()}
+            )
+        else:
+            checked[key] = check_value(where, threshold, number)
+    return ConformalSettings(method, examples, MappingProxyType(checked))
+
+
+def _abstention(name: str, value: Any) -> AbstentionSettings | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map threshold (and max_error, confidence, examples), got {json_type(value)}")
+    _unknown_keys(name, value, ("confidence", "examples", "max_error", "threshold"))
+    if "threshold" not in value:
+        raise ValueError(f"{name}.threshold is missing")
+    share = ParamSpec("float", minimum=0.0, maximum=1.0, nullable=True)
+    return AbstentionSettings(
+        threshold=check_value(f"{name}.threshold", value["threshold"], ParamSpec("float", minimum=0.0, maximum=1.0)),
+        max_error=check_value(f"{name}.max_error", value.get("max_error"), share),
+        confidence=check_value(f"{name}.confidence", value.get("confidence"), share),
+        examples=check_value(f"{name}.examples", value.get("examples"), ParamSpec("int", minimum=1, nullable=True)),
+    )
+
+
+def _drift_reference(name: str, value: Any) -> DriftReference | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map labels and confidence to shares, got {json_type(value)}")
+    _unknown_keys(name, value, ("confidence", "examples", "labels"))
+    labels, confidence = value.get("labels"), value.get("confidence")
+    share = ParamSpec("float", minimum=0.0, maximum=1.0)
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError(f"{name}.labels must map label names to their shares, got {json_type(labels)}")
+    if not isinstance(confidence, list) or not confidence:
+        raise ValueError(f"{name}.confidence must list the confidence buckets' shares, got {json_type(confidence)}")
+    return DriftReference(
+        MappingProxyType({str(label): check_value(f"{name}.labels.{label}", v, share) for label, v in labels.items()}),
+        tuple(check_value(f"{name}.confidence[{i}]", v, share) for i, v in enumerate(confidence)),
+        check_value(f"{name}.examples", value.get("examples"), ParamSpec("int", minimum=1, nullable=True)),
+    )
+
+
 def _parameters(name: str, value: Any) -> Mapping[str, Any]:
     # Contents are checked against the task's parameter schema once the task is known.
     if value is None:
@@ -354,13 +513,27 @@ _GROUPS: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
         "profile": _scalar(ParamSpec("bool")),
         "response_format": _response_format,
     }),
+    "monitoring": (MonitoringSettings, {
+        "metrics_label_limit": _scalar(ParamSpec("int", minimum=1, maximum=10_000)),
+        "drift_window": _scalar(ParamSpec("int", minimum=10, maximum=1_000_000)),
+        "drift_psi_alarm": _scalar(ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=100.0)),
+        "drift_js_alarm": _scalar(ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1.0)),
+        "reference": _drift_reference,
+    }),
 }  # fmt: skip
-_TOP_LEVEL: dict[str, Callable[[str, Any], Any]] = {"task": _task, "parameters": _parameters}
+_TOP_LEVEL: dict[str, Callable[[str, Any], Any]] = {
+    "task": _task,
+    "parameters": _parameters,
+    "conformal": _conformal,
+    "abstention": _abstention,
+}
 # The flat keys of earlier releases, and where each lives now.
 FLAT_KEYS: dict[str, tuple[str, str]] = {
     key: (group, key) for group, (_, validators) in _GROUPS.items() for key in validators
 } | {"explain_steps": ("explanations", "steps"), "long_text": ("parameters", "long_text")}
 FLAT_KEYS.pop("steps")
+# Fitted data, not a switch: only its grouped spelling.
+FLAT_KEYS.pop("reference")
 
 
 def _grouped(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -34,6 +34,12 @@ class ClassScores:
     # Indices of the labels decided on, best first: the top label (single-label), every label
     # reaching its threshold (multi-label; possibly none).
     decision: tuple[int, ...]
+    # With parameters.coverage: the conformal prediction set's label indices, best first.
+    prediction_set: tuple[int, ...] | None = None
+    # With parameters.abstain: whether the top score is below the model's abstention threshold.
+    abstained: bool | None = None
+    # False when the scores are logits (function_to_apply none): no confidence to monitor.
+    probabilities: bool = True
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,25 @@ All are counters, so Prometheus rates and ratios of them give the per-batch figu
 | ``CacheMissesTotal`` | cacheable requests that ran the model | |
 | ``CacheEvictionsTotal`` | answers dropped to stay within ``cache_size_mb`` | |
 
+What the model predicts (sequence classification; answers computed, not those from the cache):
+
+| metric | what it counts | series per model |
+| --- | --- | --- |
+| ``PredictionsTotal{Label}`` | inputs by top label (the main mapping's names) | at most limit + 1 (a) |
+| ``ConfidenceTotal{Bucket}`` | inputs by top-label score in fixed buckets ("0.90-0.95") | 8 (b) |
+| ``AbstainCheckedTotal`` | inputs asked with ``abstain`` | 1 |
+| ``AbstentionsTotal`` | of those, the answers that abstained | 1 |
+| ``PredictionSetSizeTotal{Size}`` | inputs asked with ``coverage``, by set size ("0".."10", "11+") | at most 12 |
+
+(a) labels up to ``monitoring.metrics_label_limit`` (default 50) by index, the rest as
+``__other__``. (b) no Label dimension on it, so the labels x buckets series never exist.
+
+Drift gauges, once a worker has seen ``monitoring.drift_window`` predictions and the archive has
+a reference (``monitoring.reference``): ``DriftLabelPSI``, ``DriftLabelJS``, ``DriftConfidencePSI``,
+``DriftConfidenceJS`` (the latest window against the reference; handler/postprocess/monitoring.py)
+and ``DriftAlarm`` (1 while a PSI is above ``drift_psi_alarm`` or a JS distance above
+``drift_js_alarm``; each change is logged as a warning). Each worker keeps its own window.
+
 Gauges of how the model runs, set at load and reported with the first batch: ``PackedForward``
 (1: padding-free passes, 0: padded) and ``BatchOverheadTokens`` (a padded pass's fixed cost in
 tokens, measured or configured; handler/engine/pass_costs.py).
@@ -35,16 +54,88 @@ from typing import Any
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 
-from handler.api.types import ForwardStats, RequestOutcome
+from handler.api.settings import MonitoringSettings
+from handler.api.types import ClassScores, ForwardStats, RequestOutcome
+from handler.postprocess.monitoring import PredictionWindow, bucket_names, confidence_bucket
 from handler.serving.response_cache import CacheCounts
 
 logger = logging.getLogger(__name__)
 
 
+OTHER_LABEL = "__other__"
+# Set sizes above this are counted together as "11+".
+LARGEST_SIZE_NAMED = 10
+
+
+class PredictionMonitor:
+    """Counts what a sequence classifier predicts, and its drift from the reference, per batch."""
+
+    def __init__(self, labels: tuple[str, ...], settings: MonitoringSettings) -> None:
+        limit = settings.metrics_label_limit
+        self.label_names = tuple(label if i < limit else OTHER_LABEL for i, label in enumerate(labels))
+        self.bucket_names = bucket_names()
+        self.settings = settings
+        self.window: PredictionWindow | None = None
+        reference = settings.reference
+        if reference is not None:
+            self.window = PredictionWindow(settings.drift_window, len(labels))
+            self.label_reference = [reference.labels.get(label, 0.0) for label in labels]
+            self.confidence_reference = list(reference.confidence)
+        self.alarm = False
+
+    def counts(self, outcomes: Sequence[RequestOutcome]) -> dict[tuple[str, str | None, str | None], int]:
+        """(metric, dimension, value) -> count for this batch; the window moves on."""
+        found: Counter[tuple[str, str | None, str | None]] = Counter()
+        for outcome in outcomes:
+            for result in outcome.results:
+                # Zero-shot results name request text as labels: never a metric dimension.
+                if type(result) is not ClassScores or not result.probabilities:
+                    continue
+                scores = result.scores
+                top = max(range(len(scores)), key=scores.__getitem__)
+                confidence = float(scores[top])
+                found["PredictionsTotal", "Label", self.label_names[top]] += 1
+                bucket = self.bucket_names[confidence_bucket(confidence)]
+                found["ConfidenceTotal", "Bucket", bucket] += 1
+                if result.abstained is not None:
+                    found["AbstainCheckedTotal", None, None] += 1
+                    found["AbstentionsTotal", None, None] += int(result.abstained)
+                if result.prediction_set is not None:
+                    size = len(result.prediction_set)
+                    found["PredictionSetSizeTotal", "Size", str(size) if size <= LARGEST_SIZE_NAMED else "11+"] += 1
+                if self.window is not None:
+                    self.window.add(top, confidence)
+        return dict(found)
+
+    def drift(self) -> dict[str, float] | None:
+        """The drift gauges once the window is full (None before, or without a reference)."""
+        if self.window is None or not self.window.full:
+            return None
+        reading = self.window.compare(self.label_reference, self.confidence_reference)
+        alarm = reading.crosses(self.settings.drift_psi_alarm, self.settings.drift_js_alarm)
+        if alarm != self.alarm:
+            logger.warning(
+                "drift alarm %s: over the latest %d predictions label PSI %.3f JS %.3f, confidence PSI %.3f JS %.3f "
+                "(alarm above PSI %g or JS %g)",
+                "raised" if alarm else "cleared", self.window.size, reading.label_psi, reading.label_js,
+                reading.confidence_psi, reading.confidence_js, self.settings.drift_psi_alarm,
+                self.settings.drift_js_alarm,
+            )  # fmt: skip
+            self.alarm = alarm
+        return {
+            "DriftLabelPSI": reading.label_psi,
+            "DriftLabelJS": reading.label_js,
+            "DriftConfidencePSI": reading.confidence_psi,
+            "DriftConfidenceJS": reading.confidence_js,
+            "DriftAlarm": int(alarm),
+        }
+
+
 class ServingMetrics:
-    def __init__(self, gauges: Mapping[str, float] | None = None) -> None:
+    def __init__(self, gauges: Mapping[str, float] | None = None, monitor: PredictionMonitor | None = None) -> None:
         self._reported_once = False
         self.gauges = dict(gauges or {})
+        self.monitor = monitor
 
     def record_batch(
         self,
@@ -85,5 +176,11 @@ class ServingMetrics:
             )
             for (name, reason), count in reasons.items():
                 metrics.add_counter(name, count, dimensions=[Dimension("Reason", reason)])
+            if self.monitor is not None:
+                for (name, dimension, value), count in self.monitor.counts(outcomes).items():
+                    dimensions = [] if dimension is None else [Dimension(dimension, value)]
+                    metrics.add_counter(name, count, dimensions=dimensions)
+                for name, gauge in (self.monitor.drift() or {}).items():
+                    metrics.add_metric(name, gauge, "count", dimensions=[], metric_type=MetricTypes.GAUGE)
         except Exception:
             logger.warning("could not record metrics", exc_info=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from handler.engine.encoder_runner import (
     windows_of_inputs,
 )
 from handler.engine.runner import RunnerSetup
+from handler.postprocess.conformal import prediction_set
 from handler.postprocess.scoring import (
     Activation,
     LogitCalibration,
@@ -79,6 +80,10 @@ class ClassificationParams:
     long_text: LongText
     # The names to answer with: the main ones, or a label set's (parameters.label_set).
     labels: tuple[str, ...]
+    # parameters.coverage: the conformal threshold of that level (per label: class_conditional).
+    set_threshold: float | np.ndarray | None = None
+    # parameters.abstain: answers whose top score is below this say "abstained": true.
+    abstain_below: float | None = None
 
 
 class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams, None]):
@@ -96,6 +101,10 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             "choice", default=LongText.TRUNCATE.value, choices=tuple(mode.value for mode in LongText)
         ),
         "label_set": ParamSpec("str", max_item_length=32),
+        # A prediction set holding the true label with this probability (handler.conformal).
+        "coverage": ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1.0, nullable=True),
+        # Mark answers below the fitted abstention threshold (handler.abstention).
+        "abstain": ParamSpec("bool", default=False),
     }
 
     def __init__(self, setup: RunnerSetup) -> None:
@@ -127,6 +136,16 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
         self.calibration = LogitCalibration.from_settings(classification.calibration, labels)
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        self.conformal = settings.conformal
+        self.set_thresholds = self._conformal_thresholds()
+        self.abstention = settings.abstention
+        if self.default_parameters["abstain"] and self.abstention is None:
+            raise ConfigurationError(
+                "handler.parameters.abstain is true but the model has no handler.abstention threshold; "
+                "fit one with hflabels calibrate MODEL_DIR --data FILE --abstain-error E"
+            )
+        if self.abstention is not None and (self.multi_label or self.regression):
+            raise ConfigurationError("handler.abstention applies to single-label classification models")
         # Overlap of a long document's windows: handler.stride, else a quarter of a window.
         self.document_stride = settings.limits.stride if settings.limits.stride is not None else content_length // 4
         if not 0 <= self.document_stride < content_length:
@@ -134,6 +153,72 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 f"handler.stride={self.document_stride} must be below the {content_length} text tokens "
                 f"that fit in one window of max_length={self.max_length}"
             )
+
+    def _conformal_thresholds(self) -> dict[float, float | np.ndarray]:
+        """Per fitted coverage level, the threshold the sets use; ConfigurationError when the
+        method does not fit the model or names labels it does not have."""
+        conformal = self.conformal
+        if conformal is None:
+            return {}
+        if self.regression:
+            raise ConfigurationError("handler.conformal applies to classification models, not regression")
+        if conformal.method.multi_label != self.multi_label:
+            kind = "multi-label" if self.multi_label else "single-label"
+            wanted = "fnr_control" if self.multi_label else "lac, aps or class_conditional"
+            raise ConfigurationError(
+                f"handler.conformal.method {conformal.method.value!r} does not apply to this {kind} model "
+                f"(use {wanted})"
+            )
+        thresholds: dict[float, float | np.ndarray] = {}
+        for level, threshold in conformal.thresholds.items():
+            if isinstance(threshold, Mapping):
+                names = set(threshold)
+                if names != set(self.labels):
+                    raise ConfigurationError(
+                        f"handler.conformal.thresholds.{level:g} must give every label a threshold: "
+                        f"unknown {sorted(names - set(self.labels))}, missing {sorted(set(self.labels) - names)}"
+                    )
+                thresholds[level] = np.array([threshold[label] for label in self.labels], dtype=np.float64)
+            else:
+                thresholds[level] = float(threshold)
+        return thresholds
+
+    def _guarantee_params(self, params: dict, activation: Activation) -> dict[str, Any]:
+        """set_threshold and abstain_below from parameters.coverage and parameters.abstain (400s
+        naming what was fitted, or how to fit it)."""
+        found: dict[str, Any] = {}
+        coverage, abstain = params.get("coverage"), params["abstain"]
+        if (coverage is not None or abstain) and activation is not self.activation:
+            raise RequestError(
+                "coverage and abstain use the model's calibrated scores; drop raw_scores / function_to_apply",
+                reason="invalid_parameter",
+            )
+        if coverage is not None:
+            if self.conformal is None:
+                raise RequestError(
+                    "coverage: this model has no prediction-set thresholds (handler.conformal); fit them with "
+                    "hflabels calibrate MODEL_DIR --data FILE, or train it with hflabels train",
+                    reason="invalid_parameter",
+                )
+            threshold = next((t for level, t in self.set_thresholds.items() if abs(level - coverage) < 1e-9), None)
+            if threshold is None:
+                fitted = ", ".join(f"{level:g}" for level in self.conformal.levels())
+                raise RequestError(
+                    f"coverage {coverage:g} was not fitted for this model; fitted levels: {fitted}",
+                    reason="invalid_parameter",
+                )
+            found["set_threshold"] = threshold
+        if abstain:
+            if self.abstention is None:
+                why = (
+                    "applies to single-label models"
+                    if self.multi_label or self.regression
+                    else "needs a fitted threshold (handler.abstention); fit one with "
+                    "hflabels calibrate MODEL_DIR --data FILE --abstain-error E"
+                )
+                raise RequestError(f"abstain {why}", reason="invalid_parameter")
+            found["abstain_below"] = self.abstention.threshold
+        return found
 
     def parse(self, body: RequestBody) -> ParsedRequest[TextInput, ClassificationParams]:
         inputs, is_list = parse_inputs(body.inputs, parse_text_or_pair, self.settings.limits.max_inputs_per_request)
@@ -155,19 +240,21 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         # Only a threshold the request itself sends replaces the per-label ones.
         given_threshold = threshold if isinstance(body.parameters, dict) and "threshold" in body.parameters else None
         shape, top_k, wrap_single = self._shape(params, body.response_format)
+        activation = Activation(function) if function is not None else self.activation
         return ParsedRequest(
             inputs,
             is_list,
             ClassificationParams(
                 shape=shape,
                 top_k=top_k,
-                activation=Activation(function) if function is not None else self.activation,
+                activation=activation,
                 # A request's threshold applies to every label, overriding per-label settings.
                 thresholds=self.thresholds if given_threshold is None else np.full(len(self.labels), given_threshold),
                 wrap_single=wrap_single and not is_list,
                 truncate=params["truncate"],
                 long_text=LongText(params["long_text"]),
                 labels=self.labels_named_by(params),
+                **self._guarantee_params(params, activation),
             ),
         )
 
@@ -244,7 +331,14 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         activation, calibration = params.activation, self.calibration
         window_scores = np.stack([served_scores(output["logits"], activation, calibration) for output in outputs])
         scores = aggregate_windows(window_scores, params.long_text)
-        return ClassScores(scores, params.labels, decided_labels(scores, self.multi_label, params.thresholds))
+        chosen = None
+        if params.set_threshold is not None:
+            assert self.conformal is not None
+            chosen = prediction_set(self.conformal.method, scores, params.set_threshold)
+        abstained = None if params.abstain_below is None else bool(scores.max() < params.abstain_below)
+        decision = decided_labels(scores, self.multi_label, params.thresholds)
+        return ClassScores(scores, params.labels, decision, prediction_set=chosen, abstained=abstained,
+                           probabilities=activation is not Activation.NONE)  # fmt: skip
 
     def render(self, result: ClassScores, params: ClassificationParams) -> Any:
         scores, labels = np.asarray(result.scores), result.labels
@@ -259,4 +353,21 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             answer = [{"label": labels[i], "score": float(scores[i])} for i in result.decision]
         else:
             answer = best_label(scores, labels)
+        answer = with_guarantees(answer, result)
         return [answer] if params.wrap_single else answer
+
+
+def with_guarantees(answer: Any, result: ClassScores) -> Any:
+    """The answer with its prediction set and abstention, where asked for: keys of a one-label
+    answer ({"label", "score", "prediction_set", "abstained"}); a list of labels (top_k,
+    return_all_scores, multi-label) becomes {"labels": [...], "prediction_set", "abstained"}."""
+    extra: dict[str, Any] = {}
+    if result.prediction_set is not None:
+        extra["prediction_set"] = [result.labels[i] for i in result.prediction_set]
+    if result.abstained is not None:
+        extra["abstained"] = result.abstained
+    if not extra:
+        return answer
+    if isinstance(answer, dict):
+        return {**answer, **extra}
+    return {"labels": answer, **extra}

@@ -18,7 +18,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from handler.api.tasks import Objective
+from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_options, print_guarantees
 from hflabels.training.data import SAMPLING, DataError
+from hflabels.training.guarantees import MIN_HELD_OUT
 from hflabels.training.metrics import WEIGHT_SCHEMES, format_table
 from hflabels.training.trainer import TrainOptions, train
 
@@ -107,6 +109,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-train-examples", type=int, metavar="N",
                         help="train on a seeded, stratified subsample of at most N examples")  # fmt: skip
+    guarantees = parser.add_argument_group(
+        "guarantees", f"fitted on half the validation split when each half has {MIN_HELD_OUT} examples or more"
+    )
+    add_guarantee_arguments(guarantees)  # type: ignore[arg-type]
 
 
 def objective_value(text: str) -> str:
@@ -118,9 +124,10 @@ def objective_value(text: str) -> str:
 
 def options_of(args: argparse.Namespace) -> TrainOptions:
     # Options without a flag (quiet: the demo's) keep their defaults.
-    return TrainOptions(
-        **{field.name: getattr(args, field.name) for field in fields(TrainOptions) if hasattr(args, field.name)}
-    )
+    known = {field.name: getattr(args, field.name) for field in fields(TrainOptions) if hasattr(args, field.name)}
+    if hasattr(args, "method"):
+        known["guarantees"] = guarantee_options(args)
+    return TrainOptions(**known)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"calibration fitted on {fit.get('examples')} validation examples{reliability}")
         if "warning" in fit:
             print(f"warning: {fit['warning']}")
+    if "guarantees" in results:
+        print_guarantees(results["guarantees"])
+    elif "guarantees_skipped" in results:
+        print(f"no prediction sets, abstention or drift reference: {results['guarantees_skipped']}")
     if "thresholds" in results:
         print("tuned thresholds: " + ", ".join(f"{k} {v:.3f}" for k, v in results["thresholds"].items()))
     for split in ("validation", "test"):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 # The served activations themselves, so a fitted and a served score are one function.
-from handler.postprocess.scoring import sigmoid, softmax
+from handler.postprocess.scoring import LogitCalibration, sigmoid, softmax
 
 __all__ = ["sigmoid", "softmax"]  # re-exported for the fitting code and its tests
 
@@ -139,3 +139,47 @@ def prior_correction(ratios: Sequence[float], centred: bool = True) -> np.ndarra
     centred; a multi-label model's sigmoids do not (``centred=False``: positives weighted by w)."""
     adjustment = np.log(np.asarray(ratios, dtype=np.float64))
     return adjustment - adjustment.mean() if centred else adjustment
+
+
+def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label: bool) -> LogitCalibration:
+    """From labelled examples distributed like the traffic: the logit adjustment (a prior
+    correction, centred for softmax) and temperature(s) minimising the NLL of
+    ``activation((logits - adjustment) / T)`` jointly (single-label: one T and a bias per label;
+    multi-label: per label, Platt scaling). L-BFGS on log T with the analytic gradient."""
+    from scipy.optimize import minimize
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        adjustments, temperatures = [], []
+        for column in range(logits.shape[1]):
+            z, y = logits[:, column], truth[:, column].astype(float)
+
+            def nll(params: np.ndarray, z: np.ndarray = z, y: np.ndarray = y) -> tuple[float, np.ndarray]:
+                log_s, bias = params
+                s = np.exp(log_s)
+                x = s * (z - bias)
+                p = sigmoid(x)
+                loss = float(np.mean(np.logaddexp(0.0, x) - y * x))
+                grad_x = (p - y) / len(z)
+                return loss, np.array([float((grad_x * x).sum()), float((grad_x * -s).sum())])
+
+            found = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B")
+            adjustments.append(found.x[1])
+            temperatures.append(1.0 / np.exp(found.x[0]))
+        return LogitCalibration(np.array(adjustments), np.array(temperatures))
+    truth = np.asarray(truth, dtype=int)
+    onehot = np.eye(logits.shape[1])[truth]
+
+    def nll(params: np.ndarray) -> tuple[float, np.ndarray]:
+        log_s, bias = params[0], params[1:]
+        s = np.exp(log_s)
+        x = s * (logits - bias)
+        p = softmax(x)
+        loss = float(np.mean(np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1)) + x.max(axis=1)
+                             - x[np.arange(len(truth)), truth]))  # fmt: skip
+        grad_x = (p - onehot) / len(truth)
+        return loss, np.concatenate([[float((grad_x * x).sum())], -s * grad_x.sum(axis=0)])
+
+    found = minimize(nll, np.zeros(logits.shape[1] + 1), jac=True, method="L-BFGS-B")
+    bias = found.x[1:] - found.x[1:].mean()
+    return LogitCalibration(bias, np.full(logits.shape[1], 1.0 / np.exp(found.x[0])))

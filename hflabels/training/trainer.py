@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,14 @@ from hflabels.training.evaluation import (
     label_counts,
     multi_hot,
     truth_of,
+)
+from hflabels.training.guarantees import (
+    MIN_HELD_OUT,
+    GuaranteeError,
+    GuaranteeOptions,
+    fit_guarantees,
+    merge_sections,
+    split_for_guarantees,
 )
 from hflabels.training.losses import focal_loss, sigmoid_focal_loss
 from hflabels.training.metrics import EPOCH_METRICS, LOWER_IS_BETTER, class_weights, tune_thresholds
@@ -108,6 +116,8 @@ class TrainOptions:
     bf16: bool = False
     # No progress bar even on a terminal (the demo prints only its own lines).
     quiet: bool = False
+    # Prediction sets, abstention and the drift reference, fitted on half the validation split.
+    guarantees: GuaranteeOptions = field(default_factory=GuaranteeOptions)
     # A seeded, stratified subsample of the training split of at most this many examples.
     max_train_examples: int | None = None
     # Externally generated examples (same columns) added to the training split only, after
@@ -445,6 +455,7 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
         results["synthetic"] = synthetic_counts
     scorer = SplitScorer(trainer, tokenizer, task, labels, options.max_length)
     calibration = None
+    guarantee_sections: dict[str, Any] | None = None
     if task.classifies and task != Objective.TOKEN_CLASSIFICATION and options.calibrate:
         # The training made some classes more likely on purpose: how much, per class.
         ratios = np.ones(len(labels))
@@ -453,10 +464,29 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
         if options.sampling != "none":
             ratios *= np.asarray(counts, dtype=float) / np.maximum(np.asarray(counts_before, dtype=float), 1.0)
         fit_report: dict[str, Any] = {}
-        calibration = fit_calibration(
-            task, scorer.logits(validation_examples), truth_of(validation_examples, task, label_ids), ratios, fit_report
-        )
+        logits, truth = scorer.logits(validation_examples), truth_of(validation_examples, task, label_ids)
+        # The guarantees need examples the temperature was not fitted on: half the validation split.
+        held_out = None
+        if len(validation_examples) * min(options.guarantees.held_out_share,
+                                          1 - options.guarantees.held_out_share) >= MIN_HELD_OUT:  # fmt: skip
+            scaling, held_out = split_for_guarantees(truth, options.guarantees.held_out_share, options.seed)
+            logits, truth = logits[scaling], truth[scaling]
+        else:
+            results["guarantees_skipped"] = (
+                f"{len(validation_examples)} validation examples: fewer than the {MIN_HELD_OUT} per part that "
+                "prediction sets, abstention and the drift reference need; fit them with hflabels calibrate"
+            )
+        calibration = fit_calibration(task, logits, truth, ratios, fit_report)
         results["calibration_fit"] = fit_report
+        if held_out is not None:
+            held_scores = scorer.scores([validation_examples[i] for i in held_out], calibration)
+            held_truth = truth_of(validation_examples, task, label_ids)[held_out]
+            try:
+                guarantee_sections, results["guarantees"] = fit_guarantees(
+                    held_scores, held_truth, labels, task == Objective.MULTI_LABEL, options.guarantees
+                )
+            except GuaranteeError as error:
+                raise DataError(str(error)) from None
     thresholds = None
     if task == Objective.MULTI_LABEL:
         validation_scores = scorer.scores(validation_examples, calibration)
@@ -467,7 +497,8 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
             results[split] = scorer.evaluate(examples, thresholds, calibration)
     if calibration is not None:
         results["calibration"] = calibration_config(calibration, labels, task)
-    save_outputs(options.output, trainer.model, tokenizer, task, labels, results, thresholds, calibration)
+    save_outputs(options.output, trainer.model, tokenizer, task, labels, results, thresholds, calibration,
+                 guarantee_sections)  # fmt: skip
     if not options.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return results
@@ -523,6 +554,7 @@ def save_outputs(
     results: dict[str, Any],
     thresholds: np.ndarray | None,
     calibration: Any = None,
+    guarantees: dict[str, Any] | None = None,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
@@ -541,6 +573,8 @@ def save_outputs(
         classification["calibration"] = calibration_config(calibration, labels, task)
     if classification:
         handler["classification"] = classification
+    if guarantees is not None:
+        handler = merge_sections(handler, guarantees)
     serving["handler"] = handler
     (output / "model-config.yaml").write_text(
         "# Written by hflabels train; hflabels archive archives it with the model.\n"
