@@ -11,8 +11,8 @@ Methods (``handler.conformal.method``):
 
 - ``lac``: s = 1 - p(y) (Sadinle et al. 2019), the smallest sets on average;
 - ``aps``: s = the probability mass of the labels ranked at or above y (Romano et al. 2020),
-  non-randomised: the set is the best labels until their mass reaches the threshold, the label
-  that crosses it included; sets adapt to how unsure the model is;
+  non-randomised: the set is the best labels while their mass stays within the threshold (at
+  least the best one); sets adapt to how unsure the model is;
 - ``class_conditional``: LAC with one threshold per class, each from that class's held-out
   examples (Mondrian conformal), so coverage holds within each true class, the rare one included;
 - ``fnr_control`` (multi-label): conformal risk control (Angelopoulos et al. 2022) of the
@@ -86,12 +86,18 @@ def lac_set(probabilities: np.ndarray, threshold: float | np.ndarray) -> tuple[i
 
 
 def aps_set(probabilities: np.ndarray, threshold: float) -> tuple[int, ...]:
-    """The best labels until their mass reaches the threshold, the crossing one included (MAPIE's
-    ``include_last_label=True``); a label tied with the last one is included with it."""
+    """The best labels while their cumulative mass stays at most the threshold, and at least the
+    best label (MAPIE's ``include_last_label=False``); a label tied with the last one comes with it.
+    (Including the label that crosses the threshold, MAPIE's default, covered 98% of the movie
+    domain at a 0.8 target: sets twice as large for no guarantee.)"""
     order, mass = _ranked_mass(probabilities[np.newaxis, :])
-    reached = np.flatnonzero(mass[0] - threshold >= -TIE_TOLERANCE)
-    last = order[0, reached[0]] if len(reached) else order[0, -1]
-    chosen = np.flatnonzero(probabilities - probabilities[last] >= -TIE_TOLERANCE)
+    limit = max(threshold, float(mass[0, 0]))
+    within = np.flatnonzero(mass[0] - limit <= TIE_TOLERANCE)
+    last_score = float(probabilities[order[0, within[-1]]])
+    if last_score <= TIE_TOLERANCE:
+        # As MAPIE: a zero-probability last label does not bring every other zero with it.
+        last_score = float(np.min(probabilities[probabilities > TIE_TOLERANCE], initial=np.inf))
+    chosen = np.flatnonzero(probabilities - last_score >= -TIE_TOLERANCE)
     return tuple(int(i) for i in chosen[np.argsort(-probabilities[chosen], kind="stable")])
 
 
