@@ -76,8 +76,8 @@ def load_model_config(model_dir: Path, config: Path | None, task: Task | None) -
 
 
 def renamed_label_settings(handler: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
-    """The handler section with every label name in label_thresholds and calibration renamed (the
-    flat spelling and the grouped one alike)."""
+    """The handler section with every label name in label_thresholds, calibration, class-conditional
+    conformal thresholds and the drift reference renamed (the flat spelling and the grouped one alike)."""
 
     def rename_keys(value: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -103,6 +103,15 @@ def renamed_label_settings(handler: Mapping[str, Any], renames: Mapping[str, str
             group["label_thresholds"] = rename_keys(group["label_thresholds"])
         if "calibration" in group:
             group["calibration"] = rename_calibration(group["calibration"])
+    conformal = section.get("conformal")
+    if isinstance(conformal, Mapping) and isinstance(conformal.get("thresholds"), Mapping):
+        section["conformal"] = {**conformal, "thresholds": {level: rename_keys(t) for level, t in
+                                                            conformal["thresholds"].items()}}  # fmt: skip
+    monitoring = section.get("monitoring")
+    if isinstance(monitoring, Mapping) and isinstance(monitoring.get("reference"), Mapping):
+        reference = dict(monitoring["reference"])
+        reference["labels"] = rename_keys(reference.get("labels"))
+        section["monitoring"] = {**monitoring, "reference": reference}
     return section
 
 
@@ -114,12 +123,18 @@ def check_label_settings(settings: HandlerSettings, labels: Sequence[str]) -> No
         named |= set(classification.calibration.logit_adjustment)
         if isinstance(classification.calibration.temperature, Mapping):
             named |= set(classification.calibration.temperature)
+    if settings.conformal is not None:
+        for threshold in settings.conformal.thresholds.values():
+            if isinstance(threshold, Mapping):
+                named |= set(threshold)
+    if settings.monitoring.reference is not None:
+        named |= set(settings.monitoring.reference.labels)
     unknown = sorted(named - set(labels))
     if unknown:
         raise ConfigurationError(
             f"model-config.yaml names label(s) {unknown} in handler.classification (calibration or "
-            f"label_thresholds), but the archive serves {list(labels)}: use those names there, or archive "
-            "with the mapping the model was trained with"
+            f"label_thresholds), handler.conformal or handler.monitoring.reference, but the archive serves "
+            f"{list(labels)}: use those names there, or archive with the mapping the model was trained with"
         )
 
 

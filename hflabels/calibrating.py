@@ -98,7 +98,11 @@ def calibrate(options: CalibrateOptions) -> dict[str, Any]:
         "after": metrics(after, truth[held_out]),
     }
     try:
-        sections, fitted = fit_guarantees(after, truth[held_out], labels, multi_label, options.guarantees)
+        independent = None
+        if options.refit_scaling:
+            independent = served_scores(logits[scaling], activation, calibration).max(axis=1)
+        sections, fitted = fit_guarantees(after, truth[held_out], labels, multi_label, options.guarantees,
+                                          independent_top_scores=independent)  # fmt: skip
     except GuaranteeError as error:
         raise DataError(str(error)) from None
     report.update(fitted)

@@ -44,6 +44,7 @@ def test_a_trained_folder_archived_under_new_names_serves_them_calibrated(traine
         assert set(config["logit_adjustment"]) == {"NEG", "NEU", "POS"}
         extracted = tmp_path / "extracted"
         mar.extractall(extracted)
+
     def handler_section(where: Path) -> dict:
         return yaml.safe_load((where / "model-config.yaml").read_text())["handler"]
 

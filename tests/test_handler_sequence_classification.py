@@ -104,7 +104,8 @@ def test_unknown_parameters_and_thresholds_on_single_label_are_refused(sentiment
     assert (status, answer["error"]) == (
         400,
         "unknown parameters: topk "
-        "(allowed: abstain, coverage, function_to_apply, label_set, long_text, raw_scores, return_all_scores, threshold, top_k, truncate)",
+        "(allowed: abstain, coverage, function_to_apply, label_set, long_text, raw_scores, return_all_scores, "
+        "threshold, top_k, truncate)",
     )
     status, answer = call_one(handler, context, {"inputs": "x", "parameters": {"threshold": 0.3}})
     assert status == 400 and "threshold applies to multi-label models" in answer["error"]

@@ -214,6 +214,7 @@ def test_regression_is_trained_reported_and_served_as_the_pipelines_raw_score(ba
         [expected] = reference(text)
         assert status == 200 and set(answer) == {"score"}
         assert answer["score"] == pytest.approx(expected["score"], abs=1e-5)
-    assert call_one(handler, context, {"inputs": "wonderful wonderful wonderful"})[1]["score"] > call_one(
-        handler, context, {"inputs": "cold cold cold"}
-    )[1]["score"]
+    assert (
+        call_one(handler, context, {"inputs": "wonderful wonderful wonderful"})[1]["score"]
+        > call_one(handler, context, {"inputs": "cold cold cold"})[1]["score"]
+    )

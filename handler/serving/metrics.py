@@ -83,6 +83,20 @@ class PredictionMonitor:
             self.confidence_reference = list(reference.confidence)
         self.alarm = False
 
+    def initial_series(self) -> dict[tuple[str, str | None, str | None], int]:
+        """Every series at 0, reported with the first batch: a counter that first appears at N
+        loses those N to Prometheus' rate(), and a label first seen later would too."""
+        series: dict[tuple[str, str | None, str | None], int] = {}
+        for name in dict.fromkeys(self.label_names):
+            series["PredictionsTotal", "Label", name] = 0
+        for bucket in self.bucket_names:
+            series["ConfidenceTotal", "Bucket", bucket] = 0
+        series["AbstainCheckedTotal", None, None] = 0
+        series["AbstentionsTotal", None, None] = 0
+        for size in range(min(len(self.label_names), LARGEST_SIZE_NAMED) + 1):
+            series["PredictionSetSizeTotal", "Size", str(size)] = 0
+        return series
+
     def counts(self, outcomes: Sequence[RequestOutcome]) -> dict[tuple[str, str | None, str | None], int]:
         """(metric, dimension, value) -> count for this batch; the window moves on."""
         found: Counter[tuple[str, str | None, str | None]] = Counter()
@@ -161,8 +175,9 @@ class ServingMetrics:
                 counts.update(
                     CacheHitsTotal=cache.hits, CacheMissesTotal=cache.misses, CacheEvictionsTotal=cache.evictions
                 )
+            first_batch = not self._reported_once
             for name, value in counts.items():
-                if value or not self._reported_once:
+                if value or first_batch:
                     # TorchServe appends default dimensions to the list it gets: always a fresh one.
                     metrics.add_counter(name, value, dimensions=[])
             if not self._reported_once:
@@ -177,7 +192,10 @@ class ServingMetrics:
             for (name, reason), count in reasons.items():
                 metrics.add_counter(name, count, dimensions=[Dimension("Reason", reason)])
             if self.monitor is not None:
-                for (name, dimension, value), count in self.monitor.counts(outcomes).items():
+                counts = self.monitor.counts(outcomes)
+                if first_batch:
+                    counts = {**self.monitor.initial_series(), **counts}
+                for (name, dimension, value), count in counts.items():
                     dimensions = [] if dimension is None else [Dimension(dimension, value)]
                     metrics.add_counter(name, count, dimensions=dimensions)
                 for name, gauge in (self.monitor.drift() or {}).items():

@@ -83,6 +83,8 @@ def print_guarantees(report: dict[str, Any]) -> None:
         print(f"abstention: answer when the top score is >= {a['threshold']:.3f} (error <= {a['max_error']:g} "
               f"with confidence {a['confidence']:g}; held out: {a['held_out_answered']:.1%} answered, "
               f"error {a['held_out_error']:.3f})")  # fmt: skip
+    if "abstention_skipped" in report:
+        print(f"warning: no abstention threshold: {report['abstention_skipped']}")
     reference = report["drift_reference"]
     shares = ", ".join(f"{k} {v:.3f}" for k, v in reference["labels"].items())
     print(f"drift reference ({reference['examples']} held-out predictions): {shares}")

@@ -5,12 +5,15 @@ The examples used here must not be the ones the temperature was fitted on (``spl
 so the held-out scores are exchangeable with the traffic's as conformal prediction assumes.
 
 Abstention (``fit_abstention``) is Learn-then-Test (Angelopoulos, Bates et al. 2021) with a
-Bonferroni correction over a fixed grid of ``ABSTENTION_GRID`` thresholds: for each threshold t the
-null hypothesis "the error among inputs answered at t exceeds E" is tested with the exact binomial
-p-value P(Binomial(n_answered, E) <= errors), rejected at (1 - confidence) / grid size; the lowest
-rejected threshold is served. With probability at least ``confidence`` over the held-out draw,
-every rejected threshold, the served one among them, has error at most E among the inputs it
-answers.
+Bonferroni correction over a grid of thresholds fixed before the held-out scores are seen: for
+each threshold t the null hypothesis "the error among inputs answered at t exceeds E" is tested
+with the exact binomial p-value P(Binomial(n_answered, E) <= errors), rejected at
+(1 - confidence) / grid size; the lowest rejected threshold is served. With probability at least
+``confidence`` over the held-out draw, every rejected threshold, the served one among them, has
+error at most E among the inputs it answers. The grid is ``GRID_POINTS`` quantiles of the top
+scores of the examples the temperature was fitted on (independent of the held-out ones; they
+follow the model's own score range, which a calibrated 3-class model can squeeze into 0.49-0.58),
+or, without such examples, ``ABSTENTION_GRID``: 0.00, 0.01, ..., 1.00.
 """
 
 from __future__ import annotations
@@ -33,8 +36,18 @@ from handler.postprocess.conformal import (
 from handler.postprocess.monitoring import CONFIDENCE_EDGES, confidence_bucket, shares
 
 DEFAULT_COVERAGES = (0.8, 0.9, 0.95)
-# Thresholds tried for abstention, fixed before seeing data: 0.00, 0.01, ..., 1.00.
+# Thresholds tried for abstention when no independent scores give the grid.
 ABSTENTION_GRID = np.round(np.linspace(0.0, 1.0, 101), 6)
+GRID_POINTS = 100
+
+
+def abstention_grid(independent_top_scores: np.ndarray | None) -> np.ndarray:
+    """The thresholds to test: quantiles of top scores not in the held-out set, else the fixed grid."""
+    if independent_top_scores is None or len(independent_top_scores) < GRID_POINTS:
+        return ABSTENTION_GRID
+    return np.unique(np.quantile(np.asarray(independent_top_scores, dtype=np.float64), np.linspace(0, 1, GRID_POINTS)))
+
+
 DEFAULT_ABSTAIN_CONFIDENCE = 0.9
 
 
@@ -104,12 +117,14 @@ def fit_conformal(
     return fitted
 
 
-def abstention_p_values(top_scores: np.ndarray, correct: np.ndarray, max_error: float) -> np.ndarray:
+def abstention_p_values(
+    top_scores: np.ndarray, correct: np.ndarray, max_error: float, grid: np.ndarray = ABSTENTION_GRID
+) -> np.ndarray:
     """Per grid threshold, the exact binomial p-value of "error among the answered > max_error"
     (1 where nothing is answered)."""
     top_scores, wrong = np.asarray(top_scores), ~np.asarray(correct, dtype=bool)
-    values = np.ones(len(ABSTENTION_GRID))
-    for i, threshold in enumerate(ABSTENTION_GRID):
+    values = np.ones(len(grid))
+    for i, threshold in enumerate(grid):
         answered = top_scores >= threshold
         count = int(answered.sum())
         if count:
@@ -118,26 +133,31 @@ def abstention_p_values(top_scores: np.ndarray, correct: np.ndarray, max_error: 
 
 
 def fit_abstention(
-    top_scores: np.ndarray, correct: np.ndarray, max_error: float, confidence: float = DEFAULT_ABSTAIN_CONFIDENCE
+    top_scores: np.ndarray,
+    correct: np.ndarray,
+    max_error: float,
+    confidence: float = DEFAULT_ABSTAIN_CONFIDENCE,
+    grid: np.ndarray = ABSTENTION_GRID,
 ) -> dict[str, Any]:
     """``handler.abstention``: the lowest grid threshold whose answered error is at most
     ``max_error`` with probability ``confidence`` (Learn-then-Test, Bonferroni over the grid)."""
     if not 0.0 < max_error < 1.0 or not 0.0 < confidence < 1.0:
         raise GuaranteeError(f"abstain error {max_error} and confidence {confidence} must be between 0 and 1")
-    p_values = abstention_p_values(top_scores, correct, max_error)
-    rejected = np.flatnonzero(p_values <= (1.0 - confidence) / len(ABSTENTION_GRID))
+    p_values = abstention_p_values(top_scores, correct, max_error, grid)
+    rejected = np.flatnonzero(p_values <= (1.0 - confidence) / len(grid))
     if not len(rejected):
         raise GuaranteeError(
             f"no threshold keeps the error among answered examples at most {max_error:g} with confidence "
             f"{confidence:g} on these {len(top_scores)} held-out examples; allow a larger error or add examples"
         )
-    threshold = float(ABSTENTION_GRID[rejected[0]])
+    threshold = float(grid[rejected[0]])
     answered = np.asarray(top_scores) >= threshold
     return {
         "threshold": threshold,
         "max_error": max_error,
         "confidence": confidence,
         "examples": len(top_scores),
+        "grid_points": len(grid),
         # What the held-out examples saw at that threshold (not the guarantee itself).
         "held_out_answered": round(float(answered.mean()), 6),
         "held_out_error": round(float((~np.asarray(correct, dtype=bool))[answered].mean()), 6),
@@ -182,10 +202,18 @@ class GuaranteeOptions:
 
 
 def fit_guarantees(
-    probabilities: np.ndarray, truth: np.ndarray, labels: Sequence[str], multi_label: bool, options: GuaranteeOptions
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    labels: Sequence[str],
+    multi_label: bool,
+    options: GuaranteeOptions,
+    strict: bool = True,
+    independent_top_scores: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the handler sections to write: conformal, abstention, monitoring.reference; a report)
-    from held-out calibrated scores."""
+    from held-out calibrated scores. ``strict`` False (training): an abstention bound the data
+    cannot meet is reported in ``abstention_skipped`` instead of raised, so the model is kept.
+    ``independent_top_scores``: top scores of examples not held out, for the abstention grid."""
     method = options.method or (ConformalMethod.FNR_CONTROL if multi_label else ConformalMethod.LAC)
     if method.multi_label != multi_label:
         kind = "multi-label" if multi_label else "single-label"
@@ -198,9 +226,16 @@ def fit_guarantees(
             raise GuaranteeError("--abstain-error applies to single-label models")
         correct = probabilities.argmax(axis=1) == truth
         top = probabilities.max(axis=1)
-        abstention = fit_abstention(top, correct, options.abstain_error, options.abstain_confidence)
-        sections["abstention"] = config_of(abstention)
-        report["abstention"] = abstention
+        try:
+            grid = abstention_grid(independent_top_scores)
+            abstention = fit_abstention(top, correct, options.abstain_error, options.abstain_confidence, grid)
+        except GuaranteeError as error:
+            if strict:
+                raise
+            report["abstention_skipped"] = f"{error} (hflabels calibrate can fit it later)"
+        else:
+            sections["abstention"] = config_of(abstention)
+            report["abstention"] = abstention
     reference = drift_reference(probabilities, labels)
     sections["monitoring"] = {"reference": reference}
     report["drift_reference"] = reference

@@ -32,6 +32,7 @@ import yaml
 
 from handler.api.tasks import Objective
 from handler.engine.execution import fast_bfloat16
+from handler.postprocess.scoring import Activation, served_scores
 from hflabels.paths import MODEL_CONFIG
 from hflabels.training.data import (
     DataError,
@@ -479,11 +480,18 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
         calibration = fit_calibration(task, logits, truth, ratios, fit_report)
         results["calibration_fit"] = fit_report
         if held_out is not None:
+            activation = Activation.SIGMOID if task == Objective.MULTI_LABEL else Activation.SOFTMAX
             held_scores = scorer.scores([validation_examples[i] for i in held_out], calibration)
             held_truth = truth_of(validation_examples, task, label_ids)[held_out]
             try:
                 guarantee_sections, results["guarantees"] = fit_guarantees(
-                    held_scores, held_truth, labels, task == Objective.MULTI_LABEL, options.guarantees
+                    held_scores,
+                    held_truth,
+                    labels,
+                    task == Objective.MULTI_LABEL,
+                    options.guarantees,
+                    strict=False,
+                    independent_top_scores=served_scores(logits, activation, calibration).max(axis=1),
                 )
             except GuaranteeError as error:
                 raise DataError(str(error)) from None
