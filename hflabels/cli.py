@@ -31,6 +31,7 @@ COMMANDS = {
     "kserve-store": ("kserve_store", "lay out a KServe model store for an archive"),
     "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
     "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
+    "guarantees": ("guarantees", "prediction sets, abstention and drift measured on the real VADER data"),
     "calibrate": ("calibrate", "refit calibration, prediction sets, abstention and drift reference on labelled data"),
 }
 

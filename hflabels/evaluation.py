@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -187,3 +187,58 @@ def served_calibration(served: list[dict[str, float]], examples: list[Example], 
     index = {label: i for i, label in enumerate(labels)}
     truth = np.array([index[example.label] for example in examples])
     return {**calibration_metrics(probabilities, truth), "reliability": reliability(probabilities, truth)}
+
+
+# ---- the guarantees, as realised on the labelled file --------------------------------------------
+
+
+def folder_settings(model_dir: Path) -> Any:
+    from handler.api.settings import HandlerSettings
+
+    config_path = model_dir / "model-config.yaml"
+    serving = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    return HandlerSettings.from_mapping((serving or {}).get("handler"))
+
+
+def realised_guarantees(
+    served: list[dict[str, float]], examples: list[Example], labels: list[str], settings: Any, curve_points: int = 50
+) -> dict[str, Any]:
+    """From served single-label scores: the risk-coverage curve (error among the answered against
+    the share answered, the most confident first), the error and share answered at the model's
+    abstention threshold, and each fitted coverage level's realised coverage and mean set size."""
+    from handler.postprocess.conformal import prediction_set, risk_coverage
+
+    probabilities = np.array([[scores[label] for label in labels] for scores in served])
+    index = {label: i for i, label in enumerate(labels)}
+    truth = np.array([index[example.label] for example in examples])
+    top, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == truth
+    curve = risk_coverage(top, correct)
+    step = max(1, len(curve) // curve_points)
+    found: dict[str, Any] = {
+        "risk_coverage": [
+            {"threshold": round(t, 6), "answered": round(a, 6), "error": round(e, 6)} for t, a, e in curve[::step]
+        ]
+        + [{"threshold": round(curve[-1][0], 6), "answered": 1.0, "error": round(curve[-1][2], 6)}],
+    }
+    if settings.abstention is not None:
+        kept = top >= settings.abstention.threshold
+        found["abstention"] = {
+            "threshold": settings.abstention.threshold,
+            "max_error": settings.abstention.max_error,
+            "answered": round(float(kept.mean()), 6),
+            "error_answered": round(float((~correct[kept]).mean()), 6) if kept.any() else None,
+            "error_all": round(float((~correct).mean()), 6),
+        }
+    if settings.conformal is not None:
+        levels = {}
+        for level, threshold in sorted(settings.conformal.thresholds.items()):
+            if isinstance(threshold, Mapping):
+                threshold = np.array([threshold[label] for label in labels])
+            sets = [prediction_set(settings.conformal.method, row, threshold) for row in probabilities]
+            levels[f"{level:g}"] = {
+                "coverage": round(float(np.mean([t in s for t, s in zip(truth, sets)])), 6),
+                "mean_size": round(float(np.mean([len(s) for s in sets])), 4),
+                "singletons": round(float(np.mean([len(s) == 1 for s in sets])), 6),
+            }
+        found["prediction_sets"] = {"method": settings.conformal.method.value, "levels": levels}
+    return found

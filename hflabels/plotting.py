@@ -203,3 +203,26 @@ def plot_real_data(results: dict[str, Any], path: Path) -> None:
     figure.suptitle(f"all-MiniLM-L6-v2, torch {versions['torch']}, transformers {versions['transformers']}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def plot_risk_coverage(guarantees: dict[str, Any], path: Path, title: str = "") -> None:
+    """Error among the answered against the share answered, the abstention threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = guarantees["risk_coverage"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([row["answered"] for row in curve], [row["error"] for row in curve], label="served scores")
+    abstention = guarantees.get("abstention")
+    if abstention is not None:
+        bound = abstention["max_error"]
+        axis.axhline(bound, color="grey", linestyle="--", label=f"bound E = {bound}")
+        axis.plot([abstention["answered"]], [abstention["error_answered"]], "o", color="C3",
+                  label=f"served threshold {abstention['threshold']:.3f}")  # fmt: skip
+    axis.set(xlabel="share answered", ylabel="error among answered", xlim=(0, 1), ylim=(0, None), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

@@ -29,3 +29,14 @@ def counter_total(metrics_url: str, name: str, model: str | None = None) -> floa
         if line.startswith(name + "{") and (model is None or f'ModelName="{model}"' in line):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def gauge_values(metrics_url: str, names: tuple[str, ...], model: str) -> dict[str, float]:
+    """The latest value of each named gauge of ``model`` on the Prometheus endpoint."""
+    text = requests.get(f"{metrics_url}/metrics", timeout=10).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in names and f'ModelName="{model}"' in line:
+            found[name] = float(line.rsplit(" ", 1)[1])
+    return found

@@ -22,9 +22,11 @@ from handler.api.errors import ConfigurationError
 from handler.api.labels import resolve_labels
 from hflabels.evaluation import (
     check_served_names,
+    folder_settings,
     local_predictions,
     metrics_for,
     model_labels,
+    realised_guarantees,
     served_calibration,
     served_labels,
     served_predictions,
@@ -47,6 +49,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write every example's truth and predictions as JSON")
     parser.add_argument("--mapping", type=Path, help="the index_to_name.json the archive was made with, if it "
                         "renamed the model folder's labels (answers are then read back by index)")  # fmt: skip
+
+
+def print_realised(guarantees: dict) -> None:
+    curve = guarantees["risk_coverage"]
+    marks = [row for row in curve if row["answered"] in (1.0,)] + [
+        min(curve, key=lambda row: abs(row["answered"] - share)) for share in (0.8, 0.5, 0.2)
+    ]
+    print("risk-coverage (error among answered at a share answered): " + ", ".join(
+        f"{row['answered']:.0%} -> {row['error']:.3f}" for row in marks))  # fmt: skip
+    if "abstention" in guarantees:
+        a = guarantees["abstention"]
+        print(f"abstention at {a['threshold']:.3f}: {a['answered']:.1%} answered, error among them "
+              f"{a['error_answered']} (bound {a['max_error']}; {a['error_all']:.3f} answering all)")  # fmt: skip
+    if "prediction_sets" in guarantees:
+        sets = guarantees["prediction_sets"]
+        print(f"prediction sets ({sets['method']}): " + ", ".join(
+            f"{level} -> coverage {row['coverage']:.3f}, mean size {row['mean_size']:.2f}"
+            for level, row in sets["levels"].items()))  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         calibration = served_calibration(answers, examples, labels)
         print(f"served scores: ECE {calibration['ece']:.4f}  NLL {calibration['nll']:.4f}  "
               f"Brier {calibration['brier']:.4f}")  # fmt: skip
+    guarantees = None
+    if args.task == "single_label":
+        guarantees = realised_guarantees(answers, examples, labels, folder_settings(args.model_dir))
+        print_realised(guarantees)
     # A regression score may move in its last float32 bits with the batch it was computed in.
     differs = (lambda s, p: abs(s - p) > 1e-4) if args.task == "regression" else (lambda s, p: s != p)
     mismatches = [
@@ -94,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         args.report.write_text(json.dumps({
             "task": args.task, "labels": labels, "metrics": metrics, "truth": truth,
             "served": served, "in_process": local, "mismatches": mismatches, "calibration": calibration,
+            "guarantees": guarantees,
         }, indent=1) + "\n")  # fmt: skip
     if mismatches:
         print(f"\n{len(mismatches)} of {len(examples)} served predictions differ from the model folder's:")

@@ -1,5 +1,6 @@
 """Draw a served model's evaluation (the JSON of `evaluate --report`) as a PNG, and the
-reliability diagram of its served scores beside it (REPORT-reliability.png).
+reliability diagram of its served scores beside it (REPORT-reliability.png), and, for single-label
+models, the risk-coverage curve (REPORT-risk-coverage.png).
 
 plot-evaluation build/evaluation.json [--output build/evaluation.png]
 """
@@ -10,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hflabels.plotting import plot_reliability, plot_report
+from hflabels.plotting import plot_reliability, plot_report, plot_risk_coverage
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,4 +28,8 @@ def run(args: argparse.Namespace) -> int:
         reliability = output.with_name(output.stem + "-reliability.png")
         plot_reliability(report, reliability)
         print(f"wrote {reliability}")
+    if report.get("guarantees"):
+        curve = output.with_name(output.stem + "-risk-coverage.png")
+        plot_risk_coverage(report["guarantees"], curve)
+        print(f"wrote {curve}")
     return 0

@@ -4,20 +4,27 @@ abstention threshold with a bound on its error, and the drift reference.
 The examples used here must not be the ones the temperature was fitted on (``split_for_guarantees``),
 so the held-out scores are exchangeable with the traffic's as conformal prediction assumes.
 
-Abstention (``fit_abstention``) is Learn-then-Test (Angelopoulos, Bates et al. 2021) with a
-Bonferroni correction over a grid of thresholds fixed before the held-out scores are seen: for
-each threshold t the null hypothesis "the error among inputs answered at t exceeds E" is tested
-with the exact binomial p-value P(Binomial(n_answered, E) <= errors), rejected at
-(1 - confidence) / grid size; the lowest rejected threshold is served. With probability at least
-``confidence`` over the held-out draw, every rejected threshold, the served one among them, has
-error at most E among the inputs it answers. The grid is ``GRID_POINTS`` quantiles of the top
-scores of the examples the temperature was fitted on (independent of the held-out ones; they
-follow the model's own score range, which a calibrated 3-class model can squeeze into 0.49-0.58),
-or, without such examples, ``ABSTENTION_GRID``: 0.00, 0.01, ..., 1.00.
+Abstention (``fit_abstention``) is Learn-then-Test (Angelopoulos, Bates et al. 2021): for each
+threshold t of a grid fixed before the held-out scores are seen, the null hypothesis "the error
+among inputs answered at t exceeds E" is tested with the exact binomial p-value
+P(Binomial(n_answered, E) <= errors); with probability at least ``confidence`` over the held-out
+draw, every threshold the procedure accepts, the served one among them, has error at most E among
+the inputs it answers. Two grids and corrections:
+
+- fixed-sequence testing (``ltt_fixed_sequence``, the default): thresholds from strictest to
+  loosest, each tested at 1 - confidence, stopping at the first that is not rejected; the grid is
+  ``GRID_POINTS`` quantiles of the top scores of the examples the temperature was fitted on
+  (independent of the held-out ones, and in the model's own score range, which a calibrated
+  3-class model can squeeze into 0.49-0.58), starting where the held-out set is expected to answer
+  three times the fewest examples a test at that level could reject with;
+- Bonferroni (``ltt_bonferroni``), when no independent scores exist (``calibrate
+  --keep-scaling``): ``ABSTENTION_GRID`` (0.00, 0.01, ..., 1.00), each tested at
+  (1 - confidence) / 101, the lowest rejected served.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +48,15 @@ ABSTENTION_GRID = np.round(np.linspace(0.0, 1.0, 101), 6)
 GRID_POINTS = 100
 
 
-def abstention_grid(independent_top_scores: np.ndarray | None) -> np.ndarray:
-    """The thresholds to test: quantiles of top scores not in the held-out set, else the fixed grid."""
-    if independent_top_scores is None or len(independent_top_scores) < GRID_POINTS:
-        return ABSTENTION_GRID
-    return np.unique(np.quantile(np.asarray(independent_top_scores, dtype=np.float64), np.linspace(0, 1, GRID_POINTS)))
+def fixed_sequence_grid(
+    independent_top_scores: np.ndarray, held_out: int, max_error: float, confidence: float
+) -> np.ndarray:
+    """Thresholds from strictest to loosest: quantiles of independent top scores, from the share
+    answered at which the held-out set holds three times the fewest examples whose test can reject
+    (k with (1 - E)^k <= 1 - confidence) to every input."""
+    needed = 3 * math.ceil(math.log(1.0 - confidence) / math.log(1.0 - max_error))
+    shares = np.linspace(min(1.0, needed / max(held_out, 1)), 1.0, GRID_POINTS)
+    return np.quantile(np.asarray(independent_top_scores, dtype=np.float64), 1.0 - shares)
 
 
 DEFAULT_ABSTAIN_CONFIDENCE = 0.9
@@ -137,14 +148,25 @@ def fit_abstention(
     correct: np.ndarray,
     max_error: float,
     confidence: float = DEFAULT_ABSTAIN_CONFIDENCE,
-    grid: np.ndarray = ABSTENTION_GRID,
+    independent_top_scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """``handler.abstention``: the lowest grid threshold whose answered error is at most
-    ``max_error`` with probability ``confidence`` (Learn-then-Test, Bonferroni over the grid)."""
+    """``handler.abstention``: the loosest threshold whose answered error is at most ``max_error``
+    with probability ``confidence`` (Learn-then-Test: fixed-sequence over quantiles of
+    ``independent_top_scores`` when given, else Bonferroni over ABSTENTION_GRID)."""
     if not 0.0 < max_error < 1.0 or not 0.0 < confidence < 1.0:
         raise GuaranteeError(f"abstain error {max_error} and confidence {confidence} must be between 0 and 1")
-    p_values = abstention_p_values(top_scores, correct, max_error, grid)
-    rejected = np.flatnonzero(p_values <= (1.0 - confidence) / len(grid))
+    sequential = independent_top_scores is not None and len(independent_top_scores) >= GRID_POINTS
+    if sequential:
+        assert independent_top_scores is not None
+        grid = fixed_sequence_grid(independent_top_scores, len(top_scores), max_error, confidence)
+        p_values = abstention_p_values(top_scores, correct, max_error, grid)
+        failed = np.flatnonzero(p_values > 1.0 - confidence)
+        accepted = len(grid) if not len(failed) else int(failed[0])
+        rejected = np.arange(accepted)[::-1]
+    else:
+        grid = ABSTENTION_GRID
+        p_values = abstention_p_values(top_scores, correct, max_error, grid)
+        rejected = np.flatnonzero(p_values <= (1.0 - confidence) / len(grid))
     if not len(rejected):
         raise GuaranteeError(
             f"no threshold keeps the error among answered examples at most {max_error:g} with confidence "
@@ -157,6 +179,7 @@ def fit_abstention(
         "max_error": max_error,
         "confidence": confidence,
         "examples": len(top_scores),
+        "method": "ltt_fixed_sequence" if sequential else "ltt_bonferroni",
         "grid_points": len(grid),
         # What the held-out examples saw at that threshold (not the guarantee itself).
         "held_out_answered": round(float(answered.mean()), 6),
@@ -227,8 +250,9 @@ def fit_guarantees(
         correct = probabilities.argmax(axis=1) == truth
         top = probabilities.max(axis=1)
         try:
-            grid = abstention_grid(independent_top_scores)
-            abstention = fit_abstention(top, correct, options.abstain_error, options.abstain_confidence, grid)
+            abstention = fit_abstention(
+                top, correct, options.abstain_error, options.abstain_confidence, independent_top_scores
+            )
         except GuaranteeError as error:
             if strict:
                 raise
