@@ -315,7 +315,7 @@ def test_abstention_keeps_the_answered_error_within_its_bound_with_the_stated_co
     assert np.median(answered) > 0.2
 
 
-def test_fixed_sequence_abstention_keeps_its_bound_and_answers_more_than_bonferroni(movies):
+def test_fixed_sequence_with_bonferroni_keeps_its_bound_and_answers_more_than_bonferroni_alone(movies):
     # As above, with the grid from an independent draw (the temperature's examples, in training).
     probabilities, truth = movies
     top, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == truth
@@ -324,13 +324,8 @@ def test_fixed_sequence_abstention_keeps_its_bound_and_answers_more_than_bonferr
     violations, answered, bonferroni = 0, [], []
     for _ in range(splits):
         rows, independent = rng.integers(0, len(truth), n), rng.integers(0, len(truth), n)
-        try:
-            fitted = fit_abstention(top[rows], correct[rows], max_error, confidence, top[independent])
-        except GuaranteeError:
-            # The strictest threshold's test did not reject: nothing is served, nothing is wrong.
-            answered.append(0.0)
-            continue
-        assert fitted["method"] == "ltt_fixed_sequence"
+        fitted = fit_abstention(top[rows], correct[rows], max_error, confidence, top[independent])
+        assert fitted["method"] == "ltt_fixed_sequence_and_bonferroni"
         kept = top >= fitted["threshold"]
         violations += (~correct[kept]).mean() > max_error
         answered.append(kept.mean())
@@ -338,7 +333,6 @@ def test_fixed_sequence_abstention_keeps_its_bound_and_answers_more_than_bonferr
     delta = 1 - confidence
     assert violations / splits <= delta + 3 * math.sqrt(delta * (1 - delta) / splits)
     assert np.median(answered) > np.median(bonferroni)
-    assert np.mean(np.array(answered) == 0.0) < 0.1
 
 
 def test_abstention_p_values_are_exact_binomial_tails():

@@ -141,11 +141,18 @@ def prior_correction(ratios: Sequence[float], centred: bool = True) -> np.ndarra
     return adjustment - adjustment.mean() if centred else adjustment
 
 
+# T within 0.05-20 and adjustments within +-50 logits: a model whose logits say nothing would
+# otherwise be fitted an unbounded temperature with an unbounded prior shift to match.
+LOG_S_BOUNDS = (float(np.log(1 / 20)), float(np.log(20)))
+BIAS_BOUNDS = (-50.0, 50.0)
+
+
 def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label: bool) -> LogitCalibration:
     """From labelled examples distributed like the traffic: the logit adjustment (a prior
     correction, centred for softmax) and temperature(s) minimising the NLL of
     ``activation((logits - adjustment) / T)`` jointly (single-label: one T and a bias per label;
-    multi-label: per label, Platt scaling). L-BFGS on log T with the analytic gradient."""
+    multi-label: per label, Platt scaling). L-BFGS-B on log(1/T) and the biases, within bounds,
+    with the analytic gradient."""
     from scipy.optimize import minimize
 
     logits = np.asarray(logits, dtype=np.float64)
@@ -163,7 +170,7 @@ def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label
                 grad_x = (p - y) / len(z)
                 return loss, np.array([float((grad_x * x).sum()), float((grad_x * -s).sum())])
 
-            found = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B")
+            found = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B", bounds=[LOG_S_BOUNDS, BIAS_BOUNDS])
             adjustments.append(found.x[1])
             temperatures.append(1.0 / np.exp(found.x[0]))
         return LogitCalibration(np.array(adjustments), np.array(temperatures))
@@ -180,6 +187,7 @@ def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label
         grad_x = (p - onehot) / len(truth)
         return loss, np.concatenate([[float((grad_x * x).sum())], -s * grad_x.sum(axis=0)])
 
-    found = minimize(nll, np.zeros(logits.shape[1] + 1), jac=True, method="L-BFGS-B")
+    bounds = [LOG_S_BOUNDS] + [BIAS_BOUNDS] * logits.shape[1]
+    found = minimize(nll, np.zeros(logits.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds)
     bias = found.x[1:] - found.x[1:].mean()
     return LogitCalibration(bias, np.full(logits.shape[1], 1.0 / np.exp(found.x[0])))

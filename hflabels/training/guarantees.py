@@ -9,17 +9,20 @@ threshold t of a grid fixed before the held-out scores are seen, the null hypoth
 among inputs answered at t exceeds E" is tested with the exact binomial p-value
 P(Binomial(n_answered, E) <= errors); with probability at least ``confidence`` over the held-out
 draw, every threshold the procedure accepts, the served one among them, has error at most E among
-the inputs it answers. Two grids and corrections:
+the inputs it answers. Two families, their accepted thresholds pooled and the loosest served:
 
-- fixed-sequence testing (``ltt_fixed_sequence``, the default): thresholds from strictest to
-  loosest, each tested at 1 - confidence, stopping at the first that is not rejected; the grid is
+- fixed-sequence testing: thresholds from strictest to loosest, each tested at
+  (1 - confidence) / 2, stopping at the first that is not rejected; the grid is
   ``GRID_POINTS`` quantiles of the top scores of the examples the temperature was fitted on
   (independent of the held-out ones, and in the model's own score range, which a calibrated
   3-class model can squeeze into 0.49-0.58), starting where the held-out set is expected to answer
   three times the fewest examples a test at that level could reject with;
-- Bonferroni (``ltt_bonferroni``), when no independent scores exist (``calibrate
-  --keep-scaling``): ``ABSTENTION_GRID`` (0.00, 0.01, ..., 1.00), each tested at
-  (1 - confidence) / 101, the lowest rejected served.
+- Bonferroni over ``ABSTENTION_GRID`` (0.00, 0.01, ..., 1.00), each tested at
+  (1 - confidence) / 2 / 101; it still answers where the sequence's strictest test fails.
+
+The union bound over the two halves keeps the stated confidence (``ltt_fixed_sequence_and_bonferroni``).
+Without independent scores (``calibrate --keep-scaling``) Bonferroni alone is used, at all of
+1 - confidence (``ltt_bonferroni``).
 """
 
 from __future__ import annotations
@@ -152,35 +155,35 @@ def fit_abstention(
 ) -> dict[str, Any]:
     """``handler.abstention``: the loosest threshold whose answered error is at most ``max_error``
     with probability ``confidence`` (Learn-then-Test: fixed-sequence over quantiles of
-    ``independent_top_scores`` when given, else Bonferroni over ABSTENTION_GRID)."""
+    ``independent_top_scores`` and Bonferroni over ABSTENTION_GRID, at half the risk each; or
+    Bonferroni alone without independent scores)."""
     if not 0.0 < max_error < 1.0 or not 0.0 < confidence < 1.0:
         raise GuaranteeError(f"abstain error {max_error} and confidence {confidence} must be between 0 and 1")
+    delta = 1.0 - confidence
+    # The fixed grid, Bonferroni-corrected: at all of delta alone, or at half beside the sequence.
     sequential = independent_top_scores is not None and len(independent_top_scores) >= GRID_POINTS
+    share = 0.5 if sequential else 1.0
+    p_values = abstention_p_values(top_scores, correct, max_error, ABSTENTION_GRID)
+    accepted = [float(t) for t in ABSTENTION_GRID[p_values <= share * delta / len(ABSTENTION_GRID)]]
     if sequential:
         assert independent_top_scores is not None
         grid = fixed_sequence_grid(independent_top_scores, len(top_scores), max_error, confidence)
         p_values = abstention_p_values(top_scores, correct, max_error, grid)
-        failed = np.flatnonzero(p_values > 1.0 - confidence)
-        accepted = len(grid) if not len(failed) else int(failed[0])
-        rejected = np.arange(accepted)[::-1]
-    else:
-        grid = ABSTENTION_GRID
-        p_values = abstention_p_values(top_scores, correct, max_error, grid)
-        rejected = np.flatnonzero(p_values <= (1.0 - confidence) / len(grid))
-    if not len(rejected):
+        failed = np.flatnonzero(p_values > share * delta)
+        accepted += [float(t) for t in grid[: len(grid) if not len(failed) else int(failed[0])]]
+    if not accepted:
         raise GuaranteeError(
             f"no threshold keeps the error among answered examples at most {max_error:g} with confidence "
             f"{confidence:g} on these {len(top_scores)} held-out examples; allow a larger error or add examples"
         )
-    threshold = float(grid[rejected[0]])
+    threshold = min(accepted)
     answered = np.asarray(top_scores) >= threshold
     return {
         "threshold": threshold,
         "max_error": max_error,
         "confidence": confidence,
         "examples": len(top_scores),
-        "method": "ltt_fixed_sequence" if sequential else "ltt_bonferroni",
-        "grid_points": len(grid),
+        "method": "ltt_fixed_sequence_and_bonferroni" if sequential else "ltt_bonferroni",
         # What the held-out examples saw at that threshold (not the guarantee itself).
         "held_out_answered": round(float(answered.mean()), 6),
         "held_out_error": round(float((~np.asarray(correct, dtype=bool))[answered].mean()), 6),
