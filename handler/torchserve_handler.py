@@ -84,9 +84,16 @@ class TransformersLabelHandler(BaseHandler):
         if settings.serving.cache_size_mb > 0:
             self.response_cache = ResponseCache(int(settings.serving.cache_size_mb * 1024 * 1024))
         policy = self.runner.policy
-        gauges = {}
-        if policy.measured is not None:
-            gauges = {"PackedForward": int(policy.packed), "BatchOverheadTokens": policy.batch_overhead_tokens}
+        runner = self.runner
+
+        def gauges() -> dict[str, float]:
+            if runner.policy.measured is None:
+                return {}
+            return {
+                "PackedForward": int(runner.policy.packed),
+                "BatchOverheadTokens": runner.policy.batch_overhead_tokens,
+            }
+
         monitor = None
         if self.runner.task is Task.SEQUENCE_CLASSIFICATION:
             monitor = PredictionMonitor(self.runner.labels, settings.monitoring)

@@ -145,7 +145,7 @@ def test_the_handler_measures_at_load_and_reports_the_choice_as_gauges(sentiment
     assert (handler.runner.packed is not None) == execution.packed == policy.packed
     assert any("forward passes:" in record.getMessage() and "measured" in record.getMessage()
                for record in caplog.records)  # fmt: skip
-    assert handler.serving_metrics.gauges == {
+    assert handler.serving_metrics.gauges() == {
         "PackedForward": int(execution.packed),
         "BatchOverheadTokens": execution.batch_overhead_tokens,
     }

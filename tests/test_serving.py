@@ -79,7 +79,7 @@ def test_the_first_batch_creates_every_counter_and_later_ones_report_growth():
 
 
 def test_gauges_are_reported_with_the_first_batch_only():
-    metrics, serving = RecordingMetrics(), ServingMetrics({"PackedForward": 1, "BatchOverheadTokens": 40})
+    metrics, serving = RecordingMetrics(), ServingMetrics(lambda: {"PackedForward": 1, "BatchOverheadTokens": 40})
     serving.record_batch(metrics, [RequestOutcome(payload={})], inputs=1, stats=ForwardStats())
     assert metrics.gauges == {"PackedForward": 1, "BatchOverheadTokens": 40}
     metrics.gauges.clear()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -23,6 +24,7 @@ from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
 from handler.engine.execution import measure_execution, pass_timer
+from handler.engine.live_tuning import LiveExecutionTuner, Switch
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
 from handler.engine.runner import RunnerSetup, TaskRunner
 
@@ -87,6 +89,9 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
         # Padding-free passes, when the model allows them and they pay here (prepare_execution).
         self.packed: PackedEncoder | None = None
+        self.packer: PackedEncoder | None = None
+        # With packed_forward auto: corrects the load-time choice from live passes (live_tuning.py).
+        self.tuner: LiveExecutionTuner | None = None
 
     def prepare_execution(self) -> None:
         packer = self._packer()
@@ -96,7 +101,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             types = self.feeds_token_types
             return [Window(sample_ids[:n].tolist(), [0] * n if types else None, None) for n in lengths]
 
-        self.packed = packer
+        self.packed = self.packer = packer
         self.policy = measure_execution(
             self.policy,
             self.settings,
@@ -105,6 +110,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             self.max_length,
         )
         self.packed = packer if self.policy.packed else None
+        if packer is not None and self.settings.batching.packed_forward is None:
+            self.tuner = LiveExecutionTuner(self.policy.packed)
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""
@@ -186,7 +193,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
-        if self.packed is not None:
+        use_packed = self.packed is not None if self.tuner is None else self.tuner.next_batch_packed(sum(lengths))
+        if use_packed:
             plan = plan_packed_passes(
                 lengths, self.settings.batching.micro_batch_size, self.settings.batching.max_batch_tokens
             )
@@ -196,12 +204,22 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             batch_lengths = [lengths[i] for i in batch]
             width = max(batch_lengths)
             # Inputs of (nearly) one length have no padding for packing to remove: the model's own pass.
-            packed = self.packed is not None and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
+            packed = use_packed and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
             run = self._run_packed if packed else self._run_padded
+            started = time.perf_counter()
             for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
                 results[index] = output
+            if self.tuner is not None:
+                switch = self.tuner.record(packed, sum(batch_lengths), time.perf_counter() - started)
+                if switch is not None:
+                    self._switch_strategy(switch)
             stats.add_pass(batch_lengths, padded=not packed)
         return results, stats
+
+    def _switch_strategy(self, switch: Switch) -> None:
+        logger.info("%s", switch.describe())
+        self.packed = self.packer if switch.packed else None
+        self.policy = replace(self.policy, packed=switch.packed)
 
     def _run_padded(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
         feed = self._collate(windows, lengths)
@@ -218,10 +236,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         ]
 
     def _run_packed(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        assert self.packed is not None
+        assert self.packer is not None
         with_types = self.feeds_token_types and all(window.token_type_ids is not None for window in windows)
         with self.policy.forward_context():
-            return self.packed.outputs(
+            return self.packer.outputs(
                 [window.input_ids for window in windows],
                 [window.token_type_ids or [] for window in windows] if with_types else None,
             )

@@ -40,6 +40,14 @@ MAX_OVERHEAD_TOKENS = 4096
 # A strategy's median round this much slower than its fastest means something else held the CPU
 # while it was timed: the handler measures again once, and says so if it stays that busy.
 BUSY_SPREAD = 1.5
+# A fit is believed only if a pass has a fixed cost and a per-token cost, and every shape's time is
+# within this share of what the fit predicts for it. Otherwise the shapes are timed again, at most
+# FIT_ATTEMPTS times, and a fit that stays implausible gives way to FALLBACK_OVERHEAD_TOKENS: a
+# busy CPU once fitted "0.00 ms + 173.8 us per token", chose padded passes and served 36% slower
+# for the worker's whole life (README, Performance).
+FIT_TOLERANCE = 0.35
+FIT_ATTEMPTS = 3
+FALLBACK_OVERHEAD_TOKENS = 32
 
 # Seconds one pass takes for inputs of these lengths (padded: rows of the longest).
 PassTimer = Callable[[Sequence[int]], float]
@@ -51,6 +59,8 @@ class PassCosts:
 
     pass_seconds: float
     token_seconds: float
+    # False: no fixed cost, no per-token cost, or shapes far from the line (see FIT_TOLERANCE).
+    plausible: bool = True
 
     @property
     def overhead_tokens(self) -> int:
@@ -74,7 +84,8 @@ class ExecutionChoice:
 
     @property
     def disturbed(self) -> bool:
-        return self.timing_spread is not None and self.timing_spread > BUSY_SPREAD
+        spread = self.timing_spread is not None and self.timing_spread > BUSY_SPREAD
+        return spread or (self.costs is not None and not self.costs.plausible)
 
     def describe(self) -> str:
         way = "padding-free" if self.packed else "padded"
@@ -93,7 +104,12 @@ class ExecutionChoice:
         text = f"{way} passes, batch_overhead_tokens {self.batch_overhead_tokens}{overhead}"
         if not found:
             return text + "; nothing measured"
-        if self.disturbed:
+        if self.costs is not None and not self.costs.plausible:
+            found.append(
+                f"no plausible fit in {FIT_ATTEMPTS} tries (a fixed cost and a per-token cost, each shape within "
+                f"{FIT_TOLERANCE:.0%} of the line): batch_overhead_tokens {FALLBACK_OVERHEAD_TOKENS}, the default"
+            )
+        if self.timing_spread is not None and self.timing_spread > BUSY_SPREAD:
             found.append(
                 f"rounds spread x{self.timing_spread:.1f}: the CPU was busy while measuring "
                 "(set packed_forward and batch_overhead_tokens to fix the choice)"
@@ -103,16 +119,19 @@ class ExecutionChoice:
 
 def fit_pass_costs(samples: Sequence[tuple[int, float]]) -> PassCosts:
     """Least squares ``seconds = pass_seconds + token_seconds * tokens`` over (tokens, seconds),
-    with neither term negative."""
+    with neither term negative; ``plausible`` says whether the line can be believed."""
     tokens = np.array([float(t) for t, _ in samples])
     seconds = np.array([s for _, s in samples])
     design = np.stack([np.ones_like(tokens), tokens], axis=1)
     (pass_seconds, token_seconds), *_ = np.linalg.lstsq(design, seconds, rcond=None)
-    if pass_seconds < 0:
-        return PassCosts(0.0, float(max(seconds @ tokens / (tokens @ tokens), 0.0)))
+    if pass_seconds <= 0:
+        return PassCosts(0.0, float(max(seconds @ tokens / (tokens @ tokens), 0.0)), plausible=False)
     if token_seconds <= 0:
-        return PassCosts(float(np.mean(seconds)), 0.0)
-    return PassCosts(float(pass_seconds), float(token_seconds))
+        return PassCosts(float(np.mean(seconds)), 0.0, plausible=False)
+    predicted = pass_seconds + token_seconds * tokens
+    close = bool(np.all(np.abs(seconds - predicted) <= FIT_TOLERANCE * predicted))
+    # A pass costs at least one token's worth more than its tokens: launching it is never free.
+    return PassCosts(float(pass_seconds), float(token_seconds), plausible=close and pass_seconds >= token_seconds)
 
 
 def mixed_lengths(rows: int, max_length: int) -> list[int]:
@@ -139,12 +158,16 @@ def choose_execution(
     if overhead_tokens is None:
         shapes = sorted({(min(rows, micro_batch_size), min(width, max_length)) for rows, width in FIT_SHAPES})
         time_padded([shapes[-1][1]] * shapes[-1][0])  # warm-up: first calls allocate
-        timings: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
-        for _ in range(FIT_ROUNDS):
-            for rows, width in shapes:
-                timings[(rows, width)].append(time_padded([width] * rows))
-        costs = fit_pass_costs([(rows * width, min(t)) for (rows, width), t in timings.items()])
-        overhead_tokens = costs.overhead_tokens
+        for _ in range(FIT_ATTEMPTS):
+            timings: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
+            for _ in range(FIT_ROUNDS):
+                for rows, width in shapes:
+                    timings[(rows, width)].append(time_padded([width] * rows))
+            costs = fit_pass_costs([(rows * width, min(t)) for (rows, width), t in timings.items()])
+            if costs.plausible:
+                break
+        assert costs is not None
+        overhead_tokens = costs.overhead_tokens if costs.plausible else FALLBACK_OVERHEAD_TOKENS
     if packed is None and not can_pack:
         packed = False
     packed_seconds = padded_seconds = spread = None

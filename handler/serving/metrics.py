@@ -35,7 +35,8 @@ a reference (``monitoring.reference``): ``DriftLabelPSI``, ``DriftLabelJS``, ``D
 and ``DriftAlarm`` (1 while a PSI is above ``drift_psi_alarm`` or a JS distance above
 ``drift_js_alarm``; each change is logged as a warning). Each worker keeps its own window.
 
-Gauges of how the model runs, set at load and reported with the first batch: ``PackedForward``
+Gauges of how the model runs, set at load, reported with the first batch and again whenever they
+change (live tuning switches strategy, handler/engine/live_tuning.py): ``PackedForward``
 (1: padding-free passes, 0: padded) and ``BatchOverheadTokens`` (a padded pass's fixed cost in
 tokens, measured or configured; handler/engine/pass_costs.py).
 
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ts.metrics.dimension import Dimension
@@ -146,9 +147,13 @@ class PredictionMonitor:
 
 
 class ServingMetrics:
-    def __init__(self, gauges: Mapping[str, float] | None = None, monitor: PredictionMonitor | None = None) -> None:
+    def __init__(
+        self, gauges: Callable[[], Mapping[str, float]] | None = None, monitor: PredictionMonitor | None = None
+    ) -> None:
         self._reported_once = False
-        self.gauges = dict(gauges or {})
+        # How the worker runs, read each batch and reported when it changes (live tuning switches).
+        self.gauges = gauges or dict
+        self._reported_gauges: dict[str, float] = {}
         self.monitor = monitor
 
     def record_batch(
@@ -180,9 +185,10 @@ class ServingMetrics:
                 if value or first_batch:
                     # TorchServe appends default dimensions to the list it gets: always a fresh one.
                     metrics.add_counter(name, value, dimensions=[])
-            if not self._reported_once:
-                for name, value in self.gauges.items():
+            for name, value in self.gauges().items():
+                if self._reported_gauges.get(name) != value:
                     metrics.add_metric(name, value, "count", dimensions=[], metric_type=MetricTypes.GAUGE)
+                    self._reported_gauges[name] = value
             self._reported_once = True
             reasons = Counter(
                 ("ClientErrorsTotal" if outcome.error.status < 500 else "ServerErrorsTotal", outcome.error.reason)
