@@ -193,6 +193,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
+        started = time.perf_counter()
         use_packed = self.packed is not None if self.tuner is None else self.tuner.next_batch_packed(sum(lengths))
         if use_packed:
             plan = plan_packed_passes(
@@ -206,14 +207,14 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             # Inputs of (nearly) one length have no padding for packing to remove: the model's own pass.
             packed = use_packed and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
             run = self._run_packed if packed else self._run_padded
-            started = time.perf_counter()
             for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
                 results[index] = output
-            if self.tuner is not None:
-                switch = self.tuner.record(packed, sum(batch_lengths), time.perf_counter() - started)
-                if switch is not None:
-                    self._switch_strategy(switch)
             stats.add_pass(batch_lengths, padded=not packed)
+        if self.tuner is not None:
+            # The strategy is the whole batch's: its plan of passes as much as the passes themselves.
+            switch = self.tuner.record(use_packed, sum(lengths), time.perf_counter() - started)
+            if switch is not None:
+                self._switch_strategy(switch)
         return results, stats
 
     def _switch_strategy(self, switch: Switch) -> None:

@@ -2,12 +2,14 @@
 
 The load-time measurement (handler/engine/pass_costs.py) takes a second; one busy second there
 picked padded passes for a worker's whole life (36% slower, README Performance). While serving,
-every real pass is timed; now and then (``EXPLORE_EVERY`` batches) a batch runs the strategy not
-chosen, so both have fresh figures on the same traffic. Each strategy's cost is its recent median
-of seconds per real token; when the other one has been cheaper by ``SWITCH_MARGIN`` over at least
-``MIN_SAMPLES`` passes of each, the choice switches (a log line and the PackedForward gauge say
-so). The margin and the sample floor are the hysteresis: near a tie nothing moves, and a switch
-back needs the same evidence again. Pure: the clock and the timings are given, tested without one.
+every batch's forward is timed; now and then (``EXPLORE_EVERY`` batches) a batch runs the
+strategy not chosen, so both have fresh figures on the same traffic. Each strategy's cost is its
+recent median of seconds per real token of a batch (the strategy is its plan of passes as much as
+the passes: padded passes cut at a wrong overhead are slow for that reason). When the other one
+has been cheaper by ``SWITCH_MARGIN`` over at least ``MIN_SAMPLES`` batches of each, the choice
+switches (a log line and the PackedForward gauge say so). The margin and the sample floor are the
+hysteresis: near a tie nothing moves, and a switch back needs the same evidence again. Pure: the
+timings are given, and tested without a clock.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import dataclass
 
 # One batch in this many runs the strategy not chosen (its answers are equal to float32 rounding).
 EXPLORE_EVERY = 20
-# Passes kept per strategy, and the fewest of each before a switch is considered.
+# Batches kept per strategy, and the fewest of each before a switch is considered.
 WINDOW = 60
 MIN_SAMPLES = 12
 # The other strategy must cost at most this share of the chosen one's to take over.
 SWITCH_MARGIN = 0.9
-# Passes of fewer real tokens say more about fixed overheads than about the strategy: not counted.
+# Batches of fewer real tokens say more about fixed overheads than about the strategy: not counted,
+# and they always run the choice (a lone short input never pays for an experiment).
 MIN_PASS_TOKENS = 64
 
 
@@ -38,7 +41,7 @@ class Switch:
         way = "padding-free" if self.packed else "padded"
         return (
             f"forward passes: switching to {way} passes from live traffic: {self.other_cost * 1e6:.1f} us per "
-            f"token against {self.chosen_cost * 1e6:.1f} over the last {self.samples} passes of each"
+            f"token against {self.chosen_cost * 1e6:.1f} over the last {self.samples} batches of each"
         )
 
 
@@ -60,7 +63,7 @@ class LiveExecutionTuner:
         return self.packed
 
     def record(self, packed: bool, real_tokens: int, seconds: float) -> Switch | None:
-        """One timed pass; returns the switch it led to, if any."""
+        """One timed batch; returns the switch it led to, if any."""
         if real_tokens < MIN_PASS_TOKENS or seconds <= 0:
             return None
         self._seconds_per_token[packed].append(seconds / real_tokens)
