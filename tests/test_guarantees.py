@@ -433,3 +433,33 @@ def test_fitted_sections_load_as_handler_settings(movies):
     assert report["conformal"]["examples"] == len(truth)
     with pytest.raises(GuaranteeError, match="does not apply to a single-label model"):
         fit_guarantees(probabilities, truth, LABELS, False, GuaranteeOptions(method=ConformalMethod.FNR_CONTROL))
+
+
+def test_evaluate_reports_the_realised_guarantees_and_the_curve_is_plotted(movies, tmp_path):
+    from handler.api.settings import HandlerSettings
+    from hflabels.evaluation import realised_guarantees
+    from hflabels.plotting import plot_risk_coverage
+    from hflabels.training.data import Example
+
+    probabilities, truth = movies
+    half = len(truth) // 2
+    sections, _ = fit_guarantees(probabilities[:half], truth[:half], LABELS, False, GuaranteeOptions(abstain_error=0.2))
+    settings = HandlerSettings.from_mapping(sections)
+    served = [dict(zip(LABELS, map(float, row))) for row in probabilities[half:]]
+    examples = [Example(text="", label=LABELS[t], line=i) for i, t in enumerate(truth[half:])]
+    found = realised_guarantees(served, examples, list(LABELS), settings)
+    test_p, test_truth = probabilities[half:], truth[half:]
+    kept = test_p.max(axis=1) >= settings.abstention.threshold
+    assert found["abstention"]["answered"] == pytest.approx(kept.mean(), abs=1e-6)
+    assert found["abstention"]["error_answered"] == pytest.approx(
+        (test_p.argmax(axis=1) != test_truth)[kept].mean(), abs=1e-6
+    )
+    threshold = settings.conformal.thresholds[0.9]
+    covered = np.mean([t in lac_set(row, threshold) for row, t in zip(test_p, test_truth)])
+    assert found["prediction_sets"]["levels"]["0.9"]["coverage"] == pytest.approx(covered, abs=1e-6)
+    curve = found["risk_coverage"]
+    assert curve[-1]["answered"] == 1.0
+    assert curve[-1]["error"] == pytest.approx((test_p.argmax(axis=1) != test_truth).mean(), abs=1e-6)
+    assert all(a["answered"] <= b["answered"] for a, b in zip(curve, curve[1:]))
+    plot_risk_coverage(found, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
