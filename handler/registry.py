@@ -11,6 +11,7 @@ from handler.api.tasks import Task
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
+from handler.engine.precision import MAX_PROBE_TEXTS, PROBE_FILE
 from handler.engine.runner import RunnerSetup, TaskRunner
 from handler.tasks.question_answering import QuestionAnsweringRunner
 from handler.tasks.sequence_classification import SequenceClassificationRunner
@@ -29,6 +30,15 @@ RUNNERS: dict[Task, type[TaskRunner]] = {
 assert set(RUNNERS) == set(Task), "every task needs a runner"
 
 
+def probe_texts(model_dir: Path) -> tuple[str, ...]:
+    """The folder's probe.txt, one text per line (at most MAX_PROBE_TEXTS); empty without one."""
+    path = model_dir / PROBE_FILE
+    if not path.is_file():
+        return ()
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return tuple(line for line in lines if line)[:MAX_PROBE_TEXTS]
+
+
 def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.device) -> TaskRunner:
     checked = check_model_folder(model_dir, settings)
     runner_class = RUNNERS[checked.task]
@@ -37,6 +47,8 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     policy = ExecutionPolicy.from_settings(settings, device)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
-    runner = runner_class(RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy))
+    runner = runner_class(
+        RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir))
+    )
     runner.prepare_execution()
     return runner

@@ -92,6 +92,8 @@ class TransformersLabelHandler(BaseHandler):
             return {
                 "PackedForward": int(runner.policy.packed),
                 "BatchOverheadTokens": runner.policy.batch_overhead_tokens,
+                # 1 where dtype auto (or a setting) runs the forward under bf16/fp16 autocast.
+                "LowPrecision": int(runner.policy.autocast_dtype is not None),
             }
 
         monitor = None

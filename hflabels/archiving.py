@@ -49,6 +49,8 @@ SERVING_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
     "chat_template.jinja",
+    # dtype auto's probe texts (handler/engine/precision.py): hflabels train writes them.
+    "probe.txt",
 )
 
 
@@ -196,6 +198,7 @@ def build(
     version: str = "1.0",
     allow_pickle: bool = False,
     label_sets: Mapping[str, Path] | None = None,
+    probe: Path | None = None,
 ) -> Path:
     """Run torch-model-archiver on a staged copy of the folder; no checks (``archive`` checks first)."""
     export_path.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,8 @@ def build(
         extra = Path(scratch) / "extra"
         extra.mkdir()
         stage(model_dir, mapping, allow_pickle, extra, label_sets)
+        if probe is not None:
+            shutil.copyfile(probe, extra / "probe.txt")
         write_build_info(extra)
         config_file = Path(scratch) / "model-config.yaml"
         config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -249,6 +254,7 @@ def archive(
     document: dict | None = None,
     export_path: Path = MODEL_STORE,
     version: str = "1.0",
+    probe: Path | None = None,
 ) -> Archived:
     """Check ``model_dir`` and archive it as ``export_path/NAME.mar``; raises ArchiveError naming the
     problem. ``document`` (a parsed model-config) takes the place of ``config`` when given."""
@@ -285,7 +291,10 @@ def archive(
         mapping = model_dir / MAPPING_FILE_NAME
     mapping = mapping if checked.labels is not None else None
     label_sets = label_sets if checked.labels is not None else {}
+    if probe is not None and (not probe.is_file() or not probe.read_text(encoding="utf-8").strip()):
+        raise ArchiveError(f"--probe {probe}: not a file of texts, one per line")
     output = build(
-        model_dir, name, document, mapping, export_path, version, settings.loading.allow_pickle_weights, label_sets
-    )
+        model_dir, name, document, mapping, export_path, version, settings.loading.allow_pickle_weights, label_sets,
+        probe,
+    )  # fmt: skip
     return Archived(output, checked.task, checked.labels, tuple(checked.label_sets))

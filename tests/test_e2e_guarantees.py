@@ -229,3 +229,36 @@ def test_every_dashboard_panel_returns_data_from_prometheus(server, prometheus, 
     for title, expression in expressions:
         scraped(prometheus, expression, lambda r: all(math.isfinite(float(s["value"][1])) for s in r))
         assert query(prometheus, expression), f"{title}: {expression} returned no data"
+
+
+def test_dtype_auto_on_this_cpu_chooses_by_its_units_and_stays_within_tolerance(movie_model, vader, tmp_path):
+    # A real MiniLM: on a CPU with bf16 units auto serves bf16 autocast (it measured 2.7x here),
+    # and on texts the probe did not contain its answers stay within the tolerance of float32.
+    import shutil
+
+    from handler.engine.execution import fast_low_precision
+
+    folder = Path(shutil.copytree(movie_model, tmp_path / "auto"))
+    (folder / "probe.txt").write_text("\n".join(texts_of(vader, "movies", 128, seed=9)[0]) + "\n")
+    config = yaml.safe_load((folder / "model-config.yaml").read_text())
+    config["handler"]["loading"] = {"dtype": "auto"}
+    (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
+    auto, exact = folder_runner(folder), folder_runner(movie_model)
+    texts, _ = texts_of(vader, "movies", 300, seed=10)
+
+    def scores(runner) -> np.ndarray:
+        rows = []
+        for start_at in range(0, len(texts), 50):
+            body = RequestBody(texts[start_at : start_at + 50], {"return_all_scores": True}, True)
+            [outcome] = runner.run([runner.parse(body)]).outcomes
+            rows += [[item["score"] for item in answer] for answer in outcome.payload]
+        return np.array(rows)
+
+    low, reference = scores(auto), scores(exact)
+    if fast_low_precision(torch.device("cpu")) is None:
+        assert auto.policy.autocast_dtype is None and np.array_equal(low, reference)
+        return
+    assert auto.precision.low_precision, auto.precision.describe()
+    assert np.mean(low.argmax(axis=1) == reference.argmax(axis=1)) >= 0.99
+    assert np.abs(low - reference).max() <= 0.05
+    assert np.quantile(np.abs(low - reference).max(axis=1), 0.99) <= 0.02

@@ -34,11 +34,13 @@ MAX_EXPLAIN_STEPS = 512
 
 
 class Precision(str, enum.Enum):
-    """``loading.dtype``: the dtype the weights are loaded in."""
+    """``loading.dtype``: the dtype the weights are loaded in; ``auto``: float32 weights, with bf16
+    autocast where it is fast here and agrees with float32 on a probe (handler/engine/precision.py)."""
 
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     BFLOAT16 = "bfloat16"
+    AUTO = "auto"
 
 
 class Quantization(str, enum.Enum):
@@ -104,6 +106,8 @@ class LoadingSettings:
     """How the weights are loaded and run."""
 
     dtype: Precision = Precision.FLOAT32
+    # dtype auto: the largest probability change on the probe that low precision may make.
+    dtype_tolerance: float = 0.02
     quantization: Quantization = Quantization.NONE
     torch_compile: bool = False
     # None: transformers' default (sdpa).
@@ -479,6 +483,7 @@ def _parameters(name: str, value: Any) -> Mapping[str, Any]:
 _GROUPS: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
     "loading": (LoadingSettings, {
         "dtype": _choice(Precision),
+        "dtype_tolerance": _scalar(ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1.0)),
         "quantization": _choice(Quantization),
         "torch_compile": _scalar(ParamSpec("bool")),
         "attn_implementation": _choice(AttentionImplementation, nullable=True),

@@ -18,14 +18,17 @@ from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
+import torch
 
 from handler.api.errors import RequestError
+from handler.api.settings import Precision
 from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
-from handler.engine.execution import measure_execution, pass_timer
+from handler.engine.execution import fast_low_precision, measure_execution, pass_timer
 from handler.engine.live_tuning import LiveExecutionTuner, Switch
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
+from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision
 from handler.engine.runner import RunnerSetup, TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         self.packer: PackedEncoder | None = None
         # With packed_forward auto: corrects the load-time choice from live passes (live_tuning.py).
         self.tuner: LiveExecutionTuner | None = None
+        # dtype auto: what was chosen and why (None: the dtype was configured).
+        self.precision: PrecisionChoice | None = None
 
     def prepare_execution(self) -> None:
         packer = self._packer()
@@ -110,8 +115,31 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             self.max_length,
         )
         self.packed = packer if self.policy.packed else None
+        if self.settings.loading.dtype is Precision.AUTO:
+            self._choose_precision()
         if packer is not None and self.settings.batching.packed_forward is None:
             self.tuner = LiveExecutionTuner(self.policy.packed)
+
+    def _choose_precision(self) -> None:
+        """dtype auto: bf16 autocast if it is fast here and agrees with float32 on the probe."""
+        float32 = self.policy
+        low = replace(float32, autocast_dtype=torch.bfloat16 if float32.device.type == "cpu" else torch.float16)
+        texts = list(self.probe or BUILT_IN_PROBE)
+        encoding = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
+
+        def run(low_precision: bool, count: int | None) -> list[dict[str, np.ndarray]]:
+            self.policy = low if low_precision else float32
+            try:
+                return self._forward_with(windows[:count], use_packed=self.packed is not None)
+            finally:
+                self.policy = float32
+
+        choice = choose_precision(fast_low_precision(float32.device), len(texts), run,
+                                  self.settings.loading.dtype_tolerance)  # fmt: skip
+        logger.info("%s%s", choice.describe(), "" if self.probe else " (the built-in probe: no probe.txt)")
+        self.policy = replace(low, measured=float32.measured) if choice.low_precision else float32
+        self.precision = choice
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""
@@ -192,9 +220,23 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         """Model outputs per window, in the order given, from length-sorted passes."""
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
-        results: list[dict[str, np.ndarray]] = [{} for _ in windows]
         started = time.perf_counter()
         use_packed = self.packed is not None if self.tuner is None else self.tuner.next_batch_packed(sum(lengths))
+        results = self._forward_with(windows, use_packed, stats)
+        if self.tuner is not None:
+            # The strategy is the whole batch's: its plan of passes as much as the passes themselves.
+            switch = self.tuner.record(use_packed, sum(lengths), time.perf_counter() - started)
+            if switch is not None:
+                self._switch_strategy(switch)
+        return results, stats
+
+    def _forward_with(
+        self, windows: Sequence[Window[DetailT]], use_packed: bool, stats: ForwardStats | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Outputs per window from passes planned one way (packed or padded)."""
+        stats = stats if stats is not None else ForwardStats()
+        lengths = [len(window.input_ids) for window in windows]
+        results: list[dict[str, np.ndarray]] = [{} for _ in windows]
         if use_packed:
             plan = plan_packed_passes(
                 lengths, self.settings.batching.micro_batch_size, self.settings.batching.max_batch_tokens
@@ -210,12 +252,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
                 results[index] = output
             stats.add_pass(batch_lengths, padded=not packed)
-        if self.tuner is not None:
-            # The strategy is the whole batch's: its plan of passes as much as the passes themselves.
-            switch = self.tuner.record(use_packed, sum(lengths), time.perf_counter() - started)
-            if switch is not None:
-                self._switch_strategy(switch)
-        return results, stats
+        return results
 
     def _switch_strategy(self, switch: Switch) -> None:
         logger.info("%s", switch.describe())

@@ -32,7 +32,13 @@ DEFAULT_OVERHEAD_TOKENS = 32
 # Seconds to let a busy CPU settle before timing the passes a second time.
 REMEASURE_PAUSE_SECONDS = 1.0
 
-WEIGHT_DTYPES = {Precision.FLOAT32: torch.float32, Precision.FLOAT16: torch.float16, Precision.BFLOAT16: torch.bfloat16}
+WEIGHT_DTYPES = {
+    Precision.FLOAT32: torch.float32,
+    Precision.FLOAT16: torch.float16,
+    Precision.BFLOAT16: torch.bfloat16,
+    # float32 weights; bf16 autocast is chosen at load (handler/engine/precision.py).
+    Precision.AUTO: torch.float32,
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,14 @@ def fast_bfloat16(device: torch.device, flags: frozenset[str] | None = None) -> 
         return torch.cuda.get_device_name(device) if torch.cuda.is_bf16_supported() else None
     found = [flag for flag in BF16_CPU_FLAGS if flag in (cpu_flags() if flags is None else flags)]
     return ", ".join(found) or None
+
+
+def fast_low_precision(device: torch.device) -> str | None:
+    """The unit that makes dtype auto's candidate fast on ``device``: bf16 units on a CPU, a
+    CUDA GPU's fp16 (every CUDA GPU torch supports has it); None where there is none."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return fast_bfloat16(device)
 
 
 def measure_execution(

@@ -37,6 +37,8 @@ class RunnerSetup:
     label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # How forward passes run; None: the settings' defaults on the model's device.
     policy: ExecutionPolicy | None = None
+    # Texts that dtype auto checks low precision on (probe.txt beside the model; may be empty).
+    probe: tuple[str, ...] = ()
 
 
 class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
@@ -54,6 +56,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.device = loaded.device
         self.settings = settings
         self.policy = setup.policy or ExecutionPolicy.from_settings(settings, loaded.device)
+        self.probe = setup.probe
         self.labels: tuple[str, ...] = setup.labels or ()
         self.label_sets: Mapping[str, tuple[str, ...]] = dict(setup.label_sets)
         model_limit = getattr(self.tokenizer, "model_max_length", None)

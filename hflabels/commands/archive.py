@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--export-path", type=Path, default=MODEL_STORE, help="where NAME.mar goes")
     parser.add_argument("--version", default="1.0", help="the archive's model version")
+    parser.add_argument("--probe", type=Path, metavar="FILE",
+                        help="texts, one per line, that dtype auto checks low precision on "
+                        "(default: MODEL_DIR/probe.txt, which hflabels train writes)")  # fmt: skip
 
 
 def mappings_of(values: list[str]) -> tuple[Path | None, dict[str, Path] | None]:
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             config=args.config,
             export_path=args.export_path,
             version=args.version,
+            probe=args.probe,
         )
     except ArchiveError as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)

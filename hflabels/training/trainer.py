@@ -130,6 +130,10 @@ class TrainOptions:
     synthetic_filter_model: Path | None = None
 
 
+# Validation texts written to probe.txt beside the model, for dtype auto.
+PROBE_TEXTS = 256
+
+
 def chosen_metric(task: str, metric: str | None) -> str:
     offered = EPOCH_METRICS[Objective(task).value]
     if metric is None:
@@ -505,8 +509,9 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
             results[split] = scorer.evaluate(examples, thresholds, calibration)
     if calibration is not None:
         results["calibration"] = calibration_config(calibration, labels, task)
+    probe = [" ".join(e.tokens) if e.tokens else (e.text or "") for e in validation_examples]
     save_outputs(options.output, trainer.model, tokenizer, task, labels, results, thresholds, calibration,
-                 guarantee_sections)  # fmt: skip
+                 guarantee_sections, probe)  # fmt: skip
     if not options.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return results
@@ -563,6 +568,7 @@ def save_outputs(
     thresholds: np.ndarray | None,
     calibration: Any = None,
     guarantees: dict[str, Any] | None = None,
+    probe: Sequence[str] = (),
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
@@ -590,3 +596,7 @@ def save_outputs(
         encoding="utf-8",
     )
     (output / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
+    if probe:
+        # dtype auto's probe (handler/engine/precision.py): held-out texts, one per line.
+        lines = [" ".join(text.split()) for text in probe[:PROBE_TEXTS]]
+        (output / "probe.txt").write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
