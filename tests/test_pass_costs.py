@@ -148,6 +148,7 @@ def test_the_handler_measures_at_load_and_reports_the_choice_as_gauges(sentiment
     assert handler.serving_metrics.gauges() == {
         "PackedForward": int(execution.packed),
         "BatchOverheadTokens": execution.batch_overhead_tokens,
+        "LowPrecision": int(policy.autocast_dtype is not None),
     }
 
 

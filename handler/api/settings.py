@@ -105,7 +105,7 @@ def _empty() -> Mapping[str, Any]:
 class LoadingSettings:
     """How the weights are loaded and run."""
 
-    dtype: Precision = Precision.FLOAT32
+    dtype: Precision = Precision.AUTO
     # dtype auto: the largest probability change on the probe that low precision may make.
     dtype_tolerance: float = 0.02
     quantization: Quantization = Quantization.NONE

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from handler.api.errors import RequestError
-from handler.api.settings import Precision
+from handler.api.settings import Precision, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
@@ -135,8 +135,17 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             finally:
                 self.policy = float32
 
-        choice = choose_precision(fast_low_precision(float32.device), len(texts), run,
-                                  self.settings.loading.dtype_tolerance)  # fmt: skip
+        loading = self.settings.loading
+        if loading.quantization is not Quantization.NONE or loading.torch_compile:
+            # An int8 or compiled model is its own choice of speed: nothing to add.
+            why = "quantization is set" if loading.torch_compile is False else "torch_compile is set"
+            choice = PrecisionChoice(False, None, len(texts), why_not=why)
+        else:
+            try:
+                choice = choose_precision(fast_low_precision(float32.device), len(texts), run, loading.dtype_tolerance)
+            except RuntimeError as error:
+                # Fail-closed: a model whose layers refuse autocast serves float32.
+                choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")
         logger.info("%s%s", choice.describe(), "" if self.probe else " (the built-in probe: no probe.txt)")
         self.policy = replace(low, measured=float32.measured) if choice.low_precision else float32
         self.precision = choice

@@ -63,11 +63,13 @@ class PrecisionChoice:
     max_change: float | None = None
     speedup: float | None = None
     tolerance: float | None = None
+    # Why nothing was tried, where something other than the device ruled it out.
+    why_not: str | None = None
 
     def describe(self) -> str:
         chosen = "bfloat16 autocast" if self.low_precision else "float32"
         if self.unit is None:
-            return f"dtype auto: {chosen} (no fast bf16 units on this device)"
+            return f"dtype auto: {chosen} ({self.why_not or 'no fast bf16 units on this device'})"
         figures = (
             f"on {self.probe_texts} probe texts labels {'agree' if self.labels_agree else 'differ'}, largest "
             f"probability change {self.max_change:.4f} (tolerance {self.tolerance:g}), {self.speedup:.2f}x "
