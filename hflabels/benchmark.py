@@ -148,17 +148,24 @@ def measure_in_process(args: argparse.Namespace, config: dict[str, Any], workloa
     runner = build_runner(args.model_dir, settings, device)
     model = runner.model
     tokenizer, max_length = workloads["tokenizer"], workloads["max_length"]
-    found: dict[str, Any] = {}
-    for variant in ("mixed", "long"):
-        if workloads[variant]:
-            found[variant] = in_process_limit(model, tokenizer, workloads[variant], args.rounds, max_length, runner)
-    found["single_input_ms"] = single_input_ms(model, tokenizer, workloads["mixed"][:100], max_length)
-    found["single_input_after_pause_ms"] = single_input_ms(
-        model, tokenizer, workloads["mixed"][:100], max_length, 0.005
-    )
-    found["buckets"] = {
-        n: in_process_limit(model, tokenizer, texts, 1, max_length)["best"] for n, texts in workloads["buckets"].items()
-    }
+    found: dict[str, Any] = {"precision": runner.policy.describe()}
+    choice = getattr(runner, "precision", None)
+    if choice is not None:
+        found["dtype_auto"] = choice.describe()
+        print(f"  {choice.describe()}")
+    # The model's own forward runs in the precision the handler chose, so the limit is comparable.
+    with runner.policy.forward_context():
+        for variant in ("mixed", "long"):
+            if workloads[variant]:
+                found[variant] = in_process_limit(model, tokenizer, workloads[variant], args.rounds, max_length, runner)
+        found["single_input_ms"] = single_input_ms(model, tokenizer, workloads["mixed"][:100], max_length)
+        found["single_input_after_pause_ms"] = single_input_ms(
+            model, tokenizer, workloads["mixed"][:100], max_length, 0.005
+        )
+        found["buckets"] = {
+            n: in_process_limit(model, tokenizer, texts, 1, max_length)["best"]
+            for n, texts in workloads["buckets"].items()
+        }
     for name, value in found["mixed"]["layouts"].items():
         print(f"  {name:<64} {value:7.1f} inputs/s")
     alone, after_pause = found["single_input_ms"], found["single_input_after_pause_ms"]
