@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from handler.api.settings import ConformalMethod
-from handler.postprocess.conformal import aps_scores, aps_set, conformal_threshold, lac_scores, lac_set
+from handler.postprocess.conformal import aps_set, lac_set
 from hflabels.archiving import archive
 from hflabels.calibrating import CalibrateOptions, calibrate
 from hflabels.evaluation import folder_settings, realised_guarantees, served_predictions
@@ -34,7 +34,8 @@ from hflabels.plotting import plot_risk_coverage
 from hflabels.prometheus import gauge_values
 from hflabels.torchserve_control import config_with_free_ports, start, stop
 from hflabels.training.data import DataError, load_examples
-from hflabels.training.guarantees import DEFAULT_COVERAGES, GuaranteeOptions
+from hflabels.training.guarantees import GuaranteeOptions, fit_conformal
+from hflabels.vader_data import LABELS
 
 DRIFT_GAUGES = ("DriftLabelPSI", "DriftLabelJS", "DriftConfidencePSI", "DriftConfidenceJS", "DriftAlarm")
 DOMAINS_FOR_DRIFT = ("movies", "tweets", "nyt", "amazon")
@@ -55,13 +56,12 @@ def resplit_coverage(probabilities: np.ndarray, truth: np.ndarray, n: int, split
     """Mean coverage and set size over seeded re-splits: n examples calibrate, the rest test."""
     rng = np.random.default_rng(seed)
     found: dict[str, dict[str, list[float]]] = {}
-    for method, score, build in (("lac", lac_scores, lac_set), ("aps", aps_scores, aps_set)):
+    for method, build in (("lac", lac_set), ("aps", aps_set)):
         for _ in range(splits):
             order = rng.permutation(len(truth))
             calibration, test = order[:n], order[n:]
-            scores = score(probabilities[calibration], truth[calibration])
-            for level in DEFAULT_COVERAGES:
-                threshold = conformal_threshold(scores, 1 - level)
+            fitted = fit_conformal(probabilities[calibration], truth[calibration], ConformalMethod(method), LABELS)
+            for level, threshold in fitted["thresholds"].items():
                 sets = [build(probabilities[i], threshold) for i in test]
                 row = found.setdefault(f"{method} {level:g}", {"coverage": [], "size": []})
                 row["coverage"].append(float(np.mean([truth[i] in s for i, s in zip(test, sets)])))

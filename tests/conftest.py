@@ -151,7 +151,7 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
 def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One torchserve serving every test model, archived with scripts/archive.py."""
     import yaml
-    from support import script
+    from support import exact_precision, script
 
     from hflabels.torchserve_control import config_with_free_ports, start, stop
 
@@ -162,7 +162,7 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     models = served_models(request)
     for model in models:
         config = root / f"{model.name}-config.yaml"
-        config.write_text(yaml.safe_dump({**model.frontend, "handler": model.handler}))
+        config.write_text(yaml.safe_dump({**model.frontend, "handler": exact_precision(model.handler)}))
         argv = [str(model.model_dir), "--name", model.name, "--config", str(config), "--export-path", str(store)]
         if model.mapping is not None:
             argv += ["--mapping", str(model.mapping)]

@@ -208,12 +208,6 @@ class ConformalSettings:
     def levels(self) -> tuple[float, ...]:
         return tuple(sorted(self.thresholds))
 
-    def threshold_for(self, coverage: float) -> float | Mapping[str, float] | None:
-        for level, threshold in self.thresholds.items():
-            if abs(level - coverage) < 1e-9:
-                return threshold
-        return None
-
 
 @dataclass(frozen=True)
 class AbstentionSettings:

@@ -25,7 +25,6 @@ Comparisons allow MAPIE's tie tolerance (``TIE_TOLERANCE``), so sets equal MAPIE
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -137,11 +136,6 @@ def fnr_control_threshold(scores: np.ndarray, truth: np.ndarray, alpha: float) -
     raise ValueError(f"a false-negative rate of {alpha:g} needs at least {math.ceil(1 / alpha - 1)} held-out examples")
 
 
-def answered(top_scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Which inputs are answered (not abstained on): top score at least the threshold."""
-    return np.asarray(top_scores) >= threshold
-
-
 def risk_coverage(top_scores: np.ndarray, correct: np.ndarray) -> list[tuple[float, float, float]]:
     """(threshold, share answered, error among the answered) at every distinct top score, the
     most confident first: the risk-coverage curve of selective classification."""
@@ -156,7 +150,3 @@ def risk_coverage(top_scores: np.ndarray, correct: np.ndarray) -> list[tuple[flo
             continue
         curve.append((float(ranked[end]), (end + 1) / n, float(errors[end] / (end + 1))))
     return curve
-
-
-def set_sizes(sets: Sequence[Sequence[int]]) -> np.ndarray:
-    return np.array([len(s) for s in sets])

@@ -190,7 +190,7 @@ def fit_abstention(
     }
 
 
-def drift_reference(probabilities: np.ndarray, labels: Sequence[str], multi_label: bool = False) -> dict[str, Any]:
+def drift_reference(probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """``handler.monitoring.reference``: the held-out top-label shares and confidence-bucket shares."""
     top = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
