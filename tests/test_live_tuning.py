@@ -7,7 +7,7 @@ import logging
 import pytest
 from support import load_handler
 
-from handler.engine.live_tuning import EXPLORE_EVERY, MIN_SAMPLES, LiveExecutionTuner
+from handler.engine.live_tuning import EXPLORE_EVERY, MIN_SAMPLES, PRECISION, STRATEGY, LiveExecutionTuner, Way
 from handler.engine.pass_costs import (
     FALLBACK_OVERHEAD_TOKENS,
     FIT_ATTEMPTS,
@@ -16,41 +16,43 @@ from handler.engine.pass_costs import (
 )
 
 
-def serve(tuner: LiveExecutionTuner, batches: int, cost: dict[bool, float], tokens: int = 400) -> list[bool]:
-    """Run ``batches`` batches of one pass each, timed by ``cost`` (seconds per token per way)."""
+def serve(tuner: LiveExecutionTuner, batches: int, cost: dict, tokens: int = 400) -> list:
+    """Run ``batches`` batches of one pass each, timed by ``cost`` (seconds per token per way, or
+    per packed/padded); returns the choices switched to."""
     switched = []
     for _ in range(batches):
-        packed = tuner.next_batch_packed(tokens)
-        if tuner.record(packed, tokens, cost[packed] * tokens) is not None:
-            switched.append(tuner.packed)
+        way = tuner.next_batch(tokens)
+        seconds = cost[way] if way in cost else cost[way.packed]
+        if tuner.record(way, tokens, seconds * tokens) is not None:
+            switched.append(tuner.way.packed if all(isinstance(key, bool) for key in cost) else tuner.way)
     return switched
 
 
 def test_a_choice_made_under_load_is_reversed_once_the_load_goes():
     # Chosen at load while busy: padded. Quiet now: packed passes cost 30% less per token.
-    tuner = LiveExecutionTuner(packed=False)
+    tuner = LiveExecutionTuner(Way(packed=False))
     switched = serve(tuner, EXPLORE_EVERY * MIN_SAMPLES + EXPLORE_EVERY, {True: 7e-5, False: 1e-4})
-    assert switched == [True] and tuner.packed
+    assert switched == [True] and tuner.way.packed
 
 
 def test_a_near_tie_never_switches_and_a_switch_does_not_flap():
-    tuner = LiveExecutionTuner(packed=True)
+    tuner = LiveExecutionTuner(Way(packed=True))
     assert serve(tuner, 2000, {True: 1e-4, False: 0.95e-4}) == []
     # Once switched, the old samples are gone: switching back needs the evidence again.
-    tuner = LiveExecutionTuner(packed=False)
+    tuner = LiveExecutionTuner(Way(packed=False))
     assert serve(tuner, 3000, {True: 7e-5, False: 1e-4}) == [True]
 
 
 def test_the_chosen_way_runs_and_one_batch_in_explore_every_tries_the_other():
-    tuner = LiveExecutionTuner(packed=True)
-    ways = [tuner.next_batch_packed(500) for _ in range(EXPLORE_EVERY * 3)]
+    tuner = LiveExecutionTuner(Way(packed=True))
+    ways = [tuner.next_batch(500).packed for _ in range(EXPLORE_EVERY * 3)]
     assert ways.count(False) == 3 and ways[EXPLORE_EVERY - 1] is False
     # Small batches (a lone short input) always run the choice, and are not counted.
-    assert all(tuner.next_batch_packed(20) for _ in range(EXPLORE_EVERY * 3))
+    assert all(tuner.next_batch(20).packed for _ in range(EXPLORE_EVERY * 3))
 
 
 def test_small_passes_say_nothing():
-    tuner = LiveExecutionTuner(packed=False)
+    tuner = LiveExecutionTuner(Way(packed=False))
     assert serve(tuner, 5000, {True: 1e-5, False: 1e-3}, tokens=20) == []
 
 
@@ -88,12 +90,12 @@ def test_a_served_model_switches_from_live_passes_with_a_log_line_and_the_gauge(
     tuner = runner.tuner
     with caplog.at_level(logging.INFO):
         for _ in range(live.MIN_SAMPLES):
-            tuner.record(before, 1000, 1e-1)
+            tuner.record(runner.way, 1000, 1e-1)
         switch = None
         for _ in range(live.MIN_SAMPLES):
-            switch = switch or tuner.record(not before, 1000, 5e-2)
+            switch = switch or tuner.record(runner.way.flipped(STRATEGY), 1000, 5e-2)
         assert switch is not None
-        runner._switch_strategy(switch)
+        runner._switch(switch)
     assert runner.policy.packed is (not before) and (runner.packed is not None) is (not before)
     assert "switching to" in caplog.text
     gauges = handler.serving_metrics.gauges()
@@ -112,10 +114,36 @@ def test_answers_are_the_same_whichever_way_a_batch_runs(sentiment_model, packed
     handler, context = load_handler(sentiment_model, {"packed_forward": "auto"})
     texts = ["short", "a somewhat longer input sentence here", "mid length text", "x " * 40, "y " * 30]
     _, expected = call_one(handler, context, {"inputs": texts, "parameters": {"top_k": None}})
-    handler.runner.tuner.packed = packed
+    handler.runner.tuner.way = Way(packed)
     handler.runner.tuner._batches = 0
     for _ in range(EXPLORE_EVERY + 1):
         _, answer = call_one(handler, context, {"inputs": texts, "parameters": {"top_k": None}})
         for got, want in zip(answer, expected):
             assert [a["label"] for a in got] == [w["label"] for w in want]
             assert [a["score"] for a in got] == pytest.approx([w["score"] for w in want], abs=1e-5)
+
+
+BF16, FP32 = Way(packed=True, low_precision=True), Way(packed=True, low_precision=False)
+
+
+def test_a_precision_the_speed_test_got_wrong_is_reversed_by_live_passes():
+    # The issue's failure for precision: float32 chosen at load while the CPU was busy; bf16 is 2x
+    # faster once it is quiet. Both dimensions take turns being explored.
+    tuner = LiveExecutionTuner(FP32, (STRATEGY, PRECISION))
+    cost = {FP32: 1e-4, BF16: 5e-5, Way(False, False): 1.2e-4, Way(False, True): 6e-5}
+    assert serve(tuner, 2 * EXPLORE_EVERY * MIN_SAMPLES + 2 * EXPLORE_EVERY, cost) == [BF16]
+    # And back, once bf16 turns out slower (a model too small to gain from it).
+    tuner = LiveExecutionTuner(BF16, (PRECISION,))
+    assert serve(tuner, EXPLORE_EVERY * (MIN_SAMPLES + 1), {BF16: 1e-4, FP32: 0.8e-4}) == [FP32]
+
+
+def test_the_dimensions_take_turns_and_only_tunable_ones_move():
+    tuner = LiveExecutionTuner(FP32, (STRATEGY, PRECISION))
+    explored = [tuner.next_batch(500) for _ in range(EXPLORE_EVERY * 4)]
+    others = [way for way in explored if way != FP32]
+    assert others == [Way(False, False), BF16, Way(False, False), BF16]
+    # Precision not verified at load (no PRECISION dimension): bf16 never runs, however fast.
+    tuner = LiveExecutionTuner(FP32, (STRATEGY,))
+    assert all(not tuner.next_batch(500).low_precision for _ in range(EXPLORE_EVERY * 10))
+    with pytest.raises(ValueError, match="tunable dimensions"):
+        LiveExecutionTuner(FP32, ())

@@ -101,3 +101,72 @@ def test_the_folders_probe_txt_is_the_probe(sentiment_model, tmp_path, monkeypat
 def test_dtype_tolerance_is_checked_at_load(sentiment_model):
     with pytest.raises(ConfigurationError, match="handler.dtype_tolerance must be a number > 0"):
         load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 0})
+
+
+class FakeClock:
+    """``time`` for encoder_runner: seconds pass only when a forward runs, as ``cost`` says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_a_float32_choice_the_speed_test_got_wrong_is_reversed_by_live_passes(sentiment_model, monkeypatch, caplog):
+    import handler.engine.live_tuning as live
+
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    # Loaded while the CPU was busy: the speed test says bf16 is not worth it; its answers agreed.
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 1e9)
+    auto, context = load_handler(sentiment_model, {"dtype": "auto", "packed_forward": True})
+    runner = auto.runner
+    assert not runner.precision.low_precision and runner.precision.answers_agree
+    assert runner.tuner is not None and runner.tuner.dimensions == (live.PRECISION,)
+    exact, exact_context = load_handler(sentiment_model, {"dtype": "float32"})
+    reference = scores(exact, exact_context)
+
+    # Quiet now: a bf16 batch takes half a float32 one's time.
+    clock = FakeClock()
+    monkeypatch.setattr(encoder_runner, "time", clock)
+    forward_with = runner._forward_with
+
+    def timed(windows, use_packed, stats=None, policy=None):
+        clock.now += (0.5 if (policy or runner.policy).autocast_dtype is not None else 1.0) * 1e-3
+        return forward_with(windows, use_packed, stats, policy)
+
+    monkeypatch.setattr(runner, "_forward_with", timed)
+    texts = TEXTS * 4  # enough real tokens to be timed
+    seen_low = []
+    with caplog.at_level(logging.INFO):
+        for _ in range(live.EXPLORE_EVERY * (live.MIN_SAMPLES + 1)):
+            answer = scores(auto, context, texts)
+            # Whichever way a batch ran, answers are within the tolerance verified at load.
+            assert np.array_equal(answer.argmax(axis=1), np.tile(reference.argmax(axis=1), 4))
+            assert np.abs(answer - np.tile(reference, (4, 1))).max() <= 0.02
+            seen_low.append(runner.policy.autocast_dtype is not None)
+    assert seen_low[-1] and not seen_low[0]
+    assert "dtype auto: switching to bfloat16 autocast from live traffic" in caplog.text
+    assert auto.serving_metrics.gauges()["LowPrecision"] == 1
+
+
+def test_a_candidate_that_disagreed_is_never_tried_live(sentiment_model, monkeypatch):
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    auto, _ = load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 1e-9, "packed_forward": True})
+    assert not auto.runner.precision.answers_agree and auto.runner.tuner is None
+    assert auto.runner.verified_autocast is None
+
+
+def test_rounds_far_apart_are_timed_again():
+    base = [{"logits": np.array([2.0, 0.0, -1.0])}]
+    clock = [0.0]
+    # The first attempt's first float32 round is disturbed (5 s instead of 1); later ones are quiet.
+    float32_rounds = iter([5.0] + [1.0] * 20)
+
+    def run(low, count):
+        clock[0] += 0.5 if low else (next(float32_rounds) if count is not None else 1.0)
+        return base
+
+    choice = choose_precision("avx512_bf16", 1, run, 0.02, lambda: clock[0])
+    assert choice.timing_attempts == 2 and not choice.disturbed and choice.speedup == pytest.approx(2.0)
+    assert "timed 2 times" in choice.describe()

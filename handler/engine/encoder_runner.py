@@ -25,8 +25,8 @@ from handler.api.settings import Precision, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
-from handler.engine.execution import fast_low_precision, measure_execution, pass_timer
-from handler.engine.live_tuning import LiveExecutionTuner, Switch
+from handler.engine.execution import ExecutionPolicy, fast_low_precision, measure_execution, pass_timer
+from handler.engine.live_tuning import PRECISION, STRATEGY, LiveExecutionTuner, Switch, Way
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
 from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision
 from handler.engine.runner import RunnerSetup, TaskRunner
@@ -93,10 +93,13 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         # Padding-free passes, when the model allows them and they pay here (prepare_execution).
         self.packed: PackedEncoder | None = None
         self.packer: PackedEncoder | None = None
-        # With packed_forward auto: corrects the load-time choice from live passes (live_tuning.py).
+        # With packed_forward auto, or dtype auto where bf16 agreed with float32: corrects the
+        # load-time choices from live passes (live_tuning.py).
         self.tuner: LiveExecutionTuner | None = None
         # dtype auto: what was chosen and why (None: the dtype was configured).
         self.precision: PrecisionChoice | None = None
+        # dtype auto: the autocast dtype whose answers were verified at load (None: none was).
+        self.verified_autocast: torch.dtype | None = None
 
     def prepare_execution(self) -> None:
         packer = self._packer()
@@ -117,8 +120,19 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         self.packed = packer if self.policy.packed else None
         if self.settings.loading.dtype is Precision.AUTO:
             self._choose_precision()
-        if packer is not None and self.settings.batching.packed_forward is None:
-            self.tuner = LiveExecutionTuner(self.policy.packed)
+        tunable = [STRATEGY] if packer is not None and self.settings.batching.packed_forward is None else []
+        tunable += [PRECISION] if self.verified_autocast is not None else []
+        if tunable:
+            self.tuner = LiveExecutionTuner(self.way, tunable)
+
+    @property
+    def way(self) -> Way:
+        """How passes run now: packed or padded, low-precision autocast or not."""
+        return Way(self.policy.packed, self.policy.autocast_dtype is not None)
+
+    def policy_for(self, way: Way) -> ExecutionPolicy:
+        autocast = (self.verified_autocast or self.policy.autocast_dtype) if way.low_precision else None
+        return replace(self.policy, packed=way.packed, autocast_dtype=autocast)
 
     def _choose_precision(self) -> None:
         """dtype auto: bf16 autocast if it is fast here and agrees with float32 on the probe."""
@@ -129,11 +143,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
 
         def run(low_precision: bool, count: int | None) -> list[dict[str, np.ndarray]]:
-            self.policy = low if low_precision else float32
-            try:
-                return self._forward_with(windows[:count], use_packed=self.packed is not None)
-            finally:
-                self.policy = float32
+            return self._forward_with(windows[:count], self.packed is not None, policy=low if low_precision else float32)
 
         loading = self.settings.loading
         if loading.quantization is not Quantization.NONE or loading.torch_compile:
@@ -149,6 +159,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         logger.info("%s%s", choice.describe(), "" if self.probe else " (the built-in probe: no probe.txt)")
         self.policy = replace(low, measured=float32.measured) if choice.low_precision else float32
         self.precision = choice
+        # Answers checked: whichever is faster may serve (the speed test alone can be fooled).
+        self.verified_autocast = low.autocast_dtype if choice.answers_agree else None
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""
@@ -229,21 +241,28 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         """Model outputs per window, in the order given, from length-sorted passes."""
         stats = ForwardStats()
         lengths = [len(window.input_ids) for window in windows]
+        if self.tuner is None:
+            return self._forward_with(windows, self.packed is not None, stats), stats
         started = time.perf_counter()
-        use_packed = self.packed is not None if self.tuner is None else self.tuner.next_batch_packed(sum(lengths))
-        results = self._forward_with(windows, use_packed, stats)
-        if self.tuner is not None:
-            # The strategy is the whole batch's: its plan of passes as much as the passes themselves.
-            switch = self.tuner.record(use_packed, sum(lengths), time.perf_counter() - started)
-            if switch is not None:
-                self._switch_strategy(switch)
+        way = self.tuner.next_batch(sum(lengths))
+        results = self._forward_with(windows, way.packed, stats, self.policy_for(way))
+        # The way is the whole batch's: its plan of passes as much as the passes themselves.
+        switch = self.tuner.record(way, sum(lengths), time.perf_counter() - started)
+        if switch is not None:
+            self._switch(switch)
         return results, stats
 
     def _forward_with(
-        self, windows: Sequence[Window[DetailT]], use_packed: bool, stats: ForwardStats | None = None
+        self,
+        windows: Sequence[Window[DetailT]],
+        use_packed: bool,
+        stats: ForwardStats | None = None,
+        policy: ExecutionPolicy | None = None,
     ) -> list[dict[str, np.ndarray]]:
-        """Outputs per window from passes planned one way (packed or padded)."""
+        """Outputs per window from passes planned one way (packed or padded), run under ``policy``
+        (default: the runner's)."""
         stats = stats if stats is not None else ForwardStats()
+        policy = policy or self.policy
         lengths = [len(window.input_ids) for window in windows]
         results: list[dict[str, np.ndarray]] = [{} for _ in windows]
         if use_packed:
@@ -258,20 +277,22 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             # Inputs of (nearly) one length have no padding for packing to remove: the model's own pass.
             packed = use_packed and sum(batch_lengths) < PACKING_MIN_FILL * width * len(batch)
             run = self._run_packed if packed else self._run_padded
-            for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths)):
+            for index, output in zip(batch, run([windows[i] for i in batch], batch_lengths, policy)):
                 results[index] = output
             stats.add_pass(batch_lengths, padded=not packed)
         return results
 
-    def _switch_strategy(self, switch: Switch) -> None:
+    def _switch(self, switch: Switch) -> None:
         logger.info("%s", switch.describe())
-        self.packed = self.packer if switch.packed else None
-        self.policy = replace(self.policy, packed=switch.packed)
+        self.packed = self.packer if switch.way.packed else None
+        self.policy = self.policy_for(switch.way)
 
-    def _run_padded(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    def _run_padded(
+        self, windows: Sequence[Window], lengths: Sequence[int], policy: ExecutionPolicy | None = None
+    ) -> list[dict[str, np.ndarray]]:
         feed = self._collate(windows, lengths)
         width = feed["input_ids"].shape[1]
-        policy = self.policy
+        policy = policy or self.policy
         with policy.forward_context():
             output = self.model(**{name: policy.tensor(array) for name, array in feed.items()})
             arrays = {name: policy.to_numpy(output[name]) for name in self.output_fields}
@@ -282,10 +303,12 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             for row, length in enumerate(lengths)
         ]
 
-    def _run_packed(self, windows: Sequence[Window], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    def _run_packed(
+        self, windows: Sequence[Window], lengths: Sequence[int], policy: ExecutionPolicy | None = None
+    ) -> list[dict[str, np.ndarray]]:
         assert self.packer is not None
         with_types = self.feeds_token_types and all(window.token_type_ids is not None for window in windows)
-        with self.policy.forward_context():
+        with (policy or self.policy).forward_context():
             return self.packer.outputs(
                 [window.input_ids for window in windows],
                 [window.token_type_ids or [] for window in windows] if with_types else None,
