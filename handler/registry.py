@@ -6,11 +6,13 @@ from pathlib import Path
 
 import torch
 
-from handler.api.settings import HandlerSettings
+from handler.api.settings import Backend, HandlerSettings
 from handler.api.tasks import Task
+from handler.engine.encoder_runner import ENCODER_INPUTS
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
+from handler.engine.openvino_backend import OpenVinoEncoder, check_openvino_settings
 from handler.engine.precision import MAX_PROBE_TEXTS, PROBE_FILE
 from handler.engine.runner import RunnerSetup, TaskRunner
 from handler.tasks.question_answering import QuestionAnsweringRunner
@@ -45,7 +47,13 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     tokenizer = load_tokenizer(model_dir, require_fast=runner_class.needs_fast_tokenizer)
     apply_thread_settings(settings)
     policy = ExecutionPolicy.from_settings(settings, device)
+    openvino = settings.loading.backend is Backend.OPENVINO
+    if openvino:
+        check_openvino_settings(settings, device, generates=runner_class is TextGenerationRunner)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
+    if openvino:
+        fed = [name for name in ENCODER_INPUTS if name in tokenizer.model_input_names or name == "input_ids"]
+        model = OpenVinoEncoder(model, fed, settings.loading.torch_num_threads)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
     runner = runner_class(
         RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir))

@@ -128,7 +128,8 @@ def serve_torchserve_example(model_dir: Path, example: Path, output: Path) -> Pe
     )  # fmt: skip
 
 
-def serve_infinity(model_dir: Path, output: Path, batch_size: int = 32) -> Peer:
+def serve_infinity(model_dir: Path, output: Path, batch_size: int = 32, dtype: str | None = None) -> Peer:
+    """infinity-emb's torch engine; ``dtype`` its ``--dtype`` (None: its default, float32 on a CPU)."""
     executable = INFINITY_VENV / "bin" / "infinity_emb"
     if not executable.exists():
         raise FileNotFoundError(f"{executable} is missing: run `make infinity`")
@@ -138,7 +139,8 @@ def serve_infinity(model_dir: Path, output: Path, batch_size: int = 32) -> Peer:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     process = subprocess.Popen(
         [str(executable), "v2", "--model-id", str(model_dir), "--engine", "torch", "--device", "cpu",
-         "--batch-size", str(batch_size), "--port", str(port), "--host", "127.0.0.1", "--no-bettertransformer"],
+         "--batch-size", str(batch_size), "--port", str(port), "--host", "127.0.0.1", "--no-bettertransformer",
+         *(["--dtype", dtype] if dtype else [])],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

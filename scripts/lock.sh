@@ -17,8 +17,8 @@ lock() {  # lock OUTPUT DESCRIPTION ARGS...
   { header "$description"; cat "$output.tmp"; } > "$output"
   rm "$output.tmp"
 }
-lock locks/venv.txt ".venv: the project's ranges with every extra (train, explain, plot, dev)" \
-  pyproject.toml --extra train --extra explain --extra plot --extra dev
+lock locks/venv.txt ".venv: the project's ranges with every extra (train, explain, plot, openvino, dev)" \
+  pyproject.toml --extra train --extra explain --extra plot --extra openvino --extra dev
 lock locks/no-deps.txt "installed with --no-deps (see locks/no-deps.in)" locks/no-deps.in --no-deps
 lock locks/serve.txt "the KServe predictor image: what the handler imports (see locks/serve.in)" locks/serve.in
 lock locks/qa-oracle.txt ".venv-qa-oracle (see locks/qa-oracle.in)" locks/qa-oracle.in

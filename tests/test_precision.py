@@ -170,3 +170,18 @@ def test_rounds_far_apart_are_timed_again():
     choice = choose_precision("avx512_bf16", 1, run, 0.02, lambda: clock[0])
     assert choice.timing_attempts == 2 and not choice.disturbed and choice.speedup == pytest.approx(2.0)
     assert "timed 2 times" in choice.describe()
+
+
+def test_a_compiled_model_is_frozen_and_auto_checks_its_bf16_graph_too(sentiment_model, monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(torch._inductor.config, "freezing", False)
+    auto, auto_context = load_handler(sentiment_model, {"dtype": "auto", "torch_compile": True})
+    assert torch._inductor.config.freezing
+    assert auto.runner.precision.low_precision and auto.runner.precision.answers_agree
+    exact, exact_context = load_handler(sentiment_model, {"dtype": "float32"})
+    low, reference = scores(auto, auto_context), scores(exact, exact_context)
+    assert np.array_equal(low.argmax(axis=1), reference.argmax(axis=1))
+    assert np.abs(low - reference).max() <= 0.02

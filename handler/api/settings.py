@@ -51,6 +51,13 @@ class Quantization(str, enum.Enum):
     DYNAMIC_INT8 = "dynamic_int8"
 
 
+class Backend(str, enum.Enum):
+    """``loading.backend``: what runs an encoder's forward (handler/engine/openvino_backend.py)."""
+
+    TORCH = "torch"
+    OPENVINO = "openvino"
+
+
 class AttentionImplementation(str, enum.Enum):
     SDPA = "sdpa"
     EAGER = "eager"
@@ -110,6 +117,7 @@ class LoadingSettings:
     dtype_tolerance: float = 0.02
     quantization: Quantization = Quantization.NONE
     torch_compile: bool = False
+    backend: Backend = Backend.TORCH
     # None: transformers' default (sdpa).
     attn_implementation: AttentionImplementation | None = None
     # Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is set.
@@ -480,6 +488,7 @@ _GROUPS: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
         "dtype_tolerance": _scalar(ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=1.0)),
         "quantization": _choice(Quantization),
         "torch_compile": _scalar(ParamSpec("bool")),
+        "backend": _choice(Backend),
         "attn_implementation": _choice(AttentionImplementation, nullable=True),
         "allow_pickle_weights": _scalar(ParamSpec("bool")),
         "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from handler.api.errors import RequestError
-from handler.api.settings import Precision, Quantization
+from handler.api.settings import Backend, Precision, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
 # would remove almost nothing and adds its own bookkeeping (README, Performance).
 PACKING_MIN_FILL = 0.95
+# What a padded pass feeds the model (token_type_ids where the tokenizer makes them).
+ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 DetailT = TypeVar("DetailT")
 
 
@@ -143,13 +145,13 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
 
         def run(low_precision: bool, count: int | None) -> list[dict[str, np.ndarray]]:
-            return self._forward_with(windows[:count], self.packed is not None, policy=low if low_precision else float32)
+            policy = low if low_precision else float32
+            return self._forward_with(windows[:count], self.packed is not None, policy=policy)
 
         loading = self.settings.loading
-        if loading.quantization is not Quantization.NONE or loading.torch_compile:
-            # An int8 or compiled model is its own choice of speed: nothing to add.
-            why = "quantization is set" if loading.torch_compile is False else "torch_compile is set"
-            choice = PrecisionChoice(False, None, len(texts), why_not=why)
+        if loading.quantization is not Quantization.NONE:
+            # An int8 model is its own choice of speed: nothing to add.
+            choice = PrecisionChoice(False, None, len(texts), why_not="quantization is set")
         else:
             try:
                 choice = choose_precision(fast_low_precision(float32.device), len(texts), run, loading.dtype_tolerance)
@@ -167,8 +169,14 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         settings = self.settings
         if settings.batching.packed_forward is False:
             return None
-        # A compiled forward is what torch_compile asks for; packing would bypass it.
-        reason = "torch_compile is set" if settings.loading.torch_compile else packing_unsupported(self.model)
+        # A compiled forward is what torch_compile asks for; packing would bypass it. OpenVINO runs
+        # the model's own padded graph; packing reaches into the torch layers.
+        if settings.loading.torch_compile:
+            reason = "torch_compile is set"
+        elif settings.loading.backend is Backend.OPENVINO:
+            reason = "the openvino backend runs the model's padded graph"
+        else:
+            reason = packing_unsupported(self.model)
         if reason is None:
             packer = PackedEncoder(self.model)
             if (packer.output_fields, packer.token_level) != (self.output_fields, self.token_level_outputs):

@@ -110,7 +110,8 @@ class LiveExecutionTuner:
             other_cost = statistics.median(other)
             if other_cost > SWITCH_MARGIN * chosen_cost:
                 continue
-            switch = Switch(dimension, self.way.flipped(dimension), chosen_cost, other_cost, min(len(chosen), len(other)))
+            samples = min(len(chosen), len(other))
+            switch = Switch(dimension, self.way.flipped(dimension), chosen_cost, other_cost, samples)
             self.way = switch.way
             self.switches += 1
             # The new choice starts from fresh evidence on every side: no flapping on old samples.

@@ -123,6 +123,12 @@ def load_model(
             )
         model = quantized(model)
     if settings.loading.torch_compile:
+        # Freezing folds the weights into the graph as constants, so inductor prepacks them for
+        # oneDNN (a worker serves one model, so the global setting is this model's). Measured on a
+        # MiniLM, Intel Xeon with AMX: bf16 autocast 1.72x faster than without it, fp32 1.13x over eager.
+        import torch._inductor.config
+
+        torch._inductor.config.freezing = True
         model.forward = torch.compile(model.forward, dynamic=True)
     return model
 

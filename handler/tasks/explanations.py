@@ -23,7 +23,7 @@ import torch
 from handler.api.errors import ConfigurationError, RequestError
 from handler.api.parameters import ParamSpec, request_parameters
 from handler.api.request_parsing import RequestBody, TextInput, parse_inputs, parse_text, parse_text_or_pair
-from handler.api.settings import MAX_EXPLAIN_STEPS, Quantization
+from handler.api.settings import MAX_EXPLAIN_STEPS, Backend, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
@@ -58,6 +58,8 @@ class Explainer:
             raise ConfigurationError(f"explanations are not available for {runner.task.value}")
         if runner.settings.loading.quantization is not Quantization.NONE:
             raise ConfigurationError("explanations need gradients, which int8-quantized models do not have")
+        if runner.settings.loading.backend is not Backend.TORCH:
+            raise ConfigurationError("explanations need gradients, which the openvino backend does not give")
         try:
             from captum.attr import LayerIntegratedGradients
         except ImportError as error:

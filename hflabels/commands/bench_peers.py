@@ -23,6 +23,8 @@ from hflabels.load import mixed_inputs, word_stream
 from hflabels.paths import BUILD, MODEL_CONFIG
 from hflabels.plotting import plot_peers
 
+REFERENCE = "this handler, dtype float32"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="a sequence-classification folder (default: the demo model)")
@@ -41,9 +43,15 @@ def run(args: argparse.Namespace) -> int:
     config = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8")) or {}
     texts = mixed_inputs(word_stream(args.seed), 512, args.seed)
     sample = texts[:64]
+    exact = {**config, "handler": {**config.get("handler", {}),
+                                   "loading": {**config.get("handler", {}).get("loading", {}), "dtype": "float32"}}}
+    # Each server at its default and at its fastest precision option; every answer is compared
+    # with this handler's float32 answers (the exact reference).
     starters: dict[str, Any] = {
         "this handler": lambda folder: peers.serve_ours(args.model_dir, config, folder),
+        REFERENCE: lambda folder: peers.serve_ours(args.model_dir, exact, folder),
         "infinity-emb": lambda folder: peers.serve_infinity(args.model_dir, folder),
+        "infinity-emb --dtype bfloat16": lambda folder: peers.serve_infinity(args.model_dir, folder, dtype="bfloat16"),
     }
     if args.torchserve_example is not None:
         starters["TorchServe HF example"] = lambda folder: peers.serve_torchserve_example(
@@ -74,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
         results["servers"][name] = found
         for concurrency in args.concurrency:
             summary = found[str(concurrency)]
-            print(f"{name:<22} c={concurrency:<3} {summary['throughput']:7.1f} req/s  p50 {summary['p50_ms']:6.1f} ms"
+            print(f"{name:<30} c={concurrency:<3} {summary['throughput']:7.1f} req/s  p50 {summary['p50_ms']:6.1f} ms"
                   f"  errors {summary['errors']}")  # fmt: skip
-    ours = results["servers"].get("this handler", {})
+    reference = results["servers"].get(REFERENCE, {})
     for name, found in results["servers"].items():
-        if "labels" in found and "labels" in ours:
-            agree = sum(a == b for a, b in zip(found["labels"], ours["labels"])) / len(sample)
-            found["label_agreement_with_ours"] = agree
-            print(f"{name:<22} top label equal to this handler's on {agree:.0%} of {len(sample)} texts")
+        if "labels" in found and "labels" in reference and name != REFERENCE:
+            agree = sum(a == b for a, b in zip(found["labels"], reference["labels"])) / len(sample)
+            found["label_agreement_with_float32"] = agree
+            print(f"{name:<30} top label equal to this handler's float32 one on {agree:.0%} of {len(sample)} texts")
     (args.output / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plot_peers(results, args.concurrency, args.output / "peers.png")
     print(f"wrote {args.output / 'results.json'} and {args.output / 'peers.png'}")
