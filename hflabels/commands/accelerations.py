@@ -3,8 +3,9 @@
     accelerations [--model-dir DIR] [--data data/sentiment/test.csv]
 
 For each variant (fp32 baseline, SDPA and eager attention, dynamic int8 quantization,
-int8 per channel and with the head kept in fp32, torch.compile, bf16; fp16 on a GPU; ONNX Runtime fp32
-and int8 when installed) the model is loaded through the handler's own loader with
+int8 per channel and with the head kept in fp32, torch.compile, bf16 weights, bf16 autocast with and
+without torch.compile, OpenVINO fp32 and bf16; fp16 on a GPU; ONNX Runtime fp32 and int8 when installed)
+the model is loaded through the handler's own loader with
 that setting, timed in-process on mixed inputs (sorted batches, tokenization included, median of
 rounds), and its predictions on the labelled file compared with fp32's: label agreement and the
 largest score difference. Writes build/accelerations.json. Measures and reports; asserts nothing.
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from handler.api.settings import HandlerSettings
+from handler.api.settings import Backend, HandlerSettings
+from handler.engine.encoder_runner import ENCODER_INPUTS
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_loading import load_config, load_model, load_tokenizer
+from handler.engine.openvino_backend import OpenVinoEncoder
 from hflabels import onnx_runtime
 from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
@@ -33,7 +36,16 @@ from hflabels.quantization import quantized_variant
 from hflabels.training.data import load_examples
 
 AGREEMENT_NEEDED = 0.99
+# Variant keys that are not settings: an int8 scheme measured but not offered, and bf16 autocast
+# around the forward (what dtype auto chooses where it is fast and agrees).
 QUANTIZE = "int8 scheme"
+AUTOCAST = "bf16 autocast"
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def variants() -> dict[str, dict[str, Any]]:
@@ -46,32 +58,43 @@ def variants() -> dict[str, dict[str, Any]]:
         "dynamic int8, per channel": {QUANTIZE: "dynamic_int8_per_channel"},
         "dynamic int8, fp32 head": {QUANTIZE: "dynamic_int8_fp32_head"},
         "dynamic int8, per channel, fp32 head": {QUANTIZE: "dynamic_int8_per_channel_fp32_head"},
-        "torch.compile": {"torch_compile": True},
+        "torch.compile (weights frozen)": {"torch_compile": True},
         "bf16": {"dtype": "bfloat16"},
+        # dtype auto's candidate: float32 weights, bf16 autocast, outputs in float32.
+        "bf16 autocast": {AUTOCAST: True},
+        "torch.compile (weights frozen), bf16 autocast": {"torch_compile": True, AUTOCAST: True},
+        "OpenVINO fp32 (backend: openvino)": {"backend": "openvino"},
+        "OpenVINO bf16 (backend: openvino, dtype auto's candidate)": {"backend": "openvino", AUTOCAST: True},
     }
+    if not openvino_installed():
+        found = {name: value for name, value in found.items() if value.get("backend") != "openvino"}
     if torch.cuda.is_available():
         found["fp16 (GPU)"] = {"dtype": "float16"}
         found = {name: value for name, value in found.items() if "int8" not in name}
     return found
 
 
-def scores(model: Any, tokenizer: Any, texts: list[str], device: torch.device, batch: int = 16) -> np.ndarray:
+def scores(
+    model: Any, tokenizer: Any, texts: list[str], device: torch.device, batch: int = 16, autocast: bool = False
+) -> np.ndarray:
     rows = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         for start in range(0, len(texts), batch):
             encoded = tokenizer(texts[start : start + batch], truncation=True, padding=True, return_tensors="pt")
-            logits = model(**{k: v.to(device) for k, v in encoded.items()}).logits
+            logits = model(**{k: v.to(device) for k, v in encoded.items()})["logits"]
             rows.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(rows)
 
 
-def throughput(model: Any, tokenizer: Any, texts: list[str], device: torch.device, rounds: int) -> float:
+def throughput(
+    model: Any, tokenizer: Any, texts: list[str], device: torch.device, rounds: int, autocast: bool = False
+) -> float:
     ordered = sorted(texts, key=lambda text: len(tokenizer(text)["input_ids"]))
-    scores(model, tokenizer, ordered[:64], device)  # warm-up (and compilation)
+    scores(model, tokenizer, ordered[:64], device, autocast=autocast)  # warm-up (and compilation)
     timings = []
     for _ in range(rounds):
         started = time.perf_counter()
-        scores(model, tokenizer, ordered, device)
+        scores(model, tokenizer, ordered, device, autocast=autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         timings.append(len(ordered) / (time.perf_counter() - started))
@@ -105,7 +128,7 @@ def measure_onnx(
             predicted = classifier.scores(tokenizer, labelled)
         except Exception as error:
             results["variants"][name] = {"error": str(error)[:300]}
-            print(f"{name:<24} failed: {str(error)[:120]}")
+            print(f"{name:<44} failed: {str(error)[:120]}")
             continue
         agreement = float(np.mean(predicted.argmax(1) == baseline[1].argmax(1)))
         entry = {
@@ -117,7 +140,7 @@ def measure_onnx(
             "adopt": speed >= 1.15 * baseline[0] and agreement >= AGREEMENT_NEEDED,
         }
         results["variants"][name] = entry
-        print(f"{name:<24} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
+        print(f"{name:<44} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
               f"max |score diff| {entry['max_score_difference']:.2e}")  # fmt: skip
 
 
@@ -147,18 +170,20 @@ def run(args: argparse.Namespace) -> int:
     }
     baseline = None
     for name, overrides in variants().items():
-        scheme = overrides.get(QUANTIZE)
-        settings = HandlerSettings.from_mapping({k: v for k, v in overrides.items() if k != QUANTIZE})
+        scheme, autocast = overrides.get(QUANTIZE), bool(overrides.get(AUTOCAST))
+        settings = HandlerSettings.from_mapping({k: v for k, v in overrides.items() if k not in (QUANTIZE, AUTOCAST)})
         try:
             dtype = ExecutionPolicy.from_settings(settings, device).weight_dtype
             model = load_model(args.model_dir, AutoModelForSequenceClassification, config, settings, device, dtype)
             if scheme is not None:
                 model = quantized_variant(model, scheme)
-            speed = throughput(model, tokenizer, timing_texts, device, args.rounds)
-            predicted = scores(model, tokenizer, labelled, device)
+            if settings.loading.backend is Backend.OPENVINO:
+                model = OpenVinoEncoder(model, [n for n in ENCODER_INPUTS if n in tokenizer.model_input_names])
+            speed = throughput(model, tokenizer, timing_texts, device, args.rounds, autocast)
+            predicted = scores(model, tokenizer, labelled, device, autocast=autocast)
         except Exception as error:  # a variant this machine cannot run is reported, not fatal
             results["variants"][name] = {"settings": overrides, "error": str(error)[:300]}
-            print(f"{name:<24} not available here: {str(error)[:120]}")
+            print(f"{name:<44} not available here: {str(error)[:120]}")
             continue
         if baseline is None:
             baseline = (speed, predicted)
@@ -172,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             "offered": agreement >= AGREEMENT_NEEDED,
         }
         results["variants"][name] = entry
-        print(f"{name:<24} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
+        print(f"{name:<44} {speed:7.1f} inputs/s  x{entry['speedup']:.2f}  agreement {agreement:.3f}  "
               f"max |score diff| {entry['max_score_difference']:.2e}")  # fmt: skip
     if onnx_runtime.available() and baseline is not None and device.type == "cpu":
         measure_onnx(args, tokenizer, timing_texts, labelled, baseline, results)

@@ -38,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.model_dir = model_or_demo(args.model_dir)
+    # Absolute: the example handler reads it from its worker, which runs in another folder.
+    args.model_dir = model_or_demo(args.model_dir).resolve()
     args.output.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8")) or {}
     texts = mixed_inputs(word_stream(args.seed), 512, args.seed)
