@@ -185,3 +185,57 @@ def test_a_compiled_model_is_frozen_and_auto_checks_its_bf16_graph_too(sentiment
     low, reference = scores(auto, auto_context), scores(exact, exact_context)
     assert np.array_equal(low.argmax(axis=1), reference.argmax(axis=1))
     assert np.abs(low - reference).max() <= 0.02
+
+
+def test_weight_copies_give_autocasts_answers_bit_for_bit_and_float32_passes_stay_exact(sentiment_model, monkeypatch):
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
+    pinned = {"dtype": "auto", "packed_forward": True}  # one pass plan for both loads
+    auto, auto_context = load_handler(sentiment_model, pinned)
+    copies = auto.runner.policy.weight_copies
+    assert copies is not None and copies.linears
+    with_copies = scores(auto, auto_context)
+    assert copies.low_in_place
+    # The same model casting its float32 weights on every call: the same bits.
+    monkeypatch.setattr(encoder_runner, "WeightCopies", lambda linears, dtype: None)
+    casting, casting_context = load_handler(sentiment_model, pinned)
+    assert casting.runner.policy.weight_copies is None and casting.runner.precision.low_precision
+    assert np.array_equal(with_copies, scores(casting, casting_context))
+    # A float32 pass after bf16 ones (live exploration, a switch back) runs the float32 weights.
+    exact, exact_context = load_handler(sentiment_model, {"dtype": "float32", "packed_forward": True})
+    float32_way = auto.runner.way.flipped("low_precision")
+    auto.runner.tuner.way, auto.runner.policy = float32_way, auto.runner.policy_for(float32_way)
+    unseen = ["texts the response cache has not seen", "another", "x " * 25]
+    assert np.array_equal(scores(auto, auto_context, unseen), scores(exact, exact_context, unseen))
+    assert not copies.low_in_place
+
+
+def test_weight_copies_leave_a_weight_tied_to_an_embedding_alone():
+    import torch
+    from torch import nn
+
+    from handler.engine.weight_copies import WeightCopies, own_linear_layers
+
+    model = nn.Module()
+    model.embedding, model.head, model.inner = nn.Embedding(10, 4), nn.Linear(4, 10), nn.Linear(4, 4)
+    model.head.weight = model.embedding.weight
+    assert own_linear_layers(model) == [model.inner]
+    copies = WeightCopies(own_linear_layers(model), torch.bfloat16)
+    original = model.inner.weight.data_ptr()
+    copies.use(True)
+    assert model.inner.weight.dtype == torch.bfloat16 and model.embedding.weight.dtype == torch.float32
+    copies.use(False)
+    assert model.inner.weight.dtype == torch.float32 and model.inner.weight.data_ptr() == original
+
+
+def test_a_candidate_that_disagreed_drops_its_weight_copies(sentiment_model, monkeypatch):
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    auto, _ = load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 1e-9})
+    assert auto.runner.policy.weight_copies is None
+    assert all(p.dtype == torch_float32() for p in auto.runner.model.parameters())
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32

@@ -30,6 +30,7 @@ from handler.engine.live_tuning import PRECISION, STRATEGY, LiveExecutionTuner, 
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
 from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision
 from handler.engine.runner import RunnerSetup, TaskRunner
+from handler.engine.weight_copies import WeightCopies, own_linear_layers
 
 logger = logging.getLogger(__name__)
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
@@ -138,8 +139,17 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
 
     def _choose_precision(self) -> None:
         """dtype auto: bf16 autocast if it is fast here and agrees with float32 on the probe."""
-        float32 = self.policy
-        low = replace(float32, autocast_dtype=torch.bfloat16 if float32.device.type == "cpu" else torch.float16)
+        loading = self.settings.loading
+        unit = fast_low_precision(self.policy.device)
+        autocast = torch.bfloat16 if self.policy.device.type == "cpu" else torch.float16
+        copies = None
+        if unit is not None and loading.quantization is Quantization.NONE and not loading.torch_compile \
+                and loading.backend is Backend.TORCH:  # fmt: skip
+            # Compiled graphs fold the cast into their constants; OpenVINO compiles its own.
+            linears = own_linear_layers(self.model) + (self.packer.own_linear_layers() if self.packer else [])
+            copies = WeightCopies(linears, autocast)
+        float32 = replace(self.policy, weight_copies=copies)
+        low = replace(float32, autocast_dtype=autocast)
         texts = list(self.probe or BUILT_IN_PROBE)
         encoding = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
@@ -148,21 +158,23 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             policy = low if low_precision else float32
             return self._forward_with(windows[:count], self.packed is not None, policy=policy)
 
-        loading = self.settings.loading
         if loading.quantization is not Quantization.NONE:
             # An int8 model is its own choice of speed: nothing to add.
             choice = PrecisionChoice(False, None, len(texts), why_not="quantization is set")
         else:
             try:
-                choice = choose_precision(fast_low_precision(float32.device), len(texts), run, loading.dtype_tolerance)
+                choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance)
             except RuntimeError as error:
                 # Fail-closed: a model whose layers refuse autocast serves float32.
                 choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")
         logger.info("%s%s", choice.describe(), "" if self.probe else " (the built-in probe: no probe.txt)")
-        self.policy = replace(low, measured=float32.measured) if choice.low_precision else float32
         self.precision = choice
         # Answers checked: whichever is faster may serve (the speed test alone can be fooled).
         self.verified_autocast = low.autocast_dtype if choice.answers_agree else None
+        if copies is not None and self.verified_autocast is None:
+            copies.use(False)  # bf16 will never run: the copies go
+            float32 = low = replace(float32, weight_copies=None)
+        self.policy = low if choice.low_precision else float32
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""

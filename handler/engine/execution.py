@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch
 from handler.api.errors import ConfigurationError
 from handler.api.settings import HandlerSettings, Precision
 from handler.engine.pass_costs import ExecutionChoice, PassTimer, choose_execution
+from handler.engine.weight_copies import WeightCopies
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class ExecutionPolicy:
     batch_overhead_tokens: int = DEFAULT_OVERHEAD_TOKENS
     # What was measured at load to choose packed and batch_overhead_tokens; None if nothing was.
     measured: ExecutionChoice | None = None
+    # dtype auto: the linear layers' weights in the autocast dtype, swapped in for autocast passes
+    # (handler/engine/weight_copies.py); None: autocast casts them on each call.
+    weight_copies: WeightCopies | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: HandlerSettings, device: torch.device) -> ExecutionPolicy:
@@ -71,6 +75,8 @@ class ExecutionPolicy:
     @contextlib.contextmanager
     def forward_context(self, gradients: bool = False) -> Iterator[None]:
         """What every forward pass runs in: no autograd (unless ``gradients``), and autocast if set."""
+        if self.weight_copies is not None:
+            self.weight_copies.use(self.autocast_dtype == self.weight_copies.dtype)
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
             if self.autocast_dtype is not None:

@@ -119,11 +119,14 @@ class _FusedProjection:
     """Query, key and value in one matrix product: one read of the input, one output to index."""
 
     def __init__(self, parts: Sequence[nn.Linear]) -> None:
-        self.weight = torch.cat([part.weight for part in parts]).detach()
-        self.bias = torch.cat([part.bias for part in parts]).detach()
+        # A Linear of its own, so that low-precision weight copies (weight_copies.py) reach it too.
+        weight = torch.cat([part.weight for part in parts]).detach()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+        self.linear.weight = nn.Parameter(weight, requires_grad=False)
+        self.linear.bias = nn.Parameter(torch.cat([part.bias for part in parts]).detach(), requires_grad=False)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        return functional.linear(hidden, self.weight, self.bias)
+        return functional.linear(hidden, self.linear.weight, self.linear.bias)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,10 @@ class PackedEncoder:
         self.head_size = config.hidden_size // config.num_attention_heads
         self.pad_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.layers = [_layer_of(layer, self.backbone) for layer in self._encoder_layers()]
+
+    def own_linear_layers(self) -> list[nn.Linear]:
+        """The linear layers this runner holds beyond the model's (the fused projections)."""
+        return [layer.query_key_value.linear for layer in self.layers]
 
     @property
     def output_fields(self) -> tuple[str, ...]:
