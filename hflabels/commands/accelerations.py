@@ -28,6 +28,7 @@ from handler.engine.encoder_runner import ENCODER_INPUTS
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_loading import load_config, load_model, load_tokenizer
 from handler.engine.openvino_backend import OpenVinoEncoder
+from handler.engine.weight_copies import WeightCopies, own_linear_layers
 from hflabels import onnx_runtime
 from hflabels.demo import model_or_demo
 from hflabels.load import mixed_inputs, word_stream
@@ -60,7 +61,7 @@ def variants() -> dict[str, dict[str, Any]]:
         "dynamic int8, per channel, fp32 head": {QUANTIZE: "dynamic_int8_per_channel_fp32_head"},
         "torch.compile (weights frozen)": {"torch_compile": True},
         "bf16": {"dtype": "bfloat16"},
-        # dtype auto's candidate: float32 weights, bf16 autocast, outputs in float32.
+        # dtype auto's candidate: bf16 autocast over bf16 copies of the linear weights, outputs in float32.
         "bf16 autocast": {AUTOCAST: True},
         "torch.compile (weights frozen), bf16 autocast": {"torch_compile": True, AUTOCAST: True},
         "OpenVINO fp32 (backend: openvino)": {"backend": "openvino"},
@@ -179,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 model = quantized_variant(model, scheme)
             if settings.loading.backend is Backend.OPENVINO:
                 model = OpenVinoEncoder(model, [n for n in ENCODER_INPUTS if n in tokenizer.model_input_names])
+            elif autocast and not settings.loading.torch_compile:
+                # As dtype auto runs it: the linear weights cast to bf16 once, not on every call.
+                WeightCopies(own_linear_layers(model), torch.bfloat16).use(True)
             speed = throughput(model, tokenizer, timing_texts, device, args.rounds, autocast)
             predicted = scores(model, tokenizer, labelled, device, autocast=autocast)
         except Exception as error:  # a variant this machine cannot run is reported, not fatal
