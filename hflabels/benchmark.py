@@ -71,7 +71,7 @@ def run_in_process(
                 list(texts[start : start + batch_size]), truncation=True, max_length=limit,
                 padding=padding, return_tensors="pt",
             )  # fmt: skip
-            torch.softmax(model(**batch).logits.float(), dim=-1).numpy()
+            torch.softmax(model(**batch)["logits"].float(), dim=-1).numpy()
     return len(texts) / (time.perf_counter() - started)
 
 
@@ -110,7 +110,7 @@ def single_input_ms(model: Any, tokenizer: Any, texts: Sequence[str], max_length
             time.sleep(pause)
             started = time.perf_counter()
             batch = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
-            torch.softmax(model(**batch).logits.float(), dim=-1).numpy()
+            torch.softmax(model(**batch)["logits"].float(), dim=-1).numpy()
             times.append(time.perf_counter() - started)
     return 1000 * statistics.median(times)
 

@@ -44,11 +44,12 @@ def model_config(args: argparse.Namespace) -> dict[str, Any]:
     document = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
     for assignment in args.set:
         key, _, value = assignment.partition("=")
-        parsed = yaml.safe_load(value)
-        if key.startswith("handler."):
-            document.setdefault("handler", {})[key.split(".", 1)[1]] = parsed
-        else:
-            document[key] = parsed
+        # A dotted key names nested mappings: handler.loading.backend=openvino.
+        *parents, name = key.split(".")
+        target = document
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[name] = yaml.safe_load(value)
     return document
 
 
