@@ -239,3 +239,22 @@ def torch_float32():
     import torch
 
     return torch.float32
+
+
+def test_qas_check_compares_the_best_span_not_only_the_positions(qa_model):
+    from handler.engine.precision import compare_outputs
+
+    handler, _ = load_handler(qa_model, {"dtype": "float32"})
+    start, end = np.zeros(32), np.zeros(32)
+    # The likeliest start (1) and end (25) are 24 tokens apart, longer than an answer may be: the
+    # best span is (20, 25) in float32 and (22, 25) in the candidate, with every position's argmax
+    # and every probability nearly unchanged.
+    start[[1, 20, 22]], end[25] = [3.0, 2.95, 2.9], 3.0
+    moved = start.copy()
+    moved[[20, 22]] = [2.85, 2.9]
+    reference = [{"start_logits": start, "end_logits": end}]
+    candidate = [{"start_logits": moved, "end_logits": end}]
+    assert compare_outputs(reference, candidate)[0]
+    agree, change = handler.runner.compare_probe_outputs(reference, candidate)
+    assert not agree
+    assert handler.runner.compare_probe_outputs(reference, reference) == (True, 0.0)

@@ -28,7 +28,7 @@ from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes
 from handler.engine.execution import ExecutionPolicy, fast_low_precision, measure_execution, pass_timer
 from handler.engine.live_tuning import PRECISION, STRATEGY, LiveExecutionTuner, Switch, Way
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
-from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision
+from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision, compare_outputs
 from handler.engine.runner import RunnerSetup, TaskRunner
 from handler.engine.weight_copies import WeightCopies, own_linear_layers
 
@@ -163,7 +163,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             choice = PrecisionChoice(False, None, len(texts), why_not="quantization is set")
         else:
             try:
-                choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance)
+                choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance,
+                                          compare=self.compare_probe_outputs)  # fmt: skip
             except RuntimeError as error:
                 # Fail-closed: a model whose layers refuse autocast serves float32.
                 choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")
@@ -175,6 +176,14 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             copies.use(False)  # bf16 will never run: the copies go
             float32 = low = replace(float32, weight_copies=None)
         self.policy = low if choice.low_precision else float32
+
+    def compare_probe_outputs(
+        self, reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]
+    ) -> tuple[bool, float]:
+        """dtype auto's check of the candidate's probe outputs against float32's: every output's
+        label (per row or token) the same, and the largest probability change. A task whose
+        answer is read from the outputs differently (QA's spans) checks that too."""
+        return compare_outputs(reference, candidate)
 
     def _packer(self) -> PackedEncoder | None:
         """The padding-free runner for this model, unless the settings or the model rule it out."""

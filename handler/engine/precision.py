@@ -113,19 +113,24 @@ def compare_outputs(
     return agree, change
 
 
+Comparison = Callable[[Sequence[dict[str, np.ndarray]], Sequence[dict[str, np.ndarray]]], tuple[bool, float]]
+
+
 def choose_precision(
     unit: str | None,
     probe_texts: int,
     run: Callable[[bool, int | None], list[dict[str, np.ndarray]]],
     tolerance: float,
     clock: Callable[[], float] = time.perf_counter,
+    compare: Comparison = compare_outputs,
 ) -> PrecisionChoice:
     """``run(low_precision, texts)`` gives the outputs of the first ``texts`` probe texts (None:
-    all) one way or the other; each way's time is its fastest of TIMING_ROUNDS alternating rounds."""
+    all) one way or the other; each way's time is its fastest of TIMING_ROUNDS alternating rounds.
+    ``compare`` is the task's check of the outputs (agree, largest change of what it serves)."""
     if unit is None or probe_texts == 0:
         return PrecisionChoice(False, unit, probe_texts)
     reference, candidate = run(False, None), run(True, None)  # also the warm-up of each
-    agree, change = compare_outputs(reference, candidate)
+    agree, change = compare(reference, candidate)
     if not (agree and change <= tolerance):
         # Answers decide first: no speed makes a disagreeing candidate acceptable.
         return PrecisionChoice(False, unit, probe_texts, agree, change, None, tolerance)

@@ -33,6 +33,9 @@ from handler.postprocess.qa_spans import (
     select_spans,
 )
 
+# The 4.x pipeline's default longest answer, in tokens.
+DEFAULT_MAX_ANSWER_LEN = 15
+
 
 @dataclass(frozen=True)
 class AnswerParams:
@@ -61,6 +64,23 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
     token_level_outputs = True
     output_fields = ("start_logits", "end_logits")
 
+    def compare_probe_outputs(
+        self, reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]
+    ) -> tuple[bool, float]:
+        """Positions as every encoder's, and the answer itself: each probe text's best span (at the
+        pipeline's default max_answer_len, every token answerable) must be the same, and its score
+        (a product of two probabilities) and the no-answer score move at most the tolerance."""
+        agree, change = super().compare_probe_outputs(reference, candidate)
+        for ours, theirs in zip(reference, candidate):
+            answerable = np.ones(len(ours["start_logits"]), dtype=bool)
+            best = [select_spans(output["start_logits"], output["end_logits"], answerable, 1, DEFAULT_MAX_ANSWER_LEN)
+                    for output in (ours, theirs)]  # fmt: skip
+            spans = [(spans.spans[0].start, spans.spans[0].end) if spans.spans else None for spans in best]
+            scores = [spans.spans[0].score if spans.spans else 0.0 for spans in best]
+            agree = agree and spans[0] == spans[1]
+            change = max(change, abs(scores[0] - scores[1]), abs(best[0].null_score - best[1].null_score))
+        return agree, change
+
     def __init__(self, setup: RunnerSetup) -> None:
         super().__init__(setup)
         # Right-padding tokenizers put the question first (BERT-style); left-padding ones the context.
@@ -72,7 +92,7 @@ class QuestionAnsweringRunner(EncoderRunner[QuestionContext, AnswerParams, QAWin
         # The 4.x pipeline's defaults; doc_stride's depends on max_seq_len, so it is set in parse().
         return {
             "top_k": ParamSpec("int", default=1, minimum=1, maximum=100),
-            "max_answer_len": ParamSpec("int", default=15, minimum=1, maximum=self.max_length),
+            "max_answer_len": ParamSpec("int", default=DEFAULT_MAX_ANSWER_LEN, minimum=1, maximum=self.max_length),
             "handle_impossible_answer": ParamSpec("bool", default=False),
             "align_to_words": ParamSpec("bool", default=True),
             "max_seq_len": ParamSpec("int", default=min(self.max_length, 384), minimum=8, maximum=self.max_length),
