@@ -8,7 +8,7 @@ import torch
 
 from handler.api.settings import Backend, HandlerSettings
 from handler.api.tasks import Task
-from handler.engine.encoder_runner import ENCODER_INPUTS
+from handler.engine.encoder_runner import encoder_inputs
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
@@ -52,8 +52,7 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
         check_openvino_settings(settings, device, generates=runner_class is TextGenerationRunner)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
     if openvino:
-        fed = [name for name in ENCODER_INPUTS if name in tokenizer.model_input_names or name == "input_ids"]
-        model = OpenVinoEncoder(model, fed, settings.loading.torch_num_threads)
+        model = OpenVinoEncoder(model, encoder_inputs(tokenizer), settings.loading.torch_num_threads)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
     runner = runner_class(
         RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir))

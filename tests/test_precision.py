@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from support import call_one, load_handler
 
 import handler.engine.encoder_runner as encoder_runner
@@ -211,7 +212,6 @@ def test_weight_copies_give_autocasts_answers_bit_for_bit_and_float32_passes_sta
 
 
 def test_weight_copies_leave_a_weight_tied_to_an_embedding_alone():
-    import torch
     from torch import nn
 
     from handler.engine.weight_copies import WeightCopies, own_linear_layers
@@ -232,18 +232,10 @@ def test_a_candidate_that_disagreed_drops_its_weight_copies(sentiment_model, mon
     monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
     auto, _ = load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 1e-9})
     assert auto.runner.policy.weight_copies is None
-    assert all(p.dtype == torch_float32() for p in auto.runner.model.parameters())
-
-
-def torch_float32():
-    import torch
-
-    return torch.float32
+    assert all(p.dtype == torch.float32 for p in auto.runner.model.parameters())
 
 
 def test_qas_check_compares_the_best_span_not_only_the_positions(qa_model):
-    from handler.engine.precision import compare_outputs
-
     handler, _ = load_handler(qa_model, {"dtype": "float32"})
     start, end = np.zeros(32), np.zeros(32)
     # The likeliest start (1) and end (25) are 24 tokens apart, longer than an answer may be: the

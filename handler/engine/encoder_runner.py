@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
 # would remove almost nothing and adds its own bookkeeping (README, Performance).
 PACKING_MIN_FILL = 0.95
-# What a padded pass feeds the model (token_type_ids where the tokenizer makes them).
-ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 DetailT = TypeVar("DetailT")
 
 
@@ -59,6 +57,13 @@ class EncodedInput(Generic[DetailT]):
 
 
 EncodeResult = EncodedInput[Any] | RequestError
+
+
+def encoder_inputs(tokenizer: Any) -> tuple[str, ...]:
+    """What a padded pass feeds the model: token ids, token types where the tokenizer makes
+    them, and the attention mask."""
+    types = ("token_type_ids",) if "token_type_ids" in tokenizer.model_input_names else ()
+    return ("input_ids", *types, "attention_mask")
 
 
 def was_truncated(encoding: Any, row: int, max_length: int) -> bool:
@@ -92,7 +97,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         super().__init__(setup)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.padding_side = "left" if self.tokenizer.padding_side == "left" else "right"
-        self.feeds_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self.feeds_token_types = "token_type_ids" in encoder_inputs(self.tokenizer)
         # Padding-free passes, when the model allows them and they pay here (prepare_execution).
         self.packed: PackedEncoder | None = None
         self.packer: PackedEncoder | None = None
@@ -134,23 +139,27 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         return Way(self.policy.packed, self.policy.autocast_dtype is not None)
 
     def policy_for(self, way: Way) -> ExecutionPolicy:
-        autocast = (self.verified_autocast or self.policy.autocast_dtype) if way.low_precision else None
+        autocast = self.verified_autocast if way.low_precision else None
         return replace(self.policy, packed=way.packed, autocast_dtype=autocast)
 
     def _choose_precision(self) -> None:
         """dtype auto: bf16 autocast if it is fast here and agrees with float32 on the probe."""
         loading = self.settings.loading
+        texts = list(self.probe or BUILT_IN_PROBE)
+        if loading.quantization is not Quantization.NONE:
+            # An int8 model is its own choice of speed: nothing to add.
+            self.precision = PrecisionChoice(False, None, len(texts), why_not="quantization is set")
+            logger.info("%s", self.precision.describe())
+            return
         unit = fast_low_precision(self.policy.device)
         autocast = torch.bfloat16 if self.policy.device.type == "cpu" else torch.float16
         copies = None
-        if unit is not None and loading.quantization is Quantization.NONE and not loading.torch_compile \
-                and loading.backend is Backend.TORCH:  # fmt: skip
+        if unit is not None and not loading.torch_compile and loading.backend is Backend.TORCH:
             # Compiled graphs fold the cast into their constants; OpenVINO compiles its own.
             linears = own_linear_layers(self.model) + (self.packer.own_linear_layers() if self.packer else [])
             copies = WeightCopies(linears, autocast)
         float32 = replace(self.policy, weight_copies=copies)
         low = replace(float32, autocast_dtype=autocast)
-        texts = list(self.probe or BUILT_IN_PROBE)
         encoding = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
 
@@ -158,16 +167,12 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             policy = low if low_precision else float32
             return self._forward_with(windows[:count], self.packed is not None, policy=policy)
 
-        if loading.quantization is not Quantization.NONE:
-            # An int8 model is its own choice of speed: nothing to add.
-            choice = PrecisionChoice(False, None, len(texts), why_not="quantization is set")
-        else:
-            try:
-                choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance,
-                                          compare=self.compare_probe_outputs)  # fmt: skip
-            except RuntimeError as error:
-                # Fail-closed: a model whose layers refuse autocast serves float32.
-                choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")
+        try:
+            compare = self.compare_probe_outputs
+            choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, compare=compare)
+        except RuntimeError as error:
+            # Fail-closed: a model whose layers refuse autocast serves float32.
+            choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")
         logger.info("%s%s", choice.describe(), "" if self.probe else " (the built-in probe: no probe.txt)")
         self.precision = choice
         # Answers checked: whichever is faster may serve (the speed test alone can be fooled).

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from handler.api.settings import Backend, HandlerSettings
-from handler.engine.encoder_runner import ENCODER_INPUTS
+from handler.engine.encoder_runner import encoder_inputs
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.model_loading import load_config, load_model, load_tokenizer
 from handler.engine.openvino_backend import OpenVinoEncoder
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             if scheme is not None:
                 model = quantized_variant(model, scheme)
             if settings.loading.backend is Backend.OPENVINO:
-                model = OpenVinoEncoder(model, [n for n in ENCODER_INPUTS if n in tokenizer.model_input_names])
+                model = OpenVinoEncoder(model, encoder_inputs(tokenizer))
             elif autocast and not settings.loading.torch_compile:
                 # As dtype auto runs it: the linear weights cast to bf16 once, not on every call.
                 WeightCopies(own_linear_layers(model), torch.bfloat16).use(True)
