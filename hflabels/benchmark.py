@@ -30,6 +30,7 @@ from handler.api.request_parsing import RequestBody
 from handler.api.settings import HandlerSettings
 from handler.registry import build_runner
 from hflabels.archiving import archive
+from hflabels.cpu_split import CpuSplit, measure_cpu
 from hflabels.load import median_run, served_run
 from hflabels.paths import TORCHSERVE_CONFIG
 from hflabels.prometheus import padding_ratio, token_counters
@@ -198,11 +199,14 @@ def measure_served(args: argparse.Namespace, config: dict[str, Any], workloads: 
             served[variant] = {}
             for concurrency in args.concurrency:
                 before = token_counters(server.metrics_url)
-                runs = [
-                    served_run(url, token, workloads[variant], concurrency, args.duration) for _ in range(args.rounds)
-                ]
+                runs, cpu = [], CpuSplit()
+                for _ in range(args.rounds):
+                    with measure_cpu(server.frontend_pid()) as split:
+                        runs.append(served_run(url, token, workloads[variant], concurrency, args.duration))
+                    cpu = cpu.plus(split)
                 summary = median_run(runs)
                 summary["padding_ratio"] = padding_ratio(before, token_counters(server.metrics_url))
+                summary["cpu_ms_per_request"] = cpu.per_request_ms(summary["requests"])
                 limits = in_process[variant]
                 summary["ratio_to_in_process"] = round(summary["throughput"] / limits["best"], 3)
                 summary["ratio_to_chunks_of_32"] = round(summary["throughput"] / limits["chunks_of_32"], 3)
@@ -213,6 +217,9 @@ def measure_served(args: argparse.Namespace, config: dict[str, Any], workloads: 
                     f"p50 {summary['p50_ms']:6.1f} ms  p99 {summary['p99_ms']:7.1f} ms  errors {summary['errors']}  "
                     f"padding {summary['padding_ratio']}  served/in-process {summary['ratio_to_in_process']:.2f}"
                 )
+                shares = summary["cpu_ms_per_request"]
+                print(f"    CPU per request: client {shares['client']:.2f} ms, frontend {shares['frontend']:.2f} ms, "
+                      f"workers {shares['workers']:.2f} ms; cores busy {shares['busy_share']:.2f}")  # fmt: skip
         for tokens, texts in workloads["buckets"].items():
             before = token_counters(server.metrics_url)
             run = served_run(url, token, texts, max(args.concurrency), args.duration)

@@ -196,6 +196,10 @@ class Server:
     def auth(self, token: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def frontend_pid(self) -> int | None:
+        """The frontend's (the JVM's) process id; its model workers are its descendants."""
+        return _pid(self.run_dir)
+
     def predictions_url(self, model: str) -> str:
         return f"{self.inference_url}/predictions/{model}"
 

@@ -37,12 +37,15 @@ def worker_metrics(name: str) -> MetricsCacheYamlImpl:
 
 
 def exact_precision(handler_settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings with ``dtype: float32`` unless they name a dtype: the tests that compare with
-    the pipelines to 1e-5 need float32, and dtype auto decides by timing at load, which a CPU busy
-    with other workers loading can fool (tests/test_precision.py tests auto itself)."""
+    """The settings with ``dtype: float32`` and torch's own float32 kernel unless they name them:
+    the tests that compare with the pipelines to 1e-5 need float32, and both autos decide by timing
+    at load, which a CPU busy with other workers loading can fool; two loads compared bit for bit
+    must run the same kernel (tests/test_precision.py and tests/test_linear_kernels.py test the
+    autos themselves)."""
     settings = dict(handler_settings or {})
-    if "dtype" not in settings and "dtype" not in (settings.get("loading") or {}):
-        settings["dtype"] = "float32"
+    for key, exact in (("dtype", "float32"), ("float32_linear", "torch")):
+        if key not in settings and key not in (settings.get("loading") or {}):
+            settings[key] = exact
     return settings
 
 

@@ -250,3 +250,25 @@ def test_qas_check_compares_the_best_span_not_only_the_positions(qa_model):
     agree, change = handler.runner.compare_probe_outputs(reference, candidate)
     assert not agree
     assert handler.runner.compare_probe_outputs(reference, reference) == (True, 0.0)
+
+
+def test_each_precision_is_timed_and_served_at_its_own_faster_strategy(sentiment_model, monkeypatch):
+    # float32 measured faster padded, bf16 faster packed (as with oneDNN's float32 kernel on AMD).
+    from dataclasses import replace
+
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
+    measured = []
+
+    def strategy(runner, policy):
+        measured.append(policy.autocast_dtype)
+        return replace(policy, packed=policy.autocast_dtype is not None)
+
+    monkeypatch.setattr(encoder_runner.EncoderRunner, "measured_passes", strategy)
+    auto, auto_context = load_handler(sentiment_model, {"dtype": "auto"})
+    assert measured == [None, torch.bfloat16]
+    assert auto.runner.precision.low_precision and auto.runner.policy.packed and auto.runner.packed is not None
+    assert auto.runner.tuner.way.packed and auto.runner.tuner.way.low_precision
+    exact, _ = load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 1e-9})
+    assert not exact.runner.precision.low_precision
+    assert not exact.runner.policy.packed and exact.runner.packed is None

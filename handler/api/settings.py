@@ -58,6 +58,15 @@ class Backend(str, enum.Enum):
     OPENVINO = "openvino"
 
 
+class Float32Linear(str, enum.Enum):
+    """``loading.float32_linear``: which CPU kernel runs float32 linear layers
+    (handler/engine/linear_kernels.py); auto: the faster of the two, timed at load."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONEDNN = "onednn"
+
+
 class AttentionImplementation(str, enum.Enum):
     SDPA = "sdpa"
     EAGER = "eager"
@@ -118,6 +127,7 @@ class LoadingSettings:
     quantization: Quantization = Quantization.NONE
     torch_compile: bool = False
     backend: Backend = Backend.TORCH
+    float32_linear: Float32Linear = Float32Linear.AUTO
     # None: transformers' default (sdpa).
     attn_implementation: AttentionImplementation | None = None
     # Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is set.
@@ -489,6 +499,7 @@ _GROUPS: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
         "quantization": _choice(Quantization),
         "torch_compile": _scalar(ParamSpec("bool")),
         "backend": _choice(Backend),
+        "float32_linear": _choice(Float32Linear),
         "attn_implementation": _choice(AttentionImplementation, nullable=True),
         "allow_pickle_weights": _scalar(ParamSpec("bool")),
         "torch_num_threads": _scalar(ParamSpec("int", minimum=1, maximum=1024, nullable=True)),

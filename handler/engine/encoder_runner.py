@@ -26,6 +26,7 @@ from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
 from handler.engine.execution import ExecutionPolicy, fast_low_precision, measure_execution, pass_timer
+from handler.engine.linear_kernels import float32_linear_kernels
 from handler.engine.live_tuning import PRECISION, STRATEGY, LiveExecutionTuner, Switch, Way
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
 from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision, compare_outputs
@@ -111,20 +112,11 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
 
     def prepare_execution(self) -> None:
         packer = self._packer()
-        sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
-
-        def sample_windows(lengths: Sequence[int]) -> list[Window]:
-            types = self.feeds_token_types
-            return [Window(sample_ids[:n].tolist(), [0] * n if types else None, None) for n in lengths]
-
         self.packed = self.packer = packer
-        self.policy = measure_execution(
-            self.policy,
-            self.settings,
-            pass_timer(lambda lengths: self._run_padded(sample_windows(lengths), lengths)),
-            pass_timer(lambda lengths: self._run_packed(sample_windows(lengths), lengths)) if packer else None,
-            self.max_length,
-        )
+        # Before the passes are timed: they run on whichever kernel serves.
+        kernels, kernel_choice = float32_linear_kernels(self._linear_layers, self.settings, self.policy.device)
+        logger.info("%s", kernel_choice.describe())
+        self.policy = self.measured_passes(replace(self.policy, float32_linears=kernels))
         self.packed = packer if self.policy.packed else None
         if self.settings.loading.dtype is Precision.AUTO:
             self._choose_precision()
@@ -132,6 +124,24 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         tunable += [PRECISION] if self.verified_autocast is not None else []
         if tunable:
             self.tuner = LiveExecutionTuner(self.way, tunable)
+
+    def measured_passes(self, policy: ExecutionPolicy) -> ExecutionPolicy:
+        """``policy`` with packed or padded passes and batch_overhead_tokens as timed under it."""
+        sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
+
+        def sample_windows(lengths: Sequence[int]) -> list[Window]:
+            types = self.feeds_token_types
+            return [Window(sample_ids[:n].tolist(), [0] * n if types else None, None) for n in lengths]
+
+        return measure_execution(
+            policy,
+            self.settings,
+            pass_timer(lambda lengths: self._run_padded(sample_windows(lengths), lengths, policy)),
+            pass_timer(lambda lengths: self._run_packed(sample_windows(lengths), lengths, policy))
+            if self.packer
+            else None,
+            self.max_length,
+        )
 
     @property
     def way(self) -> Way:
@@ -156,8 +166,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         copies = None
         if unit is not None and not loading.torch_compile and loading.backend is Backend.TORCH:
             # Compiled graphs fold the cast into their constants; OpenVINO compiles its own.
-            linears = own_linear_layers(self.model) + (self.packer.own_linear_layers() if self.packer else [])
-            copies = WeightCopies(linears, autocast)
+            copies = WeightCopies(self._linear_layers(), autocast)
         float32 = replace(self.policy, weight_copies=copies)
         low = replace(float32, autocast_dtype=autocast)
         encoding = self.tokenizer(texts, truncation=True, max_length=self.max_length)
@@ -165,9 +174,14 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
 
         def run(low_precision: bool, count: int | None) -> list[dict[str, np.ndarray]]:
             policy = low if low_precision else float32
-            return self._forward_with(windows[:count], self.packed is not None, policy=policy)
+            return self._forward_with(windows[:count], policy.packed and self.packer is not None, policy=policy)
 
         try:
+            if unit is not None and self.packer is not None and self.settings.batching.packed_forward is None:
+                # Each precision at its own faster strategy: with oneDNN's float32 kernel padded
+                # passes won in float32 where packed ones won in bf16 (AMD EPYC Zen 5), and timing
+                # both at float32's choice understated bf16 (1.06x against 1.5x served).
+                low = self.measured_passes(low)
             compare = self.compare_probe_outputs
             choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, compare=compare)
         except RuntimeError as error:
@@ -181,6 +195,11 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             copies.use(False)  # bf16 will never run: the copies go
             float32 = low = replace(float32, weight_copies=None)
         self.policy = low if choice.low_precision else float32
+        self.packed = self.packer if self.policy.packed else None
+
+    def _linear_layers(self) -> list[torch.nn.Linear]:
+        """The linear layers a forward can run: the model's own and the packed encoder's."""
+        return own_linear_layers(self.model) + (self.packer.own_linear_layers() if self.packer else [])
 
     def compare_probe_outputs(
         self, reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]

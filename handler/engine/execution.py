@@ -23,6 +23,7 @@ import torch
 
 from handler.api.errors import ConfigurationError
 from handler.api.settings import HandlerSettings, Precision
+from handler.engine.linear_kernels import OneDnnLinears
 from handler.engine.pass_costs import ExecutionChoice, PassTimer, choose_execution
 from handler.engine.weight_copies import WeightCopies
 
@@ -58,6 +59,9 @@ class ExecutionPolicy:
     # dtype auto: the linear layers' weights in the autocast dtype, swapped in for autocast passes
     # (handler/engine/weight_copies.py); None: autocast casts them on each call.
     weight_copies: WeightCopies | None = field(default=None, compare=False, repr=False)
+    # CPU: oneDNN runs the float32 linear layers where it measured faster at load
+    # (handler/engine/linear_kernels.py); None: torch's own kernel.
+    float32_linears: OneDnnLinears | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: HandlerSettings, device: torch.device) -> ExecutionPolicy:
@@ -77,10 +81,15 @@ class ExecutionPolicy:
         """What every forward pass runs in: no autograd (unless ``gradients``), and autocast if set."""
         if self.weight_copies is not None:
             self.weight_copies.use(self.autocast_dtype == self.weight_copies.dtype)
+        if self.float32_linears is not None:
+            # oneDNN's linear has no backward: gradients (explanations) take torch's own kernel.
+            self.float32_linears.use(self.autocast_dtype is None and not gradients)
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
-            if self.autocast_dtype is not None:
-                stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast_dtype))
+            # A pass without autocast runs without it even inside another policy's context (a
+            # benchmark timing the handler inside the model's own): its layers may be float32-only.
+            enabled = self.autocast_dtype is not None
+            stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled))
             yield
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -96,6 +105,8 @@ class ExecutionPolicy:
         precision = str(self.weight_dtype).removeprefix("torch.")
         if self.autocast_dtype is not None:
             precision += f", autocast {str(self.autocast_dtype).removeprefix('torch.')}"
+        if self.float32_linears is not None:
+            precision += ", float32 linear layers on oneDNN"
         return f"{self.device}, {precision}"
 
 

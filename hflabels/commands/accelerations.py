@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from handler.api.settings import Backend, HandlerSettings
+from handler.api.settings import Backend, Float32Linear, HandlerSettings
 from handler.engine.encoder_runner import encoder_inputs
 from handler.engine.execution import ExecutionPolicy
+from handler.engine.linear_kernels import OneDnnLinears
 from handler.engine.model_loading import load_config, load_model, load_tokenizer
 from handler.engine.openvino_backend import OpenVinoEncoder
 from handler.engine.weight_copies import WeightCopies, own_linear_layers
@@ -51,7 +52,8 @@ def openvino_installed() -> bool:
 
 def variants() -> dict[str, dict[str, Any]]:
     found = {
-        "fp32 (default)": {},
+        "fp32 (torch's own linear kernel: the reference)": {"float32_linear": "torch"},
+        "fp32, oneDNN linear (float32_linear: onednn)": {"float32_linear": "onednn"},
         "fp32, eager attention": {"attn_implementation": "eager"},
         "fp32, SDPA attention": {"attn_implementation": "sdpa"},
         "dynamic int8 (CPU)": {"quantization": "dynamic_int8"},
@@ -183,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
             elif autocast and not settings.loading.torch_compile:
                 # As dtype auto runs it: the linear weights cast to bf16 once, not on every call.
                 WeightCopies(own_linear_layers(model), torch.bfloat16).use(True)
+            elif settings.loading.float32_linear is Float32Linear.ONEDNN:
+                OneDnnLinears(own_linear_layers(model)).use(True)
             speed = throughput(model, tokenizer, timing_texts, device, args.rounds, autocast)
             predicted = scores(model, tokenizer, labelled, device, autocast=autocast)
         except Exception as error:  # a variant this machine cannot run is reported, not fatal
