@@ -16,6 +16,20 @@ from handler.torchserve_handler import TransformersLabelHandler
 JSON = "application/json"
 TEXT = "text/plain"
 SCORE_TOLERANCE = 1e-5
+# A few requests per encoder model fixture, for tests that compare two ways of running them.
+ENCODER_BODIES = {
+    "sentiment_model": [{"inputs": ["I loved it", "a much longer text about a film that dragged on"]},
+                        {"inputs": "meh"}, {"inputs": ["x " * 40], "parameters": {"top_k": None}}],
+    "ner_model": [{"inputs": ["Alice Johnson works for Acme in Berlin.", "Bob"]}, {"inputs": "Marie Curie"}],
+    "qa_model": [
+        {"inputs": {"question": "Where did she move?", "context": "Marie Curie moved to Paris in 1891."}},
+        {"inputs": {"question": "Who?", "context": "Bob."}},
+    ],
+    "nli_model": [
+        {"inputs": {"text": "A man is eating a large sandwich at the table.", "text_pair": "Someone eats."}},
+        {"inputs": {"text": "Rain.", "text_pair": "It is wet."}},
+    ],
+}  # fmt: skip
 
 
 def script(command: str):

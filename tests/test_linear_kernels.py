@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from support import JSON, assert_same_answers, call, load_handler
+from support import ENCODER_BODIES, JSON, assert_same_answers, call, load_handler
 from ts.context import RequestProcessor
 
 import handler.engine.linear_kernels as linear_kernels
@@ -24,18 +24,8 @@ ONEDNN = {"dtype": "float32", "float32_linear": "onednn"}
 TORCH = {"dtype": "float32", "float32_linear": "torch"}
 
 BODIES = {
-    "sentiment_model": [{"inputs": ["I loved it", "a much longer text about a film that dragged on"]},
-                        {"inputs": "meh"}, {"inputs": ["x " * 40], "parameters": {"top_k": None}}],
+    **ENCODER_BODIES,
     "topics_model": [{"inputs": ["sports and politics", "nothing at all"]}],
-    "ner_model": [{"inputs": ["Alice Johnson works for Acme in Berlin.", "Bob"]}, {"inputs": "Marie Curie"}],
-    "qa_model": [
-        {"inputs": {"question": "Where did she move?", "context": "Marie Curie moved to Paris in 1891."}},
-        {"inputs": {"question": "Who?", "context": "Bob."}},
-    ],
-    "nli_model": [
-        {"inputs": {"text": "A man is eating a large sandwich at the table.", "text_pair": "Someone eats."}},
-        {"inputs": {"text": "Rain.", "text_pair": "It is wet."}},
-    ],
     "zero_shot": [{"inputs": "It rains all day.", "parameters": {"candidate_labels": ["weather", "food"]}},
                   {"inputs": ["Lunch was great", "?"], "parameters": {"candidate_labels": ["weather", "food"],
                                                                     "multi_label": True}}],

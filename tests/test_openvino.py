@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import assert_same_answers, call, load_handler
+from support import ENCODER_BODIES, assert_same_answers, call, load_handler
 
 import handler.engine.encoder_runner as encoder_runner
 import handler.engine.precision as precision
@@ -15,19 +15,7 @@ pytest.importorskip("openvino")
 
 OPENVINO_FLOAT32 = {"backend": "openvino", "dtype": "float32"}
 
-BODIES = {
-    "sentiment_model": [{"inputs": ["I loved it", "a much longer text about a film that dragged on"]},
-                        {"inputs": "meh"}, {"inputs": ["x " * 40], "parameters": {"top_k": None}}],
-    "ner_model": [{"inputs": ["Alice Johnson works for Acme in Berlin.", "Bob"]}, {"inputs": "Marie Curie"}],
-    "qa_model": [
-        {"inputs": {"question": "Where did she move?", "context": "Marie Curie moved to Paris in 1891."}},
-        {"inputs": {"question": "Who?", "context": "Bob."}},
-    ],
-    "nli_model": [
-        {"inputs": {"text": "A man is eating a large sandwich at the table.", "text_pair": "Someone eats."}},
-        {"inputs": {"text": "Rain.", "text_pair": "It is wet."}},
-    ],
-}  # fmt: skip
+BODIES = ENCODER_BODIES
 
 
 @pytest.mark.parametrize("model_fixture", list(BODIES))
