@@ -27,8 +27,9 @@ def test_a_faithful_deployment_matches_its_model_folder(torchserve, sentiment_mo
     data = tmp_path / "labelled.csv"
     data.write_text(LABELLED)
     report = tmp_path / "report.json"
+    # "--token=VALUE": a token may start with "-", which argparse would take for an option.
     status = evaluate_main([
-        "--url", torchserve.predictions_url("sentiment"), "--token", torchserve.inference_token,
+        "--url", torchserve.predictions_url("sentiment"), f"--token={torchserve.inference_token}",
         "--data", str(data), "--task", "single_label", "--model-dir", str(sentiment_model),
         "--batch-size", "2", "--report", str(report),
     ])  # fmt: skip
@@ -58,7 +59,7 @@ def test_a_deployment_of_another_model_is_caught(torchserve, sentiment_model, tm
     data.write_text(LABELLED)
     report = tmp_path / "report.json"
     status = evaluate_main([
-        "--url", torchserve.predictions_url("sentiment"), "--token", torchserve.inference_token,
+        "--url", torchserve.predictions_url("sentiment"), f"--token={torchserve.inference_token}",
         "--data", str(data), "--task", "single_label", "--model-dir", str(other), "--report", str(report),
     ])  # fmt: skip
     assert status == 1
