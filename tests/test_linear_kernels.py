@@ -49,6 +49,9 @@ def without_score_lists(answer):
 def test_the_rule_takes_onednn_only_when_it_agrees_and_is_clearly_faster():
     assert choose_kernel(2.2, True).onednn
     assert not choose_kernel(MIN_SPEEDUP - 0.01, True).onednn  # a near tie keeps torch's own kernel
+    # What an Intel Xeon with AMX measured over the movie MiniLM's layers on repeated loads (1.05-1.11x),
+    # where oneDNN served no faster: torch's own kernel.
+    assert not choose_kernel(1.11, True).onednn
     refused = choose_kernel(3.0, False)
     assert not refused.onednn and "differed" in refused.describe()
 
