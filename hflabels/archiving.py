@@ -24,10 +24,10 @@ import yaml
 
 from handler.api.build_info import write_build_info
 from handler.api.errors import ConfigurationError
-from handler.api.labels import MAPPING_FILE_NAME, label_set_file_name, label_set_files
+from handler.api.labels import MAPPING_FILE_NAME, label_set_file_name, label_set_files, labels_from_id2label
 from handler.api.settings import HandlerSettings
 from handler.api.tasks import Task
-from handler.engine.model_folder import check_model_folder
+from handler.engine.model_folder import CheckedFolder, check_model_folder
 from handler.engine.model_loading import PICKLED_WEIGHT_PATTERNS
 from hflabels.paths import HANDLER_PACKAGE, MODEL_CONFIG, MODEL_STORE
 
@@ -243,6 +243,14 @@ class Archived:
         return f"wrote {self.path} ({self.task.value}{labels}{sets}; {self.path.stat().st_size / 1e6:.1f} MB)"
 
 
+def folder_labels(model_dir: Path, checked: CheckedFolder) -> tuple[str, ...]:
+    """The names the folder itself gives (its own index_to_name.json, else config.json's id2label),
+    read without the "no mapping" warning: a --mapping given on the command line supplies the names."""
+    if (model_dir / MAPPING_FILE_NAME).exists():
+        return check_model_folder(model_dir, HandlerSettings(task=checked.task), None, {}).labels or ()
+    return labels_from_id2label(getattr(checked.config, "id2label", None) or {}, checked.config.num_labels)
+
+
 def archive(
     model_dir: Path,
     name: str,
@@ -277,7 +285,7 @@ def archive(
         checked = check_model_folder(model_dir, settings, mapping, label_sets)
         if mapping is not None and checked.labels is not None:
             # Settings that name labels follow a renaming by the mapping (matched by index).
-            own = check_model_folder(model_dir, settings, None, {}).labels or ()
+            own = folder_labels(model_dir, checked)
             renames = {old: new for old, new in zip(own, checked.labels) if old != new}
             if renames and len(own) == len(checked.labels):
                 document["handler"] = renamed_label_settings(document["handler"], renames)

@@ -1,7 +1,9 @@
-"""``hflabels COMMAND ...``: every tool of this repository behind one console command.
+"""``hflabels COMMAND ...``: the workflow behind one console command.
 
-``scripts/NAME.py`` runs the same command as its own program (``run_command``), so both spellings
-take the same arguments and print the same lines.
+Train (or bring) a model, archive it, serve it, evaluate it. The measurement and experiment tools
+live apart, in the lab (``python -m lab TOOL``), which reuses this dispatcher. A command's module is
+imported only when that command runs, and its ``configure`` imports nothing heavy, so ``--help``
+answers at once and ``hflabels serve stop`` does not load torch.
 """
 
 from __future__ import annotations
@@ -9,30 +11,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
-# Subcommand -> module under hflabels.commands (imported only when that command runs, so
-# `hflabels serve stop` does not load torch).
+# Subcommand -> (module under hflabels.commands, one line for the command list), in workflow order.
 COMMANDS = {
+    "train": ("train", "fine-tune a model on labelled data, labels and calibration included"),
+    "calibrate": ("calibrate", "refit calibration, prediction sets, abstention and drift reference"),
     "archive": ("archive", "check a model folder and bundle it into a .mar"),
-    "serve": ("serve", "start, stop or check torchserve with this repository's config"),
-    "train": ("train", "fine-tune a model on labelled data, labels included"),
-    "augment": ("augment", "write synthetic rare-class examples with a local causal LM"),
-    "data": ("data", "fetch real labelled data (the VADER corpora) as training files"),
+    "serve": ("serve", "start, stop, check, deploy or roll back models on torchserve"),
     "evaluate": ("evaluate", "check a served model against labelled data and its model folder"),
-    "plot-evaluation": ("plot_evaluation", "plot an evaluation report"),
+    "plot-evaluation": ("plot_evaluation", "plot an evaluation report (confusion, reliability, risk)"),
     "demo": ("demo", "train, archive and serve the demo model, show real answers"),
-    "bench": ("bench", "served throughput and latency against the in-process limit"),
-    "bench-peers": ("bench_peers", "this handler next to TorchServe's HF example and infinity-emb"),
-    "bench-cache": ("bench_cache", "the response cache's speed-up on a Zipf-distributed workload"),
-    "soak": ("soak", "sustained load: errors, latency and memory over time"),
-    "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
+    "data": ("data", "fetch real labelled data (the VADER corpora) as training files"),
+    "augment": ("augment", "write synthetic rare-class examples with a local causal LM"),
     "kserve-store": ("kserve_store", "lay out a KServe model store for an archive"),
-    "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
-    "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
-    "guarantees": ("guarantees", "prediction sets, abstention and drift measured on the real VADER data"),
-    "calibrate": ("calibrate", "refit calibration, prediction sets, abstention and drift reference on labelled data"),
 }
 
 
@@ -46,12 +41,45 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _module(name: str) -> ModuleType:
-    return importlib.import_module(f"hflabels.commands.{COMMANDS[name][0]}")
+@dataclass(frozen=True)
+class CommandLine:
+    """A program made of subcommands, each a module with ``configure(parser)`` and ``run(args)``."""
 
+    prog: str
+    package: str
+    commands: Mapping[str, tuple[str, str]]
+    description: str
 
-def _summary(module: ModuleType) -> str:
-    return (module.__doc__ or "").strip().split("\n\n")[0]
+    def module(self, name: str) -> ModuleType:
+        return importlib.import_module(f"{self.package}.{self.commands[name][0]}")
+
+    def parser_for(self, name: str, prog: str | None = None) -> argparse.ArgumentParser:
+        """One command's full parser (what its ``--help`` prints)."""
+        module = self.module(name)
+        parser = argparse.ArgumentParser(prog=prog or f"{self.prog} {name}", description=_description(module),
+                                         formatter_class=HelpFormatter)  # fmt: skip
+        module.configure(parser)
+        return parser
+
+    def top_parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        for name, (_, summary) in self.commands.items():
+            commands.add_parser(name, help=summary, add_help=False)
+        return parser
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        # Only the chosen command's module is imported; the others are listed by name.
+        chosen = next((word for word in arguments if not word.startswith("-")), None)
+        if chosen not in self.commands:
+            self.top_parser().parse_args(arguments)  # prints the list, or says what is wrong
+            return 2
+        parser = self.parser_for(chosen)
+        args = parser.parse_args(arguments[arguments.index(chosen) + 1:])
+        args.command, args.prog = chosen, parser.prog
+        return self.module(chosen).run(args)
 
 
 def _description(module: ModuleType) -> str:
@@ -59,32 +87,30 @@ def _description(module: ModuleType) -> str:
     return (module.__doc__ or "").strip().replace("``", "").replace("`", "")
 
 
+HFLABELS = CommandLine(
+    prog="hflabels",
+    package="hflabels.commands",
+    commands=COMMANDS,
+    description=(
+        "Serve Hugging Face transformers models on TorchServe with label names.\n\n"
+        "  hflabels train --task single_label --train train.csv --output build/my-model\n"
+        "  hflabels archive build/my-model --name reviews\n"
+        "  hflabels serve start reviews\n\n"
+        "`hflabels COMMAND --help` for a command's flags; the measurement tools: python -m lab --help."
+    ),
+)
+
+
 def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """One command as a program of its own (``prog`` names it in usage and error lines)."""
-    module = _module(name)
-    parser = argparse.ArgumentParser(prog=prog, description=_description(module), formatter_class=HelpFormatter)
-    module.configure(parser)
+    parser = HFLABELS.parser_for(name, prog=prog or Path(sys.argv[0]).name)
     args = parser.parse_args(argv)
-    args.prog = parser.prog
-    return module.run(args)
+    args.command, args.prog = name, parser.prog
+    return HFLABELS.module(name).run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hflabels", description="Every tool of this repository behind one command.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    # Only the chosen command's module is imported; the others are listed by name.
-    chosen = next((word for word in arguments if not word.startswith("-")), None)
-    for name in COMMANDS:
-        if name == chosen:
-            module = _module(name)
-            module.configure(commands.add_parser(name, help=_summary(module), description=_description(module),
-                                                 formatter_class=HelpFormatter))  # fmt: skip
-        else:
-            commands.add_parser(name, help=COMMANDS[name][1], add_help=False)
-    args = parser.parse_args(arguments)
-    args.prog = f"hflabels {args.command}"
-    return _module(args.command).run(args)
+    return HFLABELS.main(argv)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from hflabels.archiving import archive
 from hflabels.paths import KSERVE_MANIFEST, LOG_CONFIG, MODEL_CONFIG, TORCHSERVE_CONFIG
-from hflabels.torchserve_control import read_properties
+from hflabels.torchserve_config import read_properties
 
 logger = logging.getLogger(__name__)
 ENVELOPES = {"v1": "kserve", "v2": "kservev2"}
@@ -97,6 +96,8 @@ def write_store(
 ) -> list[str]:
     """Archive each (name, folder) into ``output``'s store and write its config and manifest;
     returns the model names. Raises ArchiveError for a folder that cannot be archived."""
+    from hflabels.archiving import archive  # torch and transformers: only when a store is written
+
     store, config_dir = output / "model-store", output / "config"
     store.mkdir(parents=True, exist_ok=True)
     config_dir.mkdir(parents=True, exist_ok=True)

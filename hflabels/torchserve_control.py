@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
+import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import requests
 
 from hflabels.paths import LOG_CONFIG
+from hflabels.torchserve_config import read_properties
 
 JAVA_HINT = (
     "TorchServe's frontend needs Java 17 (a JDK). Install it, e.g. "
@@ -53,78 +53,6 @@ def java_version() -> int:
     if major < MIN_JAVA:
         raise ServeError(f"Java {major} is too old for TorchServe 0.12. {JAVA_HINT}")
     return major
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    properties = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            properties[key.strip()] = value.strip()
-    return properties
-
-
-def write_properties(path: Path, properties: dict[str, str]) -> None:
-    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()), encoding="utf-8")
-
-
-# Linux's default ephemeral range starts here; ports below it are never handed out by the kernel to
-# outgoing connections, which is what took a port chosen with bind(0) before torchserve bound it.
-_DEFAULT_EPHEMERAL_LOW = 32768
-_LOWEST_PORT = 20000
-
-
-def ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return _DEFAULT_EPHEMERAL_LOW
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports that were free just now, chosen below the kernel's
-    ephemeral range (so no outgoing connection of this machine takes one before it is bound),
-    every one held open until all are found."""
-    low = ephemeral_low()
-    candidates = list(range(_LOWEST_PORT, low)) if low - _LOWEST_PORT >= 1000 else []
-    random.SystemRandom().shuffle(candidates)
-    held: list[socket.socket] = []
-    try:
-        for port in candidates:
-            if len(held) == count:
-                break
-            probe = socket.socket()
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                probe.close()
-                continue
-            held.append(probe)
-        while len(held) < count:  # no room below the ephemeral range: the kernel's choice
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            held.append(probe)
-        return [probe.getsockname()[1] for probe in held]
-    finally:
-        for probe in held:
-            probe.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def config_with_free_ports(source: Path, target: Path) -> Path:
-    """``source`` config.properties with every listener on a free loopback port, written to ``target``."""
-    properties = read_properties(source)
-    ports = free_ports(5)
-    for key in ("inference_address", "management_address", "metrics_address"):
-        properties[key] = f"http://127.0.0.1:{ports.pop()}"
-    properties["grpc_inference_port"] = str(ports.pop())
-    properties["grpc_management_port"] = str(ports.pop())
-    write_properties(target, properties)
-    return target
 
 
 def torchserve_command() -> str:
@@ -186,7 +114,7 @@ class Server:
         expiry = self.token_expiry()
         when = f", expires {expiry}" if expiry else ""
         return (f"inference token in {self.key_file}{when}; a missing, wrong or expired token gets TorchServe's "
-                "400 InvalidKeyException (reread the key file after a refresh, README: Security)")  # fmt: skip
+                "400 InvalidKeyException (reread the key file after a refresh, docs: operations/security)")  # fmt: skip
 
     def model_names(self) -> list[str]:
         response = requests.get(f"{self.management_url}/models", headers=self.auth(self.management_token), timeout=10)
@@ -253,13 +181,12 @@ class Server:
                                  f"{self.log_tail('model_log.log', 15)}")  # fmt: skip
         return found
 
-    def curl_example(self, model: str, text: str = "I really enjoyed this!") -> str:
+    def curl_example(self, model: str, body: dict | None = None) -> str:
+        """A curl for ``model`` with ``body`` (see hflabels/sample_request.py), quoted for a shell."""
         token = self.inference_token
         auth = f'-H "Authorization: Bearer {token}" ' if token else ""
-        return (
-            f"curl {auth}-H 'Content-Type: application/json' "
-            f"-d '{json.dumps({'inputs': text})}' {self.predictions_url(model)}"
-        )
+        payload = json.dumps(body if body is not None else {"inputs": "Replace this with a text of your own."})
+        return f"curl {auth}-H 'Content-Type: application/json' -d {shlex.quote(payload)} {self.predictions_url(model)}"
 
 
 def _environment(run_dir: Path) -> dict[str, str]:

@@ -24,3 +24,4 @@ lock locks/serve.txt "the KServe predictor image: what the handler imports (see 
 lock locks/qa-oracle.txt ".venv-qa-oracle (see locks/qa-oracle.in)" locks/qa-oracle.in
 lock locks/kserve-client.txt ".venv-kserve-client (see locks/kserve-client.in)" locks/kserve-client.in
 lock locks/infinity.txt ".venv-infinity (see locks/infinity.in)" locks/infinity.in
+lock locks/docs.txt ".venv-docs: the documentation site (see locks/docs.in)" locks/docs.in

@@ -25,6 +25,8 @@ from tiny_models import (  # noqa: E402
     build_token_classifier,
 )
 
+from hflabels.paths import LOG_CONFIG, TORCHSERVE_CONFIG  # noqa: E402
+
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 TOPIC_LABELS = ("billing", "bug", "feature_request", "praise")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -149,11 +151,12 @@ def served_models(request: pytest.FixtureRequest) -> list[ServedModel]:
 
 @pytest.fixture(scope="session")
 def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """One torchserve serving every test model, archived with scripts/archive.py."""
+    """One torchserve serving every test model, archived with hflabels archive."""
     import yaml
     from support import exact_precision, script
 
-    from hflabels.torchserve_control import config_with_free_ports, start, stop
+    from hflabels.torchserve_config import config_with_free_ports
+    from hflabels.torchserve_control import start, stop
 
     archive_main = script("archive")
 
@@ -169,12 +172,12 @@ def torchserve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         for label_set, path in model.label_sets:
             argv += ["--mapping", f"{label_set}={path}"]
         assert archive_main(argv) == 0, f"archiving {model.name} failed"
-    properties = config_with_free_ports(REPO_ROOT / "config.properties", root / "config.properties")
+    properties = config_with_free_ports(TORCHSERVE_CONFIG, root / "config.properties")
     # Started as a user would, from a folder holding config.properties and log4j2.xml as the
     # project root does: the shipped config's vmargs choose the logging (no --log-config).
     run_dir = root / "run"
     run_dir.mkdir()
-    shutil.copy(REPO_ROOT / "log4j2.xml", run_dir / "log4j2.xml")
+    shutil.copy(LOG_CONFIG, run_dir / "log4j2.xml")
     server = start(properties, store, [f"{m.name}={m.name}.mar" for m in models], run_dir, timeout=600, log_config=None)
     server.models = {model.name: model for model in models}  # type: ignore[attr-defined]
     yield server

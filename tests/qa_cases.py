@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 ORACLE_PYTHON = REPO / ".venv-qa-oracle" / "bin" / "python"
 
@@ -70,3 +72,31 @@ def oracle_answers(
     document = json.loads(answers.read_text(encoding="utf-8"))
     assert document["transformers"].startswith("4.")
     return document["answers"]
+
+
+def softmax(values: np.ndarray) -> np.ndarray:
+    exp = np.exp(values - values.max())
+    return exp / exp.sum()
+
+
+def brute_force_best(model_dir, question, context, max_answer_len=15):
+    """Every (i, j) scored by hand with the pipeline's rules, for a context that fits one window."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    encoding = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+    offsets = encoding.pop("offset_mapping")[0].tolist()
+    with torch.no_grad():
+        output = model(**encoding)
+    sequence_ids = encoding.sequence_ids(0)
+    allowed = np.array([s == 1 or i == 0 for i, s in enumerate(sequence_ids)])
+    start = softmax(np.where(allowed, output.start_logits[0].numpy(), -10000.0))
+    end = softmax(np.where(allowed, output.end_logits[0].numpy(), -10000.0))
+    best = (-1.0, 0, 0)
+    for i in range(1, len(allowed)):
+        for j in range(i, min(i + max_answer_len, len(allowed))):
+            if allowed[i] and allowed[j] and start[i] * end[j] > best[0]:
+                best = (float(start[i] * end[j]), offsets[i][0], offsets[j][1])
+    return best

@@ -33,7 +33,7 @@ ENCODER_BODIES = {
 
 
 def script(command: str):
-    """``scripts/NAME.py`` called in-process: ``script("archive")(argv)`` is ``archive.py ARGV``."""
+    """``hflabels NAME`` called in-process: ``script("archive")(argv)`` is ``archive.py ARGV``."""
     from hflabels.cli import run_command
 
     def main(argv: Sequence[str]) -> int:
@@ -168,3 +168,9 @@ def batch_count(server: Any, model: str) -> int:
         for line in log.read_text(errors="replace").splitlines()
         if f"-{model}_" in line and "Backend received inference" in line
     )
+
+
+def explain(handler, context, bodies):
+    context.request_processor = [RequestProcessor({"Content-Type": JSON, "explain": "True"}) for _ in bodies]
+    responses = handler.handle([{"body": body} for body in bodies], context)
+    return [(context.get_response_status(i)[0], json.loads(body)) for i, body in enumerate(responses)]

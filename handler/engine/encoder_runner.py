@@ -35,7 +35,7 @@ from handler.engine.weight_copies import WeightCopies, own_linear_layers
 
 logger = logging.getLogger(__name__)
 # A pass whose real tokens fill at least this share of its padded shape runs padded: packing
-# would remove almost nothing and adds its own bookkeeping (README, Performance).
+# would remove almost nothing and adds its own bookkeeping (docs: performance).
 PACKING_MIN_FILL = 0.95
 DetailT = TypeVar("DetailT")
 

@@ -3,7 +3,7 @@
 Two choices are made at load by timing a few passes: packed against padded passes
 (handler/engine/pass_costs.py) and, under ``dtype: auto``, bf16 autocast against float32
 (handler/engine/precision.py). One busy second there picked padded passes for a worker's whole
-life (36% slower, README Performance); the precision speed test can be fooled the same way. While
+life (36% slower, docs: performance); the precision speed test can be fooled the same way. While
 serving, every batch's forward is timed; now and then (``EXPLORE_EVERY`` batches) a batch runs one
 of the choices the other way (the tunable dimensions take turns), so every alternative has fresh
 figures on the same traffic. A way's cost is its recent median of seconds per real token of a

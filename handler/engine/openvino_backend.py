@@ -10,7 +10,7 @@ model names them (``logits``, ``start_logits``...), so the padded pass reads the
 
 Not available with it: packed passes (they reach into the torch layers), int8 quantization and
 torch_compile (other ways to speed the same forward), explanations (they need gradients), text
-generation (``generate``). Measured in the README (Performance, "What fp32 leaves on the table").
+generation (``generate``). Measured on the docs' performance pages.
 """
 
 from __future__ import annotations

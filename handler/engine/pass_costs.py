@@ -44,7 +44,7 @@ BUSY_SPREAD = 1.5
 # within this share of what the fit predicts for it. Otherwise the shapes are timed again, at most
 # FIT_ATTEMPTS times, and a fit that stays implausible gives way to FALLBACK_OVERHEAD_TOKENS: a
 # busy CPU once fitted "0.00 ms + 173.8 us per token", chose padded passes and served 36% slower
-# for the worker's whole life (README, Performance).
+# for the worker's whole life (docs: performance).
 FIT_TOLERANCE = 0.35
 FIT_ATTEMPTS = 3
 FALLBACK_OVERHEAD_TOKENS = 32

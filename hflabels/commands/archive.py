@@ -2,6 +2,8 @@
 
 The folder is checked first, with the checks the handler runs at load; a problem exits with
 status 2 and one line saying what is wrong.
+
+    hflabels archive build/my-model --name reviews [--mapping mappings/sentiment_3way.json]
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 
 from handler.api.labels import MAPPING_FILE_NAME
 from handler.api.tasks import Task
-from hflabels.archiving import ArchiveError, archive
 from hflabels.paths import MODEL_STORE
 
 
@@ -41,6 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def mappings_of(values: list[str]) -> tuple[Path | None, dict[str, Path] | None]:
     """(the main mapping, the label sets) from ``--mapping FILE`` and ``--mapping SET=FILE``."""
+    from hflabels.archiving import ArchiveError
+
     main = [Path(value) for value in values if "=" not in value]
     if len(main) > 1:
         raise ArchiveError(f"one main mapping at most, got {len(main)}; name the others SET=FILE")
@@ -49,6 +52,8 @@ def mappings_of(values: list[str]) -> tuple[Path | None, dict[str, Path] | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    from hflabels.archiving import ArchiveError, archive  # loads torch: only when archiving
+
     try:
         mapping, label_sets = mappings_of(args.mapping)
         archived = archive(

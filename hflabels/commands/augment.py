@@ -1,7 +1,7 @@
 """Write synthetic examples of the rare classes with a local causal LM, for `train --synthetic`.
 
-    augment --generator DIR --train data/train.csv --output build/synthetic.csv
-            [--classes neutral ...] [--per-class 50] [--shots 4] [--seed 42]
+    hflabels augment --generator DIR --train data/train.csv --output build/synthetic.csv
+                     [--classes neutral ...] [--per-class 50] [--shots 4] [--seed 42]
 
 Each example comes from a few-shot prompt of real sentences of its class; the first line the model
 writes is kept. Nothing here checks quality: `train --synthetic` deduplicates them against every

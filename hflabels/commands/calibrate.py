@@ -1,6 +1,6 @@
 """Refit a trained folder's calibration and guarantees on labelled data drawn from the traffic.
 
-    calibrate build/movie-model --data traffic-sample.csv [--method aps] [--abstain-error 0.05]
+    hflabels calibrate build/movie-model --data traffic-sample.csv [--method aps] [--abstain-error 0.05]
 
 Part of the file (--held-out-share, seeded and stratified) is held out from the temperature and
 prior fit; on it the conformal prediction-set thresholds, the abstention threshold and the drift
@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.api.errors import ConfigurationError
 from handler.api.settings import ConformalMethod
+from hflabels.training.choices import DEFAULT_ABSTAIN_CONFIDENCE, DEFAULT_COVERAGES
 from hflabels.training.data import DataError
-from hflabels.training.guarantees import DEFAULT_ABSTAIN_CONFIDENCE, DEFAULT_COVERAGES, GuaranteeOptions
+
+if TYPE_CHECKING:
+    from hflabels.training.guarantees import GuaranteeOptions
 
 
 def coverage_level(text: str) -> float:
@@ -61,6 +64,8 @@ def add_guarantee_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def guarantee_options(args: argparse.Namespace) -> GuaranteeOptions:
+    from hflabels.training.guarantees import GuaranteeOptions
+
     return GuaranteeOptions(
         method=ConformalMethod(args.method) if args.method else None,
         coverages=tuple(sorted(set(args.coverage))) if args.coverage else DEFAULT_COVERAGES,

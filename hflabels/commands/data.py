@@ -1,6 +1,6 @@
 """Fetch real labelled data and write it as training files.
 
-    data vader --output build/vader [--domain movies --domain tweets ...] [--seed 42]
+    hflabels data vader --output build/vader [--domain movies --domain tweets ...] [--seed 42]
 
 ``vader``: the four human-rated corpora of Hutto & Gilbert (ICWSM 2014) shipped in the source
 distribution of vaderSentiment 3.3.2 (MIT), fetched with pip and checked by sha256. Writes, per

@@ -1,6 +1,8 @@
 """`make demo`: fine-tune the demo sentiment model (once), archive it, serve it, show real answers.
 
 The server keeps running afterwards; `make stop` stops it.
+
+    hflabels demo [--retrain]
 """
 
 from __future__ import annotations
@@ -9,9 +11,6 @@ import argparse
 import logging
 import sys
 
-from hflabels.archiving import ArchiveError
-from hflabels.demo import run_demo
-from hflabels.torchserve_control import ServeError
 from hflabels.training.data import DataError
 
 
@@ -23,8 +22,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from transformers.utils import logging as transformers_logging
 
+    from hflabels.archiving import ArchiveError
+    from hflabels.demo import run_demo
+    from hflabels.torchserve_control import ServeError
+
     transformers_logging.set_verbosity_error()
-    # Weight loading and saving bars are not what the demo shows (README, make demo).
+    # Weight loading and saving bars are not what the demo shows (the README shows its output).
     transformers_logging.disable_progress_bar()
     try:
         run_demo(args.retrain)

@@ -1,6 +1,6 @@
 """Check a served model against a labelled file, and against the model folder it was built from.
 
-    evaluate --url http://127.0.0.1:8080/predictions/sentiment --token-file .serve/key_file.json \
+    hflabels evaluate --url http://127.0.0.1:8080/predictions/sentiment --token-file .serve/key_file.json \
         --data data/sentiment/test.csv --task single_label --model-dir build/demo-model [--report FILE]
 
 Every served prediction is compared with the model folder's own prediction computed here by the
@@ -16,24 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-import requests
-
 from handler.api.errors import ConfigurationError
 from handler.api.labels import resolve_labels
-from hflabels.evaluation import (
-    check_served_names,
-    folder_settings,
-    local_predictions,
-    metrics_for,
-    model_labels,
-    realised_guarantees,
-    served_calibration,
-    served_labels,
-    served_predictions,
-    to_folder_names,
-)
 from hflabels.training.data import TASKS, DataError, load_examples
-from hflabels.training.metrics import format_table
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +55,22 @@ def print_realised(guarantees: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import requests
+
+    from hflabels.evaluation import (  # torch and transformers: only when evaluating
+        check_served_names,
+        folder_settings,
+        local_predictions,
+        metrics_for,
+        model_labels,
+        realised_guarantees,
+        served_calibration,
+        served_labels,
+        served_predictions,
+        to_folder_names,
+    )
+    from hflabels.training.metrics import format_table
+
     try:
         examples = load_examples(args.data, args.task)
         token = args.token

@@ -1,6 +1,6 @@
 """Lay out a KServe model store for the TorchServe runtime, and its InferenceService manifest.
 
-    kserve-store --model sentiment=build/demo-model [--model ner=DIR ...] \
+    hflabels kserve-store --model sentiment=build/demo-model [--model ner=DIR ...] \
         --output build/kserve [--protocol v1|v2] [--storage-uri URI] [--image IMAGE]
 """
 
@@ -11,8 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hflabels.archiving import ArchiveError
-from hflabels.kserve_store import ENVELOPES, write_store
+from hflabels.kserve_store import ENVELOPES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hflabels.archiving import ArchiveError
+    from hflabels.kserve_store import write_store
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = []
     for spec in args.model:

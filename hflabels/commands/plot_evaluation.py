@@ -2,7 +2,7 @@
 reliability diagram of its served scores beside it (REPORT-reliability.png), and, for single-label
 models, the risk-coverage curve (REPORT-risk-coverage.png).
 
-plot-evaluation build/evaluation.json [--output build/evaluation.png]
+    hflabels plot-evaluation build/evaluation.json [--output build/evaluation.png]
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from hflabels.plotting import plot_reliability, plot_report, plot_risk_coverage
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("report", type=Path, help="the JSON written by evaluate --report")
@@ -20,6 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hflabels.plotting import plot_reliability, plot_report, plot_risk_coverage
+
     output = args.output or args.report.with_suffix(".png")
     report = json.loads(args.report.read_text(encoding="utf-8"))
     plot_report(report, output)

@@ -1,9 +1,10 @@
 """Start and stop TorchServe with this project's config.properties, and print a working curl.
 
-serve start NAME [NAME ...]   # serves model_store/NAME.mar, waits until READY
-serve stop
-serve status
-serve check-java
+    hflabels serve start NAME [NAME ...]   # serves model_store/NAME.mar, waits until READY
+    hflabels serve status
+    hflabels serve deploy NAME NEW.mar [--probe FILE]
+    hflabels serve rollback NAME
+    hflabels serve stop
 """
 
 from __future__ import annotations
@@ -13,12 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import requests
-
-from hflabels.deployment import DeployError, deploy, rollback
 from hflabels.paths import MODEL_STORE, RUN_DIR, TORCHSERVE_CONFIG
-from hflabels.torchserve_control import ServeError, is_running, java_version, server_for, start, stop
-from hflabels.training.data import DataError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def store_spec(spec: str, model_store: Path) -> str:
     """``NAME=FILE.mar`` as torchserve takes it: a file in the model store. An archive given by a
     path elsewhere is copied into the store first (torchserve reads --models from the store only)."""
+    from hflabels.torchserve_control import ServeError
+
     name, _, file = spec.partition("=")
     file = file or f"{name}.mar"
     given = Path(file)
@@ -70,6 +68,13 @@ def store_spec(spec: str, model_store: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import requests
+
+    from hflabels.deployment import DeployError, deploy, rollback
+    from hflabels.sample_request import sample_body
+    from hflabels.torchserve_control import ServeError, is_running, java_version, server_for, start, stop
+    from hflabels.training.data import DataError
+
     try:
         if args.action == "check-java":
             print(f"java {java_version()}: ok")
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"torchserve is ready at {server.inference_url} (logs in {args.run_dir / 'logs'})")
             print(server.token_note())
             for spec in specs:
-                print(server.curl_example(spec.split("=", 1)[0]))
+                name, _, file = spec.partition("=")
+                print(server.curl_example(name, sample_body(args.model_store / file)))
             print("stop it with: make stop  (or hflabels serve stop)")
         elif args.action in ("deploy", "rollback"):
             if not is_running(args.run_dir):
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ServeError(f"the management API did not answer: {error}") from None
             for name in names:
                 print(f"{name}: {server.ready_workers(name)} READY worker(s)")
-                print(f"  {server.curl_example(name)}")
+                print(f"  {server.curl_example(name, sample_body(MODEL_STORE / f'{name}.mar'))}")
     except (ServeError, DeployError, DataError) as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 1

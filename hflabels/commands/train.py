@@ -1,9 +1,9 @@
 """Fine-tune a model from labelled data into a folder that `archive` takes as is.
 
-train --task single_label --train data/sentiment/train.csv --output build/my-model
-      [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
-      [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
-      [--class-weights none|inverse|sqrt_inverse|effective] [--label-all-subwords]
+    hflabels train --task single_label --train data/sentiment/train.csv --output build/my-model
+        [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
+        [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
+        [--class-weights none|inverse|sqrt_inverse|effective] [--label-all-subwords]
 
 Every epoch is evaluated on the validation split and checkpointed; the best epoch is kept.
 """
@@ -16,13 +16,15 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handler.api.tasks import Objective
 from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_options, print_guarantees
+from hflabels.training.choices import MIN_HELD_OUT, WEIGHT_SCHEMES
 from hflabels.training.data import SAMPLING, DataError
-from hflabels.training.guarantees import MIN_HELD_OUT
-from hflabels.training.metrics import WEIGHT_SCHEMES, format_table
-from hflabels.training.trainer import TrainOptions, train
+
+if TYPE_CHECKING:
+    from hflabels.training.trainer import TrainOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +125,8 @@ def objective_value(text: str) -> str:
 
 
 def options_of(args: argparse.Namespace) -> TrainOptions:
+    from hflabels.training.trainer import TrainOptions
+
     # Options without a flag (quiet: the demo's) keep their defaults.
     known = {field.name: getattr(args, field.name) for field in fields(TrainOptions) if hasattr(args, field.name)}
     if hasattr(args, "method"):
@@ -131,6 +135,9 @@ def options_of(args: argparse.Namespace) -> TrainOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hflabels.training.metrics import format_table
+    from hflabels.training.trainer import train
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # The load report lists the new classifier head as "missing", which is the point of fine-tuning.

@@ -246,3 +246,11 @@ def resample(examples: Sequence[Example], task: str, mode: str, seed: int) -> li
             balanced += rng.sample(group, target)
     rng.shuffle(balanced)
     return balanced
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int, task: str) -> list[Example]:
+    """At most ``limit`` examples, seeded and (single-label) stratified."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    kept, _ = split_held_out(examples, 1.0 - limit / len(examples), seed, task)
+    return kept

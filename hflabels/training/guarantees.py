@@ -44,8 +44,8 @@ from handler.postprocess.conformal import (
     minimum_examples,
 )
 from handler.postprocess.monitoring import CONFIDENCE_EDGES, confidence_bucket, shares
+from hflabels.training.choices import DEFAULT_ABSTAIN_CONFIDENCE, DEFAULT_COVERAGES
 
-DEFAULT_COVERAGES = (0.8, 0.9, 0.95)
 # Thresholds tried for abstention when no independent scores give the grid.
 ABSTENTION_GRID = np.round(np.linspace(0.0, 1.0, 101), 6)
 GRID_POINTS = 100
@@ -62,7 +62,6 @@ def fixed_sequence_grid(
     return np.quantile(np.asarray(independent_top_scores, dtype=np.float64), 1.0 - shares)
 
 
-DEFAULT_ABSTAIN_CONFIDENCE = 0.9
 
 
 class GuaranteeError(ValueError):
@@ -212,7 +211,6 @@ def config_of(fitted: dict[str, Any]) -> dict[str, Any]:
 
 # Below this many held-out examples the trainer fits no guarantees (hflabels calibrate can, on
 # labelled traffic): each half of the validation split must hold at least this many.
-MIN_HELD_OUT = 100
 
 
 @dataclass(frozen=True)

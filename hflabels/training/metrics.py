@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-WEIGHT_SCHEMES = ("none", "inverse", "sqrt_inverse", "effective")
+from hflabels.training.choices import WEIGHT_SCHEMES
 
 
 def class_weights(counts: Sequence[int], scheme: str, beta: float = 0.999) -> np.ndarray:

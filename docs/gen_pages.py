@@ -1,0 +1,153 @@
+"""Pages generated at build time (mkdocs-gen-files): the configuration reference from the settings'
+own fields, the CLI reference from each command's parser, and the results pages from the JSON the
+measurement commands write. Runs in .venv-docs, which has neither torch nor the project's
+dependencies: what it imports must stay light (it is also what keeps ``--help`` fast)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mkdocs_gen_files
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from handler.api.settings.reference import group_docs, reference_rows  # noqa: E402
+from hflabels.cli import COMMANDS, HFLABELS  # noqa: E402
+from lab import tables  # noqa: E402
+from lab.cli import TOOLS  # noqa: E402
+
+RESULTS = REPO / "docs" / "results"
+
+
+def shipped_handler_values() -> dict[str, object]:
+    """The values the shipped model-config.yaml sets, by dotted key."""
+    document = yaml.safe_load((REPO / "hflabels" / "defaults" / "model-config.yaml").read_text(encoding="utf-8"))
+    found: dict[str, object] = {}
+    for key, value in (document.get("handler") or {}).items():
+        if isinstance(value, dict):
+            found.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            found[key] = value
+    return found
+
+
+def configuration_reference() -> str:
+    shipped = shipped_handler_values()
+    groups = group_docs()
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every key of the `handler:` section of `model-config.yaml`, generated from the settings' own "
+        "definitions (`handler/api/settings/`), where each key is defined once with its check and this "
+        "text. An unknown key or a bad value fails the model's load naming it. *Default* is what an absent "
+        "key means; *shipped* is what `hflabels/defaults/model-config.yaml` (archived by `hflabels archive` "
+        "unless `--config` names another) sets.",
+        "",
+        "TorchServe's own keys (`batchSize`, `maxBatchDelay`, `minWorkers`, `responseTimeout`, ...) sit at "
+        "the top of the same file; see [Configuring a model](configuration-guide.md).",
+    ]
+    current = None
+    for row in reference_rows():
+        if row.group != current:
+            current = row.group
+            title = f"`handler.{row.group}`" if row.group else "Top level"
+            lines += ["", f"## {title}", ""]
+            if row.group:
+                lines += [groups[row.group], ""]
+            lines += ["| key | accepts | default | shipped | what it does |", "| --- | --- | --- | --- | --- |"]
+        value = shipped.get(row.key)
+        shown = "-" if row.key not in shipped else f"`{value}`"
+        lines.append(f"| `{row.key}` | {row.accepts} | `{row.default}` | {shown} | {row.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def cli_reference() -> str:
+    lines = ["# Command-line reference", "",
+             "`hflabels` is the workflow; the measurement and experiment tools are the lab "
+             "(`python -m lab TOOL` from a checkout, `make bench` and friends). Generated from each "
+             "command's own parser: what `--help` prints.", ""]  # fmt: skip
+    lines += ["| command | what it does |", "| --- | --- |"]
+    lines += [f"| [`hflabels {name}`](#hflabels-{name}) | {summary} |" for name, (_, summary) in COMMANDS.items()]
+    for name in COMMANDS:
+        lines += ["", f"## hflabels {name}", "", "```text", HFLABELS.parser_for(name).format_help().rstrip(), "```"]
+    lines += ["", "## The lab", "", "Run from the repository root: `python -m lab TOOL --help` for each tool's flags.",
+              "", "| tool | Make target | what it measures |", "| --- | --- | --- |"]  # fmt: skip
+    lines += [f"| `python -m lab {name}` | `make {name}` | {summary} |" for name, (_, summary) in TOOLS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def results_page(title: str, intro: str, sections: list[tuple[str, str, str, str | None]]) -> str:
+    """``sections``: (heading, JSON file, table, plot file or None)."""
+    lines = [f"# {title}", "", intro]
+    for heading, source, body, plot in sections:
+        lines += ["", f"## {heading}", "", f"*{tables.provenance(load(source))}; from `docs/results/{source}`.*", "",
+                  body]  # fmt: skip
+        if plot:
+            lines += ["", f"![{heading}]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+RESULT_PAGES = {
+    "results/serving.md": lambda: results_page(
+        "Served throughput and latency",
+        "`make bench` (`python -m lab bench`): the model's in-process limit and the served figures at 1, 8 "
+        "and 32 clients, in one run. How to read and reproduce them: [Performance](../performance/index.md).",
+        [("Intel Xeon with AMX", "bench-results.json", tables.bench_tables(load("bench-results.json")), "bench.png"),
+         ("AMD EPYC", "bench-results-amd-epyc.json", tables.bench_tables(load("bench-results-amd-epyc.json")),
+          None)]),  # fmt: skip
+    "results/peers.md": lambda: results_page(
+        "Against the peers",
+        "`make bench-peers`: this handler, TorchServe's own Hugging Face example and infinity-emb, one model, "
+        "one machine, one run; each peer at its default and its fastest precision.",
+        [("Requests per second", "bench-peers-results.json",
+          tables.peers_headline(load("bench-peers-results.json")), "peers.png")]),  # fmt: skip
+    "results/accelerations.md": lambda: results_page(
+        "Accelerations",
+        "`make accelerations`: each opt-in acceleration through the handler's own loader, in-process, against "
+        "float32 on real movie test sentences: speed and how far answers move.",
+        [("Intel Xeon with AMX", "accelerations.json", tables.accelerations_table(load("accelerations.json")), None),
+         ("AMD EPYC Zen 5", "accelerations-amd.json", tables.accelerations_table(load("accelerations-amd.json")),
+          None)]),  # fmt: skip
+    "results/real-data.md": lambda: results_page(
+        "Real data: macro-F1 per domain",
+        "`make real-data`: the VADER corpora (four domains, human ratings), VADER itself and TF-IDF + "
+        "logistic regression beside the served MiniLM models, in one command. The study: "
+        "[Real, human-labelled data](../training/real-data.md).",
+        [("Test macro-F1", "real-data-results.json", tables.real_data_table(load("real-data-results.json")),
+          "real-data.png")]),  # fmt: skip
+    "results/guarantees.md": lambda: results_page(
+        "Prediction sets, abstention and drift on real data",
+        "`make guarantees`: the movie model recalibrated on movie validation data, served by a real torchserve. "
+        "What the figures mean: [Prediction sets, abstention and drift](../trust/guarantees.md).",
+        [("Coverage over 100 re-splits", "guarantees-results.json",
+          tables.coverage_table(load("guarantees-results.json")), "risk-coverage.png"),
+         ("Drift gauges per traffic", "guarantees-results.json", tables.drift_table(load("guarantees-results.json")),
+          None)]),  # fmt: skip
+    "results/imbalance.md": lambda: results_page(
+        "Class imbalance (demo data)",
+        "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",
+        [("Strategies", "imbalance.json", tables.imbalance_table(load("imbalance.json")), "imbalance.png")]),
+    "results/soak.md": lambda: results_page(
+        "Soak and cache",
+        "`make soak`: a long closed-loop load, errors and memory over time; `make bench-cache`: the response "
+        "cache on a Zipf workload.",
+        [("Soak", "soak.json", tables.soak_table(load("soak.json")), None),
+         ("Response cache", "bench-cache-results.json", tables.cache_table(load("bench-cache-results.json")),
+          None)]),  # fmt: skip
+}
+
+with mkdocs_gen_files.open("reference/configuration.md", "w") as page:
+    page.write(configuration_reference())
+with mkdocs_gen_files.open("reference/cli.md", "w") as page:
+    page.write(cli_reference())
+for path, render in RESULT_PAGES.items():
+    with mkdocs_gen_files.open(path, "w") as page:
+        page.write(render())

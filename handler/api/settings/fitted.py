@@ -1,0 +1,169 @@
+"""Settings that are fitted data, not switches: what ``hflabels train`` and ``hflabels calibrate``
+write into ``model-config.yaml`` (calibration, prediction-set thresholds, abstention, the drift
+reference), each with the check that reads it back at load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from handler.api.parameters import ParamSpec, check_value, json_type
+from handler.api.settings.checks import choice, empty_mapping, require_mapping, unknown_keys
+from handler.api.settings.options import ConformalMethod
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Served scores are activation((logits - logit_adjustment) / temperature), per label; what
+    ``hflabels train`` fits on its validation split (prior correction, then temperature)."""
+
+    # One temperature for every label (single-label), or one per label name (multi-label).
+    temperature: float | Mapping[str, float] = 1.0
+    # Subtracted from each label's logit: undoes class weights or resampling used in training.
+    logit_adjustment: Mapping[str, float] = field(default_factory=empty_mapping)
+
+
+@dataclass(frozen=True)
+class ConformalSettings:
+    """``handler.conformal``: prediction-set thresholds fitted on held-out examples (``hflabels
+    train`` or ``hflabels calibrate``), per coverage level."""
+
+    method: ConformalMethod
+    # Held-out examples the thresholds come from.
+    examples: int
+    # Coverage level -> threshold (class_conditional: label name -> threshold).
+    thresholds: Mapping[float, float | Mapping[str, float]]
+
+    def levels(self) -> tuple[float, ...]:
+        return tuple(sorted(self.thresholds))
+
+
+@dataclass(frozen=True)
+class AbstentionSettings:
+    """``handler.abstention``: answers whose top score is below ``threshold`` abstain (when asked);
+    fitted so the error among answered inputs is at most ``max_error`` with ``confidence``."""
+
+    threshold: float
+    max_error: float | None = None
+    confidence: float | None = None
+    examples: int | None = None
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """What the model predicted on held-out data: top-label shares by name, and the shares of
+    top-label confidence in the buckets of handler/postprocess/monitoring.py."""
+
+    labels: Mapping[str, float]
+    confidence: tuple[float, ...]
+    examples: int | None = None
+
+
+def read_calibration(key: str, value: Any) -> Calibration | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map temperature and/or logit_adjustment")
+    unknown = sorted(str(k) for k in value if k not in ("temperature", "logit_adjustment"))
+    if unknown:
+        raise ValueError(f"{key} has unknown key(s) {', '.join(unknown)} (allowed: logit_adjustment, temperature)")
+    temperature = value.get("temperature", 1.0)
+    positive = ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=10_000.0)
+    if isinstance(temperature, Mapping):
+        temperature = MappingProxyType(
+            {str(label): check_value(f"{key}.temperature.{label}", t, positive) for label, t in temperature.items()}
+        )
+    else:
+        temperature = check_value(f"{key}.temperature", temperature, positive)
+    adjustment = value.get("logit_adjustment") or {}
+    if not isinstance(adjustment, Mapping):
+        raise ValueError(f"{key}.logit_adjustment must map label names to numbers, got {json_type(adjustment)}")
+    number = ParamSpec("float", minimum=-1_000.0, maximum=1_000.0)
+    checked = {str(label): check_value(f"{key}.logit_adjustment.{label}", v, number) for label, v in adjustment.items()}
+    return Calibration(temperature, MappingProxyType(checked))
+
+
+def read_label_thresholds(key: str, value: Any) -> Mapping[str, float]:
+    if value is None:
+        return MappingProxyType({})
+    require_mapping(key, value, "map label names to thresholds")
+    checked: dict[str, float] = {}
+    for label, threshold in value.items():
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"{key}.{label} must be a number between 0 and 1, got {threshold!r}")
+        checked[str(label)] = float(threshold)
+    return MappingProxyType(checked)
+
+
+def _coverage_level(key: str, value: Any) -> float:
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: coverage levels must be numbers between 0 and 1, got {value!r}") from None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"{key}: coverage levels must be between 0 and 1 (exclusive), got {value!r}")
+    return level
+
+
+def read_conformal(key: str, value: Any) -> ConformalSettings | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map method, examples and thresholds")
+    unknown_keys(key, value, ("examples", "method", "thresholds"))
+    for name in ("method", "examples", "thresholds"):
+        if name not in value:
+            raise ValueError(f"{key}.{name} is missing (hflabels train and hflabels calibrate write it)")
+    method = choice(ConformalMethod)(f"{key}.method", value["method"])
+    examples = check_value(f"{key}.examples", value["examples"], ParamSpec("int", minimum=1))
+    thresholds = value["thresholds"]
+    if not isinstance(thresholds, Mapping) or not thresholds:
+        raise ValueError(f"{key}.thresholds must map coverage levels to thresholds, got {json_type(thresholds)}")
+    number = ParamSpec("float", minimum=-1.0, maximum=2.0)
+    checked: dict[float, Any] = {}
+    for level, threshold in thresholds.items():
+        where = f"{key}.thresholds.{level}"
+        coverage = _coverage_level(where, level)
+        if method.per_label:
+            if not isinstance(threshold, Mapping) or not threshold:
+                raise ValueError(f"{where} must map every label to its threshold ({method.value})")
+            checked[coverage] = MappingProxyType(
+                {str(label): check_value(f"{where}.{label}", t, number) for label, t in threshold.items()}
+            )
+        else:
+            checked[coverage] = check_value(where, threshold, number)
+    return ConformalSettings(method, examples, MappingProxyType(checked))
+
+
+def read_abstention(key: str, value: Any) -> AbstentionSettings | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map threshold (and max_error, confidence, examples)")
+    unknown_keys(key, value, ("confidence", "examples", "max_error", "threshold"))
+    if "threshold" not in value:
+        raise ValueError(f"{key}.threshold is missing")
+    share = ParamSpec("float", minimum=0.0, maximum=1.0, nullable=True)
+    return AbstentionSettings(
+        threshold=check_value(f"{key}.threshold", value["threshold"], ParamSpec("float", minimum=0.0, maximum=1.0)),
+        max_error=check_value(f"{key}.max_error", value.get("max_error"), share),
+        confidence=check_value(f"{key}.confidence", value.get("confidence"), share),
+        examples=check_value(f"{key}.examples", value.get("examples"), ParamSpec("int", minimum=1, nullable=True)),
+    )
+
+
+def read_drift_reference(key: str, value: Any) -> DriftReference | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map labels and confidence to shares")
+    unknown_keys(key, value, ("confidence", "examples", "labels"))
+    labels, confidence = value.get("labels"), value.get("confidence")
+    share = ParamSpec("float", minimum=0.0, maximum=1.0)
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError(f"{key}.labels must map label names to their shares, got {json_type(labels)}")
+    if not isinstance(confidence, list) or not confidence:
+        raise ValueError(f"{key}.confidence must list the confidence buckets' shares, got {json_type(confidence)}")
+    return DriftReference(
+        MappingProxyType({str(label): check_value(f"{key}.labels.{label}", v, share) for label, v in labels.items()}),
+        tuple(check_value(f"{key}.confidence[{i}]", v, share) for i, v in enumerate(confidence)),
+        check_value(f"{key}.examples", value.get("examples"), ParamSpec("int", minimum=1, nullable=True)),
+    )

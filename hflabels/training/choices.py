@@ -1,0 +1,13 @@
+"""The training and calibration choices a command line offers, with their defaults: kept apart
+from the code that uses them (numpy, scipy, torch) so ``--help`` imports nothing heavy."""
+
+from __future__ import annotations
+
+# Loss weights per class (hflabels/training/metrics.py, class_weights).
+WEIGHT_SCHEMES = ("none", "inverse", "sqrt_inverse", "effective")
+# Prediction-set coverage levels fitted when none are asked for.
+DEFAULT_COVERAGES = (0.8, 0.9, 0.95)
+# Abstention: the error bound holds with this probability over the held-out draw.
+DEFAULT_ABSTAIN_CONFIDENCE = 0.9
+# Guarantees are fitted on half the validation split when each half has this many examples.
+MIN_HELD_OUT = 100

@@ -1,0 +1,30 @@
+"""The lab's command line: the product's dispatcher over the lab's tools."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hflabels.cli import CommandLine
+
+TOOLS = {
+    "bench": ("bench", "served throughput and latency against the in-process limit"),
+    "bench-peers": ("bench_peers", "this handler next to TorchServe's HF example and infinity-emb"),
+    "bench-cache": ("bench_cache", "the response cache's speed-up on a Zipf-distributed workload"),
+    "soak": ("soak", "sustained load: errors, latency and memory over time"),
+    "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
+    "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
+    "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
+    "guarantees": ("guarantees", "prediction sets, abstention and drift measured on the real VADER data"),
+    "plots": ("plots", "draw the docs' result plots again from the committed results JSON"),
+}
+
+LAB = CommandLine(
+    prog="python -m lab",
+    package="lab.commands",
+    commands=TOOLS,
+    description="Measurement and experiment tools (run from the repository root; `make bench` and friends call them).",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return LAB.main(argv)

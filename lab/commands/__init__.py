@@ -1,0 +1,1 @@
+"""One module per lab tool: ``configure(parser)`` adds its arguments, ``run(args)`` does the work."""

@@ -1,0 +1,150 @@
+"""Markdown tables of the lab's results JSON: what the docs' results pages and the README's
+headline show. Pure functions of the documents (stdlib only), so the docs build draws them without
+the project's venv, and a test holds the README's headline to the JSON it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def provenance(document: dict[str, Any]) -> str:
+    """One line: machine, date, commit, model."""
+    machine = document.get("machine") or {}
+    cpu = machine.get("cpu") or machine.get("processor") or "machine not recorded"
+    cores = machine.get("cores")
+    when = (document.get("measured_at") or "date not recorded")[:10]
+    parts = [f"{cpu}" + (f", {cores} cores" if cores else ""), f"measured {when}"]
+    if document.get("git_commit"):
+        parts.append(f"commit `{document['git_commit']}`")
+    model = document.get("model") or document.get("model_dir")
+    if model:
+        parts.append(f"model `{model}`")
+    versions = {k: machine.get(k) for k in ("torch", "transformers", "torchserve") if machine.get(k)}
+    if versions:
+        parts.append(", ".join(f"{k} {v}" for k, v in versions.items()))
+    return "; ".join(parts)
+
+
+def peers_headline(document: dict[str, Any]) -> str:
+    """Requests/s at 1 and 32 clients, and p50 at 1, of each server that ran (bench-peers)."""
+    rows = []
+    ours = document["servers"].get("this handler", {})
+    for name, found in document["servers"].items():
+        if "32" not in found:
+            continue
+        ratio = found["32"]["throughput"] / ours["32"]["throughput"] if "32" in ours else None
+        rows.append((name, round(found["1"]["throughput"], 1), round(found["1"]["p50_ms"], 1),
+                     round(found["32"]["throughput"], 1), f"{ratio:.2f}x" if ratio else None))  # fmt: skip
+    return table(("server", "req/s, 1 client", "p50 ms, 1 client", "req/s, 32 clients", "vs this handler at 32"), rows)
+
+
+def bench_tables(document: dict[str, Any]) -> str:
+    """In-process limits and served runs of one ``python -m lab bench`` document."""
+    parts = []
+    in_process = document.get("in_process", {})
+    if in_process.get("precision"):
+        parts.append(f"Precision: {in_process['precision']}.")
+    if in_process.get("dtype_auto"):
+        parts.append(f"`{in_process['dtype_auto']}`")
+    limits = []
+    for variant in ("mixed", "long"):
+        found = in_process.get(variant)
+        if found:
+            limits.append((variant, round(found["best"], 1), found.get("best_layout"),
+                           _round(found.get("chunks_of_32"))))  # fmt: skip
+    if limits:
+        parts.append(table(("inputs", "in-process limit (inputs/s)", "best layout", "handler, arrival chunks of 32"), limits))  # noqa: E501
+    if "single_input_ms" in in_process:
+        parts.append(f"One input alone, in-process: {in_process['single_input_ms']:.1f} ms.")
+    served = []
+    for variant, runs in document.get("served", {}).items():
+        for clients in sorted(runs, key=int):
+            run = runs[clients]
+            served.append((variant, clients, round(run["throughput"], 1), round(run["p50_ms"], 1),
+                           round(run["p99_ms"], 1), run.get("errors"), run.get("ratio_to_in_process")))  # fmt: skip
+    if served:
+        parts.append(table(("inputs", "clients", "req/s", "p50 ms", "p99 ms", "errors", "served / in-process"), served))
+    buckets = document.get("buckets") or {}
+    if buckets:
+        parts.append(table(("~tokens per input", "served /s", "in-process /s", "ratio"),
+                           [(tokens, round(b["served"], 1), round(b["in_process"], 1), b["ratio"])
+                            for tokens, b in sorted(buckets.items(), key=lambda item: int(item[0]))]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def _round(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
+
+
+def accelerations_table(document: dict[str, Any]) -> str:
+    rows = []
+    for name, found in document["variants"].items():
+        if "error" in found:
+            rows.append((name, None, None, None, None, f"not run: {found['error'][:80]}"))
+            continue
+        status = "offered" if found.get("offered") else "measured only"
+        rows.append((name, round(found["inputs_per_s"], 1), f"x{found['speedup']:.2f}", found["label_agreement"],
+                     f"{found['max_score_difference']:.1e}", status))  # fmt: skip
+    return table(("variant", "inputs/s", "speed-up", "labels equal", "largest score change", "status"), rows)
+
+
+def real_data_table(document: dict[str, Any]) -> str:
+    systems = ("vader", "tfidf_lr_movies", "tfidf_lr_all_domains", "minilm_movies", "minilm_all_domains")
+    rows = []
+    for domain, found in document["classification"].items():
+        rows.append((domain, found.get("examples"),
+                     *(found[s]["f1_macro"] if s in found else None for s in systems)))  # fmt: skip
+    return table(("domain", "test examples", "VADER", "TF-IDF+LR (movies)", "TF-IDF+LR (all)", "MiniLM (movies)",
+                  "MiniLM (all)"), rows)  # fmt: skip
+
+
+def drift_table(document: dict[str, Any]) -> str:
+    keys = ("DriftLabelPSI", "DriftLabelJS", "DriftConfidencePSI", "DriftConfidenceJS")
+    rows = [(domain, *(round(g[k], 3) for k in keys), int(g["DriftAlarm"]))
+            for domain, g in document.get("drift", {}).items()]  # fmt: skip
+    return table(("traffic", "label PSI", "label JS", "confidence PSI", "confidence JS", "DriftAlarm"), rows)
+
+
+def coverage_table(document: dict[str, Any]) -> str:
+    resplits = document.get("resplits", {})
+    rows = [(key, f"{v['mean_coverage']:.3f}", f"{v['sd_coverage']:.3f}", f"{v['mean_size']:.2f}")
+            for key, v in resplits.items() if isinstance(v, dict)]  # fmt: skip
+    return table(("method and level", "mean coverage", "sd", "mean set size"), rows)
+
+
+def imbalance_table(document: dict[str, Any]) -> str:
+    rows = []
+    for name, found in document["summary"].items():
+        rows.append((name, *(found[k]["median"] if isinstance(found.get(k), dict) else found.get(k)
+                             for k in ("f1_macro", "rare_recall", "ece_before", "ece_after"))))  # fmt: skip
+    return table(("strategy", "macro-F1", f"{document.get('rare', 'rare')} recall", "ECE before", "ECE after"), rows)
+
+
+def soak_table(document: dict[str, Any]) -> str:
+    memory = document.get("memory_mb") or []
+    first, last = (memory[0], memory[-1]) if memory else ({}, {})
+    return table(("requests", "clients", "seconds", "req/s", "p50 ms", "p99 ms", "statuses", "memory at start", "memory at end"),  # noqa: E501
+                 [(document["requests"], document["concurrency"], document["seconds"], document["throughput"],
+                   document["p50_ms"], document["p99_ms"], document["statuses"], first, last)])  # fmt: skip
+
+
+def cache_table(document: dict[str, Any]) -> str:
+    return table(("run", "req/s", "p50 ms", "errors"),
+                 [(name, round(document[name]["throughput"], 1), round(document[name]["p50_ms"], 1),
+                   document[name]["errors"]) for name in ("uncached", "cached")]) + (
+        f"\n\nHit rate {document['hit_rate']:.2f}, speed-up x{document['speedup']:.2f}.")  # fmt: skip
