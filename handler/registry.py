@@ -10,6 +10,7 @@ from handler.api.settings import Backend, HandlerSettings
 from handler.api.tasks import Task
 from handler.engine.encoder_runner import encoder_inputs
 from handler.engine.execution import ExecutionPolicy
+from handler.engine.load_measurements import LoadMeasurements
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
 from handler.engine.openvino_backend import OpenVinoEncoder, check_openvino_settings
@@ -54,8 +55,9 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     if openvino:
         model = OpenVinoEncoder(model, encoder_inputs(tokenizer), settings.loading.torch_num_threads)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
+    measurements = LoadMeasurements.for_model(model_dir, settings, device)
     runner = runner_class(
-        RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir))
+        RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir), measurements)
     )
     runner.prepare_execution()
     return runner

@@ -143,6 +143,22 @@ def soak_table(document: dict[str, Any]) -> str:
                    document["p50_ms"], document["p99_ms"], document["statuses"], first, last)])  # fmt: skip
 
 
+def startup_table(document: dict[str, Any]) -> str:
+    """Seconds until every model was ready, cold and after a restart (``python -m lab startup``)."""
+    kind = "distinct models" if document.get("distinct") else "archives of one model"
+    rows = [(count, kind, run["cold_seconds"], run["restart_seconds"])
+            for count, run in sorted(document["runs"].items(), key=lambda item: int(item[0]))]  # fmt: skip
+    return table(("models started together", "what", "all ready, cold (s)", "all ready after a restart (s)"), rows)
+
+
+def small_data_table(document: dict[str, Any]) -> str:
+    """Median test macro-F1 per training size and setting (``python -m lab small-data``)."""
+    sizes = document["median_f1_macro"]
+    settings = sorted({name for found in sizes.values() for name in found})
+    return table(("training data", *settings), [(size, *(found.get(name) for name in settings))
+                                                 for size, found in sizes.items()])  # fmt: skip
+
+
 def cache_table(document: dict[str, Any]) -> str:
     return table(("run", "req/s", "p50 ms", "errors"),
                  [(name, round(document[name]["throughput"], 1), round(document[name]["p50_ms"], 1),

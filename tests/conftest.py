@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Load-time timings are taken one worker at a time under a lock in this folder; tests do not
+# remember them (a remembered timing would hide the measurement a test patches): their own tests
+# turn remembering on (tests/handler/test_load_measurements.py).
+os.environ.setdefault("HFLABELS_CACHE_DIR", tempfile.mkdtemp(prefix="hflabels-test-cache-"))
+os.environ.setdefault("HFLABELS_LOAD_CACHE", "0")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # transformers' progress bars and advice would drown pytest's output.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -24,11 +24,13 @@ from handler.api.errors import RequestError
 from handler.api.settings import Backend, Precision, Quantization
 from handler.api.streaming import StreamSink
 from handler.api.types import BatchResult, ForwardStats, InputT, ParamsT, ParsedRequest, RequestOutcome
+from handler.engine import linear_kernels
 from handler.engine.batching import attention_mask, pad_rows, plan_packed_passes, unpad_row
 from handler.engine.execution import ExecutionPolicy, fast_low_precision, measure_execution, pass_timer
 from handler.engine.linear_kernels import float32_linear_kernels
 from handler.engine.live_tuning import PRECISION, STRATEGY, LiveExecutionTuner, Switch, Way
 from handler.engine.packed_encoder import PackedEncoder, packing_unsupported
+from handler.engine.pass_costs import ExecutionChoice
 from handler.engine.precision import BUILT_IN_PROBE, PrecisionChoice, choose_precision, compare_outputs
 from handler.engine.runner import RunnerSetup, TaskRunner
 from handler.engine.weight_copies import WeightCopies, own_linear_layers
@@ -113,13 +115,20 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     def prepare_execution(self) -> None:
         packer = self._packer()
         self.packed = self.packer = packer
-        # Before the passes are timed: they run on whichever kernel serves.
-        kernels, kernel_choice = float32_linear_kernels(self._linear_layers, self.settings, self.policy.device)
-        logger.info("%s", kernel_choice.describe())
-        self.policy = self.measured_passes(replace(self.policy, float32_linears=kernels))
-        self.packed = packer if self.policy.packed else None
-        if self.settings.loading.dtype is Precision.AUTO:
-            self._choose_precision()
+        # Timed one worker of the machine at a time, or read back (load_measurements.py).
+        with self.measurements as measurements:
+            # Before the passes are timed: they run on whichever kernel serves.
+            kernels, kernel_choice = float32_linear_kernels(
+                self._linear_layers, self.settings, self.policy.device,
+                measure=lambda linears: measurements.remember(
+                    "float32_linear", lambda: linear_kernels.measure_speedup(linears), list, tuple),
+            )  # fmt: skip
+            logger.info("%s", kernel_choice.describe())
+            self.policy = self.measured_passes(replace(self.policy, float32_linears=kernels))
+            self.packed = packer if self.policy.packed else None
+            if self.settings.loading.dtype is Precision.AUTO:
+                self._choose_precision()
+        logger.info("%s", measurements.describe())
         tunable = [STRATEGY] if packer is not None and self.settings.batching.packed_forward is None else []
         tunable += [PRECISION] if self.verified_autocast is not None else []
         if tunable:
@@ -141,7 +150,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             if self.packer
             else None,
             self.max_length,
-        )
+            remember=lambda measure: self.measurements.remember(
+                f"passes/{policy.autocast_dtype or 'float32'}/{'onednn' if policy.float32_linears else 'torch'}",
+                measure, ExecutionChoice.to_json, ExecutionChoice.from_json, lambda choice: not choice.disturbed),
+        )  # fmt: skip
 
     @property
     def way(self) -> Way:
@@ -183,7 +195,10 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
                 # both at float32's choice understated bf16 (1.06x against 1.5x served).
                 low = self.measured_passes(low)
             compare = self.compare_probe_outputs
-            choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, compare=compare)
+            choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, compare=compare,
+                                      remember=lambda timed: self.measurements.remember(
+                                          f"precision/{autocast}", timed, list, tuple,
+                                          lambda timing: not timing[2]))  # fmt: skip
         except RuntimeError as error:
             # Fail-closed: a model whose layers refuse autocast serves float32.
             choice = PrecisionChoice(False, None, len(texts), why_not=f"low precision failed on the probe: {error}")

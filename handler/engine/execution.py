@@ -154,11 +154,14 @@ def measure_execution(
     packed_timer: PassTimer | None,
     max_length: int,
     sleep: Callable[[float], None] = time.sleep,
+    remember: Callable[[Callable[[], ExecutionChoice]], ExecutionChoice | None] | None = None,
 ) -> ExecutionPolicy:
     """``policy`` with packed passes and batch_overhead_tokens as measured (or configured) at load.
 
-    A measurement disturbed by another process (a second model loading, say) is taken once more,
-    after a pause; one still disturbed serves, with a WARNING saying how to pin the choice."""
+    A measurement disturbed by another process is taken once more, after a pause; one still
+    disturbed serves, with a WARNING saying how to pin the choice. ``remember`` (load_measurements.py)
+    reads a choice measured before, or measures under the machine's lock, or gives None: then
+    padded passes at the default cut serve (the live tuner explores packed ones)."""
     overhead = settings.batching.batch_overhead_tokens
     if settings.loading.torch_compile and overhead is None:
         # A compiled forward recompiles for each new shape: timing many shapes would be slow.
@@ -175,13 +178,26 @@ def measure_execution(
             time.perf_counter,
         )
 
-    choice = measure()
-    if choice.disturbed:
-        logger.info("forward passes: measuring again, the first try was disturbed: %s", choice.describe())
-        sleep(REMEASURE_PAUSE_SECONDS)
+    def settled() -> ExecutionChoice:
         choice = measure()
-    log = logger.warning if choice.disturbed else logger.info
-    log("forward passes: %s", choice.describe())
+        if choice.disturbed:
+            logger.info("forward passes: measuring again, the first try was disturbed: %s", choice.describe())
+            sleep(REMEASURE_PAUSE_SECONDS)
+            choice = measure()
+        return choice
+
+    found = remember(settled) if remember is not None else settled()
+    if found is None:
+        packed = settings.batching.packed_forward
+        cut = overhead if overhead is not None else DEFAULT_OVERHEAD_TOKENS
+        choice = ExecutionChoice(packed=bool(packed), batch_overhead_tokens=cut)
+        way = "padding-free" if packed else "padded"
+        logger.info("forward passes: %s passes, batch_overhead_tokens %d (not timed: another worker was "
+                    "timing; the safe choice, corrected from traffic)", way, cut)  # fmt: skip
+    else:
+        choice = found
+        log = logger.warning if choice.disturbed else logger.info
+        log("forward passes: %s", choice.describe())
     return replace(
         policy,
         packed=choice.packed and packed_timer is not None,

@@ -149,10 +149,14 @@ def measure_speedup(linears: Sequence[nn.Linear]) -> tuple[float, bool]:
 
 
 def float32_linear_kernels(
-    layers: Callable[[], Sequence[nn.Linear]], settings: HandlerSettings, device: torch.device
+    layers: Callable[[], Sequence[nn.Linear]],
+    settings: HandlerSettings,
+    device: torch.device,
+    measure: Callable[[Sequence[nn.Linear]], tuple[float, bool] | None] = measure_speedup,
 ) -> tuple[OneDnnLinears | None, KernelChoice]:
     """The oneDNN layers to swap in for float32 passes (None: torch's own kernel), and why;
-    ``layers`` lists the linear layers a forward runs (asked only where oneDNN could run them)."""
+    ``layers`` lists the linear layers a forward runs (asked only where oneDNN could run them);
+    ``measure`` None means it was not timed (load_measurements.py): torch's own, the safe choice."""
     wanted = settings.loading.float32_linear
     if wanted is Float32Linear.TORCH:
         return None, KernelChoice(False, why="float32_linear: torch")
@@ -166,6 +170,8 @@ def float32_linear_kernels(
         return None, KernelChoice(False, why=reason)
     if wanted is Float32Linear.ONEDNN:
         return OneDnnLinears(linears), KernelChoice(True, why="float32_linear: onednn")
-    speedup, agrees = measure_speedup(linears)
-    choice = choose_kernel(speedup, agrees)
+    measured = measure(linears)
+    if measured is None:
+        return None, KernelChoice(False, why="not timed: another worker was timing; the safe choice")
+    choice = choose_kernel(*measured)
     return (OneDnnLinears(linears) if choice.onednn else None), choice

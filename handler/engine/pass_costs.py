@@ -15,6 +15,7 @@ so the choice itself is a pure function of them (and tested without a clock).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,15 @@ class ExecutionChoice:
     def disturbed(self) -> bool:
         spread = self.timing_spread is not None and self.timing_spread > BUSY_SPREAD
         return spread or (self.costs is not None and not self.costs.plausible)
+
+    def to_json(self) -> dict:
+        found = dataclasses.asdict(self)
+        return found
+
+    @classmethod
+    def from_json(cls, found: dict) -> ExecutionChoice:
+        costs = found.get("costs")
+        return cls(**{**found, "costs": PassCosts(**costs) if costs is not None else None})
 
     def describe(self) -> str:
         way = "padding-free" if self.packed else "padded"

@@ -91,6 +91,8 @@ class PrecisionChoice:
             figures += f", {self.speedup:.2f}x the float32 speed (needs {MIN_SPEEDUP:g}x)"
             if self.timing_attempts > 1:
                 figures += f", timed {self.timing_attempts} times{' (still disturbed)' if self.disturbed else ''}"
+        elif self.why_not:
+            figures += f"; {self.why_not}"
         return f"dtype auto: {chosen}; bf16 units: {self.unit}; {figures}"
 
 
@@ -116,6 +118,10 @@ def compare_outputs(
 Comparison = Callable[[Sequence[dict[str, np.ndarray]], Sequence[dict[str, np.ndarray]]], tuple[bool, float]]
 
 
+# (float32 seconds / low-precision seconds, timing attempts, whether the last was still disturbed)
+Timing = tuple[float, int, bool]
+
+
 def choose_precision(
     unit: str | None,
     probe_texts: int,
@@ -123,10 +129,14 @@ def choose_precision(
     tolerance: float,
     clock: Callable[[], float] = time.perf_counter,
     compare: Comparison = compare_outputs,
+    remember: Callable[[Callable[[], Timing]], Timing | None] | None = None,
 ) -> PrecisionChoice:
     """``run(low_precision, texts)`` gives the outputs of the first ``texts`` probe texts (None:
     all) one way or the other; each way's time is its fastest of TIMING_ROUNDS alternating rounds.
-    ``compare`` is the task's check of the outputs (agree, largest change of what it serves)."""
+    ``compare`` is the task's check of the outputs (agree, largest change of what it serves); it
+    runs at every load. ``remember`` (load_measurements.py) reads the timing measured before, or
+    times under the machine's lock, or gives None: then float32 serves with the candidate's
+    answers verified, and the live tuner decides the speed from traffic."""
     if unit is None or probe_texts == 0:
         return PrecisionChoice(False, unit, probe_texts)
     reference, candidate = run(False, None), run(True, None)  # also the warm-up of each
@@ -134,18 +144,25 @@ def choose_precision(
     if not (agree and change <= tolerance):
         # Answers decide first: no speed makes a disagreeing candidate acceptable.
         return PrecisionChoice(False, unit, probe_texts, agree, change, None, tolerance)
-    attempts = 0
-    while True:
-        attempts += 1
-        times: dict[bool, list[float]] = {False: [], True: []}
-        for round_index in range(TIMING_ROUNDS):
-            for low in (False, True) if round_index % 2 == 0 else (True, False):
-                started = clock()
-                run(low, TIMED_PROBE_TEXTS)
-                times[low].append(clock() - started)
-        disturbed = any(max(rounds) > MAX_ROUND_SPREAD * min(rounds) for rounds in times.values())
-        if not disturbed or attempts == TIMING_ATTEMPTS:
-            break
-    speedup = min(times[False]) / max(min(times[True]), 1e-12)
+
+    def timed() -> Timing:
+        attempts = 0
+        while True:
+            attempts += 1
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for round_index in range(TIMING_ROUNDS):
+                for low in (False, True) if round_index % 2 == 0 else (True, False):
+                    started = clock()
+                    run(low, TIMED_PROBE_TEXTS)
+                    times[low].append(clock() - started)
+            disturbed = any(max(rounds) > MAX_ROUND_SPREAD * min(rounds) for rounds in times.values())
+            if not disturbed or attempts == TIMING_ATTEMPTS:
+                return min(times[False]) / max(min(times[True]), 1e-12), attempts, disturbed
+
+    timing = remember(timed) if remember is not None else timed()
+    if timing is None:
+        return PrecisionChoice(False, unit, probe_texts, agree, change, None, tolerance,
+                               why_not="not timed: another worker was timing; float32 until traffic says")  # fmt: skip
+    speedup, attempts, disturbed = timing
     return PrecisionChoice(speedup >= MIN_SPEEDUP, unit, probe_texts, agree, change, speedup, tolerance,
                            timing_attempts=attempts, disturbed=disturbed)  # fmt: skip

@@ -23,6 +23,7 @@ from handler.api.tasks import Task
 from handler.api.types import BatchResult, InputT, ParamsT, ParsedRequest
 from handler.engine.batching import plan_micro_batches
 from handler.engine.execution import ExecutionPolicy
+from handler.engine.load_measurements import LoadMeasurements
 from handler.engine.model_loading import LoadedModel
 
 
@@ -39,6 +40,8 @@ class RunnerSetup:
     policy: ExecutionPolicy | None = None
     # Texts that dtype auto checks low precision on (probe.txt beside the model; may be empty).
     probe: tuple[str, ...] = ()
+    # Where the load-time timings are taken one at a time and remembered; None: neither.
+    measurements: LoadMeasurements | None = None
 
 
 class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
@@ -57,6 +60,7 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.settings = settings
         self.policy = setup.policy or ExecutionPolicy.from_settings(settings, loaded.device)
         self.probe = setup.probe
+        self.measurements = setup.measurements or LoadMeasurements.unshared()
         self.labels: tuple[str, ...] = setup.labels or ()
         self.label_sets: Mapping[str, tuple[str, ...]] = dict(setup.label_sets)
         model_limit = getattr(self.tokenizer, "model_max_length", None)

@@ -35,13 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=Path, help="test data, reported separately")
     parser.add_argument("--output", type=Path, required=True, help="folder to write the model into")
     parser.add_argument("--base-model", type=Path, help="a local save_pretrained folder (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--epochs", type=float, default=8.0, help="training epochs, at most")
+    parser.add_argument("--epochs", type=float, help="training epochs, at most (default: 8, or 20 where 8 would "
+                        "give fewer than 60 optimisation steps: small data)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="examples per training step")
     parser.add_argument(
         "--learning-rate",
         type=float,
-        default=5e-5,
-        help="AdamW's peak learning rate (linear warm-up over a tenth of the steps, then decay)",
+        help="AdamW's peak learning rate, linear warm-up over a tenth of the steps, then decay "
+        "(default: 5e-5, or 1e-4 on small data, as for --epochs)",
     )
     parser.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
     parser.add_argument(
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     recipe = results["recipe"]
     print(f"\n{history_table(results['history'])}")
+    print(f"schedule: {recipe['schedule']}")
     print(
         f"best epoch {recipe['best_epoch']} of {recipe['epochs_run']} by validation {recipe['metric']} "
         f"{recipe['best_metric']} (kept); {results['train_examples']} training examples, {recipe['seconds']} s"

@@ -16,7 +16,7 @@ from handler.api.tasks import Objective
 from hflabels.training.evaluation import IGNORED, ListDataset, epoch_metrics
 from hflabels.training.losses import focal_loss, sigmoid_focal_loss
 from hflabels.training.metrics import LOWER_IS_BETTER
-from hflabels.training.options import CHECKPOINTS, TrainOptions, chosen_metric
+from hflabels.training.options import CHECKPOINTS, TrainOptions, chosen_metric, schedule_for
 
 
 def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: str, gamma: float) -> type:
@@ -157,6 +157,7 @@ def build_trainer(
     """The exact Trainer ``train`` runs (a test builds it against the installed transformers)."""
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
 
+    options, _ = schedule_for(options, len(train_features))  # epochs and rate left to the recipe
     task = Objective(options.task)
     metric = chosen_metric(task, options.metric)
     checkpoints = options.output / CHECKPOINTS

@@ -58,6 +58,7 @@ from hflabels.training.options import (
     check_options,
     chosen_metric,
     default_base_model,
+    schedule_for,
 )
 
 __all__ = ["TrainOptions", "build_trainer", "subsample", "train"]
@@ -254,6 +255,7 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     set_seed(options.seed)
     base, tokenizer, model = load_base_model(options, task, splits.labels)
     balance = rebalance(options, task, splits)
+    options, schedule = schedule_for(options, len(splits.train))
     label_ids = {name: i for i, name in enumerate(splits.labels)}
     encode_args = (tokenizer, task, label_ids, options.max_length, options.label_all_subwords)
     train_features, validation_features = encode(splits.train, *encode_args), encode(splits.validation, *encode_args)
@@ -262,6 +264,7 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
                             balance.loss_weights, [clock.callback])  # fmt: skip
     resumed_from, seconds = fine_tune(options, trainer)
     results = run_summary(options, task, splits, base, balance, trainer, clock, resumed_from, seconds)
+    results["recipe"].update(epochs=options.epochs, learning_rate=options.learning_rate, schedule=schedule)
 
     scorer = SplitScorer(trainer, tokenizer, task, splits.labels, options.max_length)
     calibration, guarantee_sections = None, None

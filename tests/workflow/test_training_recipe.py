@@ -218,3 +218,25 @@ def test_regression_is_trained_reported_and_served_as_the_pipelines_raw_score(ba
         call_one(handler, context, {"inputs": "wonderful wonderful wonderful"})[1]["score"]
         > call_one(handler, context, {"inputs": "cold cold cold"})[1]["score"]
     )
+
+
+def test_small_data_gets_enough_optimisation_steps_unless_the_schedule_is_given():
+    from hflabels.training.options import schedule_for
+
+    small = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"))
+    settled, why = schedule_for(small, 48)  # 3 steps an epoch: 8 epochs would be 24 steps
+    assert (settled.epochs, settled.learning_rate) == (20.0, 1e-4) and "small data (48 training examples" in why
+    settled, why = schedule_for(small, 208)  # 13 steps an epoch: 104 steps at the defaults
+    assert (settled.epochs, settled.learning_rate) == (8.0, 5e-5) and "small data" not in why
+    given = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"), epochs=3, learning_rate=2e-5)
+    assert schedule_for(given, 48)[0] == given and "as given" in schedule_for(given, 48)[1]
+    half = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"), epochs=5)
+    assert (schedule_for(half, 48)[0].epochs, schedule_for(half, 48)[0].learning_rate) == (5, 1e-4)
+
+
+def test_the_schedule_the_run_used_is_in_its_metrics(base, keyword_data, tmp_path):
+    small = options(keyword_data, base, tmp_path / "out", epochs=None, learning_rate=None, max_train_examples=24)
+    results = train(small)
+    recipe = json.loads((tmp_path / "out" / "metrics.json").read_text())["recipe"]
+    assert recipe["epochs"] == 20.0 and recipe["learning_rate"] == 1e-4 and "small data" in recipe["schedule"]
+    assert results["recipe"]["epochs_run"] == 20
