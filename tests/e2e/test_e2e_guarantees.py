@@ -258,7 +258,10 @@ def test_dtype_auto_on_this_cpu_chooses_by_its_units_and_stays_within_tolerance(
 
     low, reference = scores(auto), scores(exact)
     if fast_low_precision(torch.device("cpu")) is None:
-        assert auto.policy.autocast_dtype is None and np.array_equal(low, reference)
+        # float32 both ways; the two runners measured their own batch shapes (each folder has
+        # its own probe), so sums may run in another order: equal to the fp32 bar, not bit for bit.
+        assert auto.policy.autocast_dtype is None and auto.policy.weight_dtype == torch.float32
+        np.testing.assert_allclose(low, reference, rtol=0, atol=1e-5)
         return
     assert auto.precision.low_precision, auto.precision.describe()
     assert np.mean(low.argmax(axis=1) == reference.argmax(axis=1)) >= 0.99
