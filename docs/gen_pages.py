@@ -131,6 +131,13 @@ RESULT_PAGES = {
           tables.coverage_table(load("guarantees-results.json")), "risk-coverage.png"),
          ("Drift gauges per traffic", "guarantees-results.json", tables.drift_table(load("guarantees-results.json")),
           None)]),  # fmt: skip
+    "results/drift.md": lambda: results_page(
+        "Drift alarm on real shifts",
+        "`python -m lab drift --models FOLDER...`: a movie MiniLM (3,000 VADER movie sentences, 3 epochs) as "
+        "`hflabels train` wrote it and after `hflabels calibrate` on the movie validation split; the served "
+        "monitor's windows, tests and alarm on its answers to the VADER test splits, default settings. "
+        "What it means: [Prediction sets, abstention and drift](../trust/guarantees.md).",
+        [("False alarms, detection and power", "drift.json", tables.drift_alarm_tables(load("drift.json")), None)]),
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",

@@ -31,6 +31,7 @@ from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
 from handler.registry import build_runner
 from handler.serving.batches import AnsweredBatch, PreparedBatch
+from handler.serving.drift_monitor import DriftMonitor, reference_sample
 from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
 from handler.serving.metrics import PredictionMonitor, ServingMetrics
 from handler.serving.response_cache import ResponseCache, cache_key
@@ -71,6 +72,7 @@ class TransformersLabelHandler(BaseHandler):
             self.envelope = envelope_of_torchserve_loader()
             device = select_device(properties.get("gpu_id"))
             self.runner = build_runner(model_dir, settings, device)
+            monitor = self._prediction_monitor(model_dir, settings)
             for difference in version_differences(model_dir):
                 logger.warning("serving with other library versions than the archive was built with: %s", difference)
         except ConfigurationError as error:
@@ -96,9 +98,6 @@ class TransformersLabelHandler(BaseHandler):
                 "LowPrecision": int(runner.policy.autocast_dtype is not None),
             }
 
-        monitor = None
-        if self.runner.task is Task.SEQUENCE_CLASSIFICATION:
-            monitor = PredictionMonitor(self.runner.labels, settings.monitoring)
         self.serving_metrics = ServingMetrics(gauges, monitor)
         self.initialized = True
         logger.info(
@@ -109,6 +108,20 @@ class TransformersLabelHandler(BaseHandler):
             torch.get_num_threads(),
             self.envelope.value,
         )
+
+    def _prediction_monitor(self, model_dir: Path, settings: HandlerSettings) -> PredictionMonitor | None:
+        """Sequence classifiers' prediction counters and, with a reference, drift tests (the runner
+        then keeps each input's representation from the pass that answers it)."""
+        runner = self._require_runner()
+        if runner.task is not Task.SEQUENCE_CLASSIFICATION:
+            return None
+        reference, drift = settings.monitoring.reference, None
+        if reference is not None:
+            hidden_size = getattr(runner.config, "hidden_size", None)
+            sample = reference_sample(reference, runner.labels, model_dir, hidden_size)
+            drift = DriftMonitor(len(runner.labels), sample, settings.monitoring)
+            runner.representations = drift.wants_representations
+        return PredictionMonitor(runner.labels, settings.monitoring, drift)
 
     @timed
     def preprocess(self, data: list[Any] | None) -> PreparedBatch:

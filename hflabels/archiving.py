@@ -51,6 +51,8 @@ SERVING_FILES = (
     "chat_template.jinja",
     # dtype auto's probe texts (handler/engine/precision.py): hflabels train writes them.
     "probe.txt",
+    # The input drift test's reference (handler.monitoring.reference.inputs): train / calibrate write it.
+    "drift-reference.npy",
 )
 
 

@@ -2,7 +2,8 @@
 
 The labelled file is split (seeded, stratified): one part fits the prior correction and the
 temperature (``fit_prior_and_temperature``), the other, held out from that fit, the conformal
-thresholds, the abstention threshold and the drift reference (hflabels.training.guarantees). The
+thresholds, the abstention threshold and the drift reference (hflabels.training.guarantees; the
+inputs' part in hflabels.training.drift_reference). The
 folder's model-config.yaml is rewritten with them; the weights are not touched. The logits come
 from the handler's own runner on the folder, so what is fitted is what will be served.
 """
@@ -23,6 +24,7 @@ from handler.postprocess.scoring import Activation, served_scores
 from hflabels.evaluation import folder_runner
 from hflabels.training.calibration import calibration_metrics, fit_prior_and_temperature
 from hflabels.training.data import DataError, Example, load_examples
+from hflabels.training.drift_reference import add_input_reference
 from hflabels.training.evaluation import binary_calibration_metrics, calibration_config, multi_hot
 from hflabels.training.guarantees import (
     GuaranteeError,
@@ -124,5 +126,8 @@ def calibrate(options: CalibrateOptions) -> dict[str, Any]:
         + yaml.safe_dump(serving, sort_keys=False),
         encoding="utf-8",
     )
+    # The input drift reference from the held-out examples, through the runner that scored them.
+    held_examples = [examples[i] for i in held_out]
+    report["drift_input_reference"] = add_input_reference(options.model_dir, held_examples, options.seed, runner)
     folder_runner(options.model_dir)
     return report

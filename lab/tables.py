@@ -114,10 +114,43 @@ def real_data_table(document: dict[str, Any]) -> str:
 
 
 def drift_table(document: dict[str, Any]) -> str:
-    keys = ("DriftLabelPSI", "DriftLabelJS", "DriftConfidencePSI", "DriftConfidenceJS")
-    rows = [(domain, *(round(g[k], 3) for k in keys), int(g["DriftAlarm"]))
-            for domain, g in document.get("drift", {}).items()]  # fmt: skip
-    return table(("traffic", "label PSI", "label JS", "confidence PSI", "confidence JS", "DriftAlarm"), rows)
+    """The served gauges after one window per traffic (``make guarantees``); results written before
+    the drift tests had p-values show their PSI and JS."""
+    drift = document.get("drift", {})
+    if any("DriftLabelP" in g for g in drift.values()):
+        keys = ("DriftInputP", "DriftLabelP", "DriftConfidenceP", "DriftLabelPSI", "DriftConfidencePSI")
+        heads = ("inputs p", "labels p", "confidence p", "label PSI", "confidence PSI")
+    else:
+        keys = ("DriftLabelPSI", "DriftLabelJS", "DriftConfidencePSI", "DriftConfidenceJS")
+        heads = ("label PSI", "label JS", "confidence PSI", "confidence JS")
+    rows = [(domain, *(round(g[k], 4) if k in g else None for k in keys), int(g["DriftAlarm"]))
+            for domain, g in drift.items()]  # fmt: skip
+    return table(("traffic", *heads, "DriftAlarm"), rows)
+
+
+def drift_alarm_tables(document: dict[str, Any]) -> str:
+    """``python -m lab drift``: per model folder, false alarms, detection and power on mixes."""
+    parts = []
+    for name, found in document["models"].items():
+        alarms = found["false_alarms"]
+        parts.append(f"**{name}** (window {found['window']}, level {found['level']:g}, "
+                     f"{found['reference_inputs']} reference representations)\n")  # fmt: skip
+        parts.append(table(
+            ("in-domain windows", "rejected (any test)", "inputs test", "labels test", "confidence test",
+             "old rule (PSI 0.25 / JS 0.2)"),
+            [(alarms["windows"], alarms["any_test"], alarms["inputs_test"], alarms["label_test"],
+              alarms["confidence_test"], alarms["old_rule_of_thumb"])]))  # fmt: skip
+        parts.append(table(
+            ("shift to", "streams", "alarmed", "median answers to alarm", "most answers to alarm",
+             "median answers to clear"),
+            [(domain, d["streams"], d["detected"], d["median_answers_to_alarm"], d["max_answers_to_alarm"],
+              d["median_answers_to_clear"]) for domain, d in found["detection"].items()]))  # fmt: skip
+        shares = sorted({share for mixes in found["power"].values() for share in mixes}, key=float)
+        parts.append(table(
+            ("windows rejected: foreign share", *(f"{float(s):.0%}" for s in shares)),
+            [(f"{domain} ({kind.replace('_', ' ')})", *(mixes[s][kind] for s in shares))
+             for domain, mixes in found["power"].items() for kind in ("any_test", "old_rule_of_thumb")]))  # fmt: skip
+    return "\n\n".join(parts)
 
 
 def coverage_table(document: dict[str, Any]) -> str:

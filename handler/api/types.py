@@ -40,6 +40,9 @@ class ClassScores:
     abstained: bool | None = None
     # False when the scores are logits (function_to_apply none): no confidence to monitor.
     probabilities: bool = True
+    # With input drift monitored: the mean of the encoder's last hidden states over the input's
+    # tokens (over its windows' means, for long text), float32; never rendered.
+    representation: Any = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
@@ -60,6 +61,22 @@ class EncodedInput(Generic[DetailT]):
 
 
 EncodeResult = EncodedInput[Any] | RequestError
+
+
+@contextmanager
+def last_hidden_states(model: Any, wanted: bool) -> Iterator[list[torch.Tensor]]:
+    """A list that holds the encoder's last hidden states (batch, tokens, hidden) once the model
+    has run, caught by a hook on its base model (its first output); empty when not ``wanted``."""
+    caught: list[torch.Tensor] = []
+    base = getattr(model, "base_model", model)
+    if not wanted or base is model:
+        yield caught
+        return
+    handle = base.register_forward_hook(lambda module, args, output: caught.append(output[0]))
+    try:
+        yield caught
+    finally:
+        handle.remove()
 
 
 def encoder_inputs(tokenizer: Any) -> tuple[str, ...]:
@@ -361,9 +378,13 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         feed = self._collate(windows, lengths)
         width = feed["input_ids"].shape[1]
         policy = policy or self.policy
-        with policy.forward_context():
+        with policy.forward_context(), last_hidden_states(self.model, self.representations) as hidden:
             output = self.model(**{name: policy.tensor(array) for name, array in feed.items()})
             arrays = {name: policy.to_numpy(output[name]) for name in self.output_fields}
+            if hidden:
+                mask = policy.tensor(feed["attention_mask"])[..., None].to(torch.float32)
+                means = (hidden[0].to(torch.float32) * mask).sum(1) / mask.sum(1)
+                arrays["representation"] = policy.to_numpy(means)
         if not self.token_level_outputs:
             return [{name: array[row] for name, array in arrays.items()} for row in range(len(windows))]
         return [
@@ -380,6 +401,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             return self.packer.outputs(
                 [window.input_ids for window in windows],
                 [window.token_type_ids or [] for window in windows] if with_types else None,
+                representations=self.representations,
             )
 
     def _collate(self, windows: Sequence[Window], lengths: Sequence[int]) -> dict[str, np.ndarray]:

@@ -175,11 +175,15 @@ class PackedEncoder:
         return self.encoder.embeddings.word_embeddings.weight.device
 
     def outputs(
-        self, input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]] | None
+        self,
+        input_ids: Sequence[Sequence[int]],
+        token_type_ids: Sequence[Sequence[int]] | None,
+        representations: bool = False,
     ) -> list[dict[str, np.ndarray]]:
         """Per input row, in the order given, the model's outputs (float32 numpy): one row of
         logits for a sequence head, one row per token for token and span heads. Rows must be
-        non-empty."""
+        non-empty. ``representations``: also "representation", the mean of the row's last hidden
+        states (as the padded pass gives it; encoder_runner.last_hidden_states)."""
         lengths = [len(row) for row in input_ids]
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         sorted_lengths = [lengths[i] for i in order]
@@ -208,6 +212,16 @@ class PackedEncoder:
             hidden = layer.output_norm(layer.feed_forward(hidden) + hidden)
 
         sorted_rows = self._read_head(hidden, starts, sorted_lengths)
+        if representations:
+            owner = torch.repeat_interleave(
+                torch.arange(len(sorted_lengths), device=device), torch.tensor(sorted_lengths, device=device)
+            )
+            sums = torch.zeros(len(sorted_lengths), hidden.shape[1], device=device, dtype=torch.float32)
+            sums.index_add_(0, owner, hidden.to(torch.float32))
+            counts = torch.tensor(sorted_lengths, device=device, dtype=torch.float32)[:, None]
+            means = ExecutionPolicy.to_numpy(sums / counts)
+            for row, mean in zip(sorted_rows, means):
+                row["representation"] = mean
         results: list[dict[str, np.ndarray]] = [{} for _ in order]
         for position, index in enumerate(order):
             results[index] = sorted_rows[position]

@@ -58,6 +58,9 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         self.config = loaded.config
         self.device = loaded.device
         self.settings = settings
+        # True (encoder tasks): each window's output also holds "representation", the mean of the
+        # encoder's last hidden states over its tokens (what input drift is tested on), same pass.
+        self.representations = False
         self.policy = setup.policy or ExecutionPolicy.from_settings(settings, loaded.device)
         self.probe = setup.probe
         self.measurements = setup.measurements or LoadMeasurements.unshared()

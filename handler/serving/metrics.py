@@ -29,11 +29,17 @@ What the model predicts (sequence classification; answers computed, not those fr
 (a) labels up to ``monitoring.metrics_label_limit`` (default 50) by index, the rest as
 ``__other__``. (b) no Label dimension on it, so the labels x buckets series never exist.
 
-Drift gauges, once a worker has seen ``monitoring.drift_window`` predictions and the archive has
-a reference (``monitoring.reference``): ``DriftLabelPSI``, ``DriftLabelJS``, ``DriftConfidencePSI``,
-``DriftConfidenceJS`` (the latest window against the reference; handler/postprocess/monitoring.py)
-and ``DriftAlarm`` (1 while a PSI is above ``drift_psi_alarm`` or a JS distance above
-``drift_js_alarm``; each change is logged as a warning). Each worker keeps its own window.
+Drift tests (handler/serving/drift_monitor.py), when the archive has a reference
+(``monitoring.reference``): each worker takes its computed answers in consecutive windows of
+``monitoring.drift_window`` and tests each in a background thread; after each tested window the
+gauges ``DriftInputP`` and ``DriftInputMMD`` (the input test, when the reference has inputs),
+``DriftLabelP``, ``DriftConfidenceP`` (the output tests), ``DriftLabelPSI``, ``DriftLabelJS``,
+``DriftConfidencePSI``, ``DriftConfidenceJS`` (effect sizes) and ``DriftAlarm`` (1 from a window
+in which a test rejects until ``drift_clear_windows`` quiet windows; each change is logged as a
+warning). Gauges are per worker: with several workers the series shows whichever reported last.
+The counters ``DriftWindowsTestedTotal`` and ``DriftWindowsRejectedTotal`` add up over workers,
+so ``increase(DriftWindowsRejectedTotal[15m]) > 0`` alarms for the model as a whole.
+``DriftWindowsSkippedTotal`` counts windows completed while the previous one still waited.
 
 Gauges of how the model runs, set at load, reported with the first batch and again whenever they
 change (live tuning switches strategy, handler/engine/live_tuning.py): ``PackedForward``
@@ -57,7 +63,8 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.api.settings import MonitoringSettings
 from handler.api.types import ClassScores, ForwardStats, RequestOutcome
-from handler.postprocess.monitoring import PredictionWindow, bucket_names, confidence_bucket
+from handler.postprocess.monitoring import bucket_names, confidence_bucket
+from handler.serving.drift_monitor import DriftMonitor
 from handler.serving.response_cache import CacheCounts
 
 logger = logging.getLogger(__name__)
@@ -71,18 +78,16 @@ LARGEST_SIZE_NAMED = 10
 class PredictionMonitor:
     """Counts what a sequence classifier predicts, and its drift from the reference, per batch."""
 
-    def __init__(self, labels: tuple[str, ...], settings: MonitoringSettings) -> None:
+    def __init__(
+        self, labels: tuple[str, ...], settings: MonitoringSettings, drift: DriftMonitor | None = None
+    ) -> None:
         limit = settings.metrics_label_limit
         self.label_names = tuple(label if i < limit else OTHER_LABEL for i, label in enumerate(labels))
         self.bucket_names = bucket_names()
         self.settings = settings
-        self.window: PredictionWindow | None = None
-        reference = settings.reference
-        if reference is not None:
-            self.window = PredictionWindow(settings.drift_window, len(labels))
-            self.label_reference = [reference.labels.get(label, 0.0) for label in labels]
-            self.confidence_reference = list(reference.confidence)
-        self.alarm = False
+        self.drift_monitor = drift
+        # The drift monitor's window counts as last reported (it counts in its own thread).
+        self._reported: dict[str, int] = {}
 
     def initial_series(self) -> dict[tuple[str, str | None, str | None], int]:
         """Every series at 0, reported with the first batch: a counter that first appears at N
@@ -92,6 +97,9 @@ class PredictionMonitor:
             series["PredictionsTotal", "Label", name] = 0
         for bucket in self.bucket_names:
             series["ConfidenceTotal", "Bucket", bucket] = 0
+        if self.drift_monitor is not None:
+            for name in ("DriftWindowsSkippedTotal", "DriftWindowsTestedTotal", "DriftWindowsRejectedTotal"):
+                series[name, None, None] = 0
         series["AbstainCheckedTotal", None, None] = 0
         series["AbstentionsTotal", None, None] = 0
         for size in range(min(len(self.label_names), LARGEST_SIZE_NAMED) + 1):
@@ -118,32 +126,20 @@ class PredictionMonitor:
                 if result.prediction_set is not None:
                     size = len(result.prediction_set)
                     found["PredictionSetSizeTotal", "Size", str(size) if size <= LARGEST_SIZE_NAMED else "11+"] += 1
-                if self.window is not None:
-                    self.window.add(top, confidence)
+                if self.drift_monitor is not None:
+                    self.drift_monitor.add(top, confidence, result.representation)
+        if self.drift_monitor is not None:
+            for name, now in (("DriftWindowsSkippedTotal", self.drift_monitor.skipped),
+                              ("DriftWindowsTestedTotal", self.drift_monitor.tested_windows),
+                              ("DriftWindowsRejectedTotal", self.drift_monitor.rejected_windows)):  # fmt: skip
+                if now > self._reported.get(name, 0):
+                    found[name, None, None] += now - self._reported.get(name, 0)
+                    self._reported[name] = now
         return dict(found)
 
     def drift(self) -> dict[str, float] | None:
-        """The drift gauges once the window is full (None before, or without a reference)."""
-        if self.window is None or not self.window.full:
-            return None
-        reading = self.window.compare(self.label_reference, self.confidence_reference)
-        alarm = reading.crosses(self.settings.drift_psi_alarm, self.settings.drift_js_alarm)
-        if alarm != self.alarm:
-            logger.warning(
-                "drift alarm %s: over the latest %d predictions label PSI %.3f JS %.3f, confidence PSI %.3f JS %.3f "
-                "(alarm above PSI %g or JS %g)",
-                "raised" if alarm else "cleared", self.window.size, reading.label_psi, reading.label_js,
-                reading.confidence_psi, reading.confidence_js, self.settings.drift_psi_alarm,
-                self.settings.drift_js_alarm,
-            )  # fmt: skip
-            self.alarm = alarm
-        return {
-            "DriftLabelPSI": reading.label_psi,
-            "DriftLabelJS": reading.label_js,
-            "DriftConfidencePSI": reading.confidence_psi,
-            "DriftConfidenceJS": reading.confidence_js,
-            "DriftAlarm": int(alarm),
-        }
+        """The drift gauges of the latest window tested since the last call (None: none)."""
+        return None if self.drift_monitor is None else self.drift_monitor.take_gauges()
 
 
 class ServingMetrics:

@@ -337,8 +337,11 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
             chosen = prediction_set(self.conformal.method, scores, params.set_threshold)
         abstained = None if params.abstain_below is None else bool(scores.max() < params.abstain_below)
         decision = decided_labels(scores, self.multi_label, params.thresholds)
+        representation = None
+        if "representation" in outputs[0]:
+            representation = np.mean([output["representation"] for output in outputs], axis=0)
         return ClassScores(scores, params.labels, decision, prediction_set=chosen, abstained=abstained,
-                           probabilities=activation is not Activation.NONE)  # fmt: skip
+                           probabilities=activation is not Activation.NONE, representation=representation)  # fmt: skip
 
     def render(self, result: ClassScores, params: ClassificationParams) -> Any:
         scores, labels = np.asarray(result.scores), result.labels

@@ -93,6 +93,10 @@ def print_guarantees(report: dict[str, Any]) -> None:
     reference = report["drift_reference"]
     shares = ", ".join(f"{k} {v:.3f}" for k, v in reference["labels"].items())
     print(f"drift reference ({reference['examples']} held-out predictions): {shares}")
+    inputs = report.get("drift_input_reference")
+    if inputs:
+        print(f"input drift reference: {inputs['examples']} held-out representations in {inputs['file']} "
+              f"(RBF bandwidth {inputs['bandwidth']:.4g})")  # fmt: skip
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ guarantees, multi-label thresholds) on the validation split, evaluate, write the
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -210,9 +211,10 @@ def run_summary(
 def fit_calibration_and_guarantees(
     options: TrainOptions, task: Objective, splits: Splits, balance: Balance, scorer: SplitScorer,
     results: dict[str, Any],
-) -> tuple[Any, dict[str, Any] | None]:  # fmt: skip
+) -> tuple[Any, dict[str, Any] | None, list[Example]]:  # fmt: skip
     """Calibration (prior correction, then temperature) on the validation split, and, where each
-    half has enough examples, the guarantees on the half the temperature was not fitted on."""
+    half has enough examples, the guarantees on the half the temperature was not fitted on (the
+    examples of that half are returned for the input drift reference)."""
     label_ids = {name: i for i, name in enumerate(splits.labels)}
     validation = splits.validation
     logits, truth = scorer.logits(validation), truth_of(validation, task, label_ids)
@@ -230,7 +232,7 @@ def fit_calibration_and_guarantees(
     calibration = fit_calibration(task, logits, truth, balance.ratios(options), fit_report)
     results["calibration_fit"] = fit_report
     if held_out is None:
-        return calibration, None
+        return calibration, None, []
     activation = Activation.SIGMOID if task == Objective.MULTI_LABEL else Activation.SOFTMAX
     held_scores = scorer.scores([validation[i] for i in held_out], calibration)
     held_truth = truth_of(validation, task, label_ids)[held_out]
@@ -241,7 +243,7 @@ def fit_calibration_and_guarantees(
         )  # fmt: skip
     except GuaranteeError as error:
         raise DataError(str(error)) from None
-    return calibration, sections
+    return calibration, sections, [validation[i] for i in held_out]
 
 
 def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -267,10 +269,11 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     results["recipe"].update(epochs=options.epochs, learning_rate=options.learning_rate, schedule=schedule)
 
     scorer = SplitScorer(trainer, tokenizer, task, splits.labels, options.max_length)
-    calibration, guarantee_sections = None, None
+    calibration, guarantee_sections, held_out_examples = None, None, []
     if task.classifies and task != Objective.TOKEN_CLASSIFICATION and options.calibrate:
-        calibration, guarantee_sections = fit_calibration_and_guarantees(options, task, splits, balance, scorer,
-                                                                         results)  # fmt: skip
+        calibration, guarantee_sections, held_out_examples = fit_calibration_and_guarantees(
+            options, task, splits, balance, scorer, results
+        )
     thresholds = None
     if task == Objective.MULTI_LABEL:
         validation_scores = scorer.scores(splits.validation, calibration)
@@ -284,6 +287,13 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     probe = [" ".join(e.tokens) if e.tokens else (e.text or "") for e in splits.validation]
     save_outputs(options.output, trainer.model, tokenizer, task, splits.labels, results, thresholds, calibration,
                  guarantee_sections, probe)  # fmt: skip
+    if guarantee_sections is not None:
+        # The input drift reference, from the written folder's own serving pass.
+        from hflabels.training.drift_reference import add_input_reference
+
+        section = add_input_reference(options.output, held_out_examples, options.seed)
+        results["guarantees"]["drift_input_reference"] = section
+        (options.output / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
     if not options.keep_checkpoints:
         shutil.rmtree(options.output / CHECKPOINTS, ignore_errors=True)
     return results

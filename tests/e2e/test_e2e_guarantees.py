@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.e2e
 LEVELS = (0.8, 0.9, 0.95)
 MAX_ERROR = 0.25
 DRIFT_WINDOW = 200
+DRIFT_LEVEL = 0.001
 DASHBOARD = REPO_ROOT / "monitoring" / "grafana-dashboard.json"
 
 
@@ -68,6 +70,9 @@ def movie_model(vader, tmp_path_factory) -> Path:
     config_path = output / "model-config.yaml"
     config = yaml.safe_load(config_path.read_text())
     config["handler"]["monitoring"]["drift_window"] = DRIFT_WINDOW
+    # A level of 0.001 (5,000 permutations to reach it) so the in-domain check fails 1 run in 1,000.
+    config["handler"]["monitoring"].update(drift_level=DRIFT_LEVEL, drift_permutations=5000)
+    assert results["guarantees"]["drift_input_reference"]["examples"] == 500
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return output
 
@@ -180,34 +185,48 @@ def value_of(result: list[dict]) -> float:
     return float(result[0]["value"][1])
 
 
+DRIFT_GAUGES = ("DriftInputP", "DriftLabelP", "DriftConfidenceP", "DriftLabelPSI", "DriftConfidencePSI")
+
+
 def drift_gauges(prometheus: str, model: str) -> dict[str, float]:
-    names = ("DriftLabelPSI", "DriftLabelJS", "DriftConfidencePSI", "DriftConfidenceJS")
-    return {name: value_of(query(prometheus, f"{name}{{{model}}}")) for name in names}
+    return {name: value_of(query(prometheus, f"{name}{{{model}}}")) for name in DRIFT_GAUGES}
+
+
+def poked_until(server, prometheus: str, model: str, gauge: str, done) -> Any:
+    """A tested window's gauges go out with the next batch: one-text requests until Prometheus
+    shows ``gauge`` passing ``done``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        served(server, "monitored", ["A quiet film."], {})
+        found = query(prometheus, f"{gauge}{{{model}}}")
+        if found and done(value_of(found)):
+            return found
+        time.sleep(1.0)
+    raise AssertionError(f"{gauge} never passed its check")
 
 
 def test_prometheus_sees_the_label_shares_sent_and_drift_on_shifted_traffic(server, prometheus, vader):
     model = 'ModelName="monitored"'
-    in_domain, _ = texts_of(vader, "movies", 2 * DRIFT_WINDOW, seed=2)
+    in_domain, _ = texts_of(vader, "movies", DRIFT_WINDOW, seed=2)
     answers = served(server, "monitored", in_domain, {})
     sent = {label: sum(a["label"] == label for a in answers) for label in {a["label"] for a in answers}}
     shares = scraped(prometheus, f"sum by (Label) (PredictionsTotal{{{model}}})",
-                     lambda r: sum(float(s["value"][1]) for s in r) == len(in_domain))  # fmt: skip
+                     lambda r: sum(float(s["value"][1]) for s in r) >= len(in_domain))  # fmt: skip
     # Every label's series exists from the first batch, at 0 until that label is predicted.
-    assert {s["metric"]["Label"]: float(s["value"][1]) for s in shares if float(s["value"][1])} == sent
     assert {s["metric"]["Label"] for s in shares} == {"negative", "neutral", "positive"}
-    ratio = query(prometheus, f'sum(PredictionsTotal{{{model},Label="positive"}}) / sum(PredictionsTotal{{{model}}})')
-    assert value_of(ratio) == pytest.approx(sent.get("positive", 0) / len(in_domain))
-    scraped(prometheus, f"DriftAlarm{{{model}}}", lambda r: True)
+    counted = {s["metric"]["Label"]: float(s["value"][1]) for s in shares if float(s["value"][1])}
+    assert counted == sent or sum(counted.values()) > len(in_domain)  # a poke may have landed already
+    # In-domain: the window's tests do not reject (the level bounds how often this could fail).
+    poked_until(server, prometheus, model, "DriftInputP", lambda p: True)
     calm = drift_gauges(prometheus, model)
-    assert value_of(query(prometheus, f"DriftAlarm{{{model}}}")) == 0
-    assert max(calm["DriftLabelPSI"], calm["DriftConfidencePSI"]) <= 0.25, calm
-    assert max(calm["DriftLabelJS"], calm["DriftConfidenceJS"]) <= 0.2, calm
+    assert value_of(query(prometheus, f"DriftAlarm{{{model}}}")) == 0, calm
+    assert min(calm["DriftInputP"], calm["DriftLabelP"], calm["DriftConfidenceP"]) > DRIFT_LEVEL / 3, calm
+    # Tweets: the input test rejects within one window (its p-value at the permutation floor).
     shifted, _ = texts_of(vader, "tweets", DRIFT_WINDOW, seed=3)
     served(server, "monitored", shifted, {})
-    scraped(prometheus, f"DriftAlarm{{{model}}}", lambda r: value_of(r) == 1)
+    poked_until(server, prometheus, model, "DriftAlarm", lambda alarm: alarm == 1)
     shift = drift_gauges(prometheus, model)
-    assert max(shift["DriftLabelPSI"], shift["DriftConfidencePSI"]) > 0.25 or max(
-        shift["DriftLabelJS"], shift["DriftConfidenceJS"]) > 0.2, shift  # fmt: skip
+    assert shift["DriftInputP"] <= DRIFT_LEVEL / 3, shift
     log = "\n".join(server.log_lines("model_log.log"))
     assert "drift alarm raised" in log
     assert not any(text in log for text in shifted[:50])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,8 @@ def test_bad_levels_and_missing_fits_are_400s_naming_the_fix_while_the_batch_is_
         ({"conformal": {"method": "lac", "thresholds": {0.9: 0.5}}}, "handler.conformal.examples is missing"),
         ({"parameters": {"abstain": True}}, "no handler.abstention threshold"),
         ({"monitoring": {"drift_window": 5}}, "handler.monitoring.drift_window must be an integer >= 10"),
+        ({"monitoring": {"drift_psi_alarm": 0.25}}, "handler.monitoring: unknown key.s. drift_psi_alarm"),
+        ({"monitoring": {"drift_permutations": 100}}, "drift_permutations 100 cannot reject at drift_level 0.01"),
         ({"metrics_label_limit": 0}, "handler.metrics_label_limit must be an integer >= 1"),
     ],
 )  # fmt: skip
@@ -196,24 +199,99 @@ def test_prediction_counters_by_label_bucket_set_size_and_abstention(sentiment_m
         assert counters["PredictionSetSizeTotal", (("Size", size),)] == sizes.count(size)
 
 
-def test_drift_gauges_appear_with_a_full_window_and_the_alarm_is_logged(sentiment_model, caplog):
+def drift_of(handler):
+    monitor = handler.serving_metrics.monitor.drift_monitor
+    assert monitor.wait_idle()
+    return monitor
+
+
+def test_drift_gauges_follow_a_full_window_and_the_alarm_is_logged(sentiment_model, caplog):
     settings = {"monitoring": {"drift_window": 12, "reference": reference_for([1.0, 0.0, 0.0], [1.0] + [0.0] * 7)}}
     handler, context = load_handler(sentiment_model, settings)
     recorder = RecordingMetrics(context.metrics)
     context.metrics = recorder
     call_one(handler, context, {"inputs": TEXTS * 2})
-    assert "DriftLabelPSI" not in recorder.gauges  # 8 of 12 predictions: not yet
-    scores = scores_of(handler, context, TEXTS * 3)
+    drift_of(handler)
+    call_one(handler, context, {"inputs": TEXTS[:1]})
+    assert "DriftLabelPSI" not in recorder.gauges  # 9 of 12 answers: no window yet
+    scores = scores_of(handler, context, TEXTS[1:] * 3)  # counted too: 9 + 9 = 18, one window
     with caplog.at_level(logging.WARNING):
-        call_one(handler, context, {"inputs": TEXTS * 3})
-    from handler.postprocess.monitoring import jensen_shannon_distance, population_stability_index, shares
+        drift_of(handler)
+        # The tested window's gauges go out with the next batch (tests run off the request path).
+        call_one(handler, context, {"inputs": TEXTS[:1]})
+    from handler.postprocess.drift_tests import chi_square_homogeneity
+    from handler.postprocess.monitoring import population_stability_index, shares
 
-    labels = shares(np.bincount(scores.argmax(axis=1), minlength=3))
-    assert recorder.gauges["DriftLabelPSI"] == pytest.approx(population_stability_index(labels, [1.0, 0.0, 0.0]))
-    assert recorder.gauges["DriftLabelJS"] == pytest.approx(jensen_shannon_distance(labels, [1.0, 0.0, 0.0]))
+    window = np.bincount(
+        np.concatenate([scores_of(handler, context, TEXTS * 2 + TEXTS[:1]).argmax(axis=1), scores.argmax(axis=1)])[:12],
+        minlength=3,
+    )
+    psi = population_stability_index(shares(window), [1.0, 0.0, 0.0])
+    assert recorder.gauges["DriftLabelPSI"] == pytest.approx(psi)
+    assert recorder.gauges["DriftLabelP"] == pytest.approx(chi_square_homogeneity(window, [100, 0, 0]).p_value)
+    assert "DriftInputP" not in recorder.gauges  # no input reference
+    assert recorder.gauges["DriftAlarm"] == int(recorder.gauges["DriftLabelP"] <= 0.005 or
+                                                recorder.gauges["DriftConfidenceP"] <= 0.005)  # fmt: skip
     assert recorder.gauges["DriftAlarm"] == 1
     assert "drift alarm raised" in caplog.text
     assert not any(text in caplog.text for text in TEXTS)
+
+
+def with_input_reference(model_dir, tmp_path, texts, name="drift-reference.npy", rows=None):
+    """A copy of ``model_dir`` whose reference has the folder's own representations of ``texts``."""
+    import shutil
+
+    from hflabels.evaluation import folder_runner
+    from hflabels.training.data import Example
+    from hflabels.training.drift_reference import representations
+
+    folder = Path(shutil.copytree(model_dir, tmp_path / "with-reference"))
+    found = representations(folder_runner(folder), [Example(text=t) for t in texts])
+    np.save(folder / name, found if rows is None else rows)
+    return folder, found
+
+
+def test_the_input_test_runs_on_the_served_representations(sentiment_model, tmp_path):
+    from handler.postprocess.drift_tests import median_bandwidth, mmd_permutation_test
+
+    reference_texts = [f"{text} number {i}" for i in range(15) for text in TEXTS]
+    folder, reference = with_input_reference(sentiment_model, tmp_path, reference_texts)
+    bandwidth = median_bandwidth(reference)
+    inputs = {"file": "drift-reference.npy", "examples": len(reference), "bandwidth": bandwidth}
+    section = {**reference_for([0.4, 0.3, 0.3], [0.125] * 8), "inputs": inputs}
+    settings = {"monitoring": {"drift_window": 20, "drift_permutations": 300, "reference": section}}
+    handler, context = load_handler(folder, settings)
+    recorder = RecordingMetrics(context.metrics)
+    context.metrics = recorder
+    shifted = [f"Completely different words: {i} {i * 7} zebra quantum" for i in range(20)]
+    call_one(handler, context, {"inputs": shifted})
+    drift_of(handler)
+    call_one(handler, context, {"inputs": TEXTS[:1]})
+    _, served = with_input_reference(sentiment_model, tmp_path / "again", shifted)
+    # The window's representations are the folder runner's, so the test is the same computation
+    # (seed 1: the first window the monitor tests).
+    expected = mmd_permutation_test(reference, served, bandwidth, 300, seed=1)
+    assert recorder.gauges["DriftInputMMD"] == pytest.approx(expected.statistic, rel=1e-4)
+    assert recorder.gauges["DriftInputP"] == pytest.approx(expected.p_value)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (np.zeros((30, 7), dtype=np.float32), r"shape \(30, 7\), expected \(30, "),
+        (np.full((30, 32), np.nan, dtype=np.float32), "non-finite"),
+    ],
+)
+def test_a_bad_input_reference_fails_the_load_naming_the_file(sentiment_model, tmp_path, rows, message):
+    folder, _ = with_input_reference(sentiment_model, tmp_path, TEXTS, rows=rows)
+    inputs = {"file": "drift-reference.npy", "examples": 30, "bandwidth": 1.0}
+    settings = {"monitoring": {"reference": {**reference_for([0.4, 0.3, 0.3], [0.125] * 8), "inputs": inputs}}}
+    with pytest.raises(ConfigurationError, match="drift-reference.npy .*" + message):
+        load_handler(folder, settings)
+    missing = {**inputs, "file": "absent.npy"}
+    settings["monitoring"]["reference"]["inputs"] = missing
+    with pytest.raises(ConfigurationError, match="absent.npy: cannot read it"):
+        load_handler(folder, settings)
 
 
 def test_raw_logits_and_zero_shot_labels_are_never_counted(sentiment_model, nli_model):

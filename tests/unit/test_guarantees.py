@@ -39,7 +39,8 @@ from handler.postprocess.conformal import (
 )
 from handler.postprocess.monitoring import (
     CONFIDENCE_EDGES,
-    PredictionWindow,
+    AlarmState,
+    DriftWindow,
     confidence_bucket,
     jensen_shannon_distance,
     population_stability_index,
@@ -399,15 +400,34 @@ def test_psi_and_js_equal_scipys(observed, reference):
     assert jensen_shannon_distance(observed, reference) == pytest.approx(float(jensenshannon(p, q, base=2)), rel=1e-9)
 
 
-def test_the_window_slides_and_buckets_are_half_open():
+def test_windows_are_consecutive_and_buckets_are_half_open():
     assert [confidence_bucket(x) for x in (0.0, 0.49, 0.5, 0.949, 0.95, 0.99, 1.0)] == [0, 0, 1, 5, 6, 7, 7]
     assert len(CONFIDENCE_EDGES) == 9
-    window = PredictionWindow(3, labels=2)
-    for label, confidence in [(0, 0.99), (1, 0.6), (1, 0.7), (0, 0.55)]:
-        window.add(label, confidence)
-    assert window.full and len(window) == 3
-    assert window.label_counts.tolist() == [1, 2]
-    assert window.bucket_counts.tolist() == [0, 1, 1, 1, 0, 0, 0, 0]
+    window = DriftWindow(3, labels=2, representations=True)
+    done = [window.add(label, confidence, np.full(2, float(i))) for i, (label, confidence) in
+            enumerate([(0, 0.99), (1, 0.6), (1, 0.7), (0, 0.55)])]  # fmt: skip
+    assert done[0] is None and done[1] is None and done[3] is None
+    assert done[2].label_counts.tolist() == [1, 2]
+    assert done[2].bucket_counts.tolist() == [0, 0, 1, 1, 0, 0, 0, 1]
+    assert done[2].representations.tolist() == [[0, 0], [1, 1], [2, 2]]
+    assert window.count == 1 and window.label_counts.tolist() == [1, 0]  # the next window began
+    # An answer without a representation leaves the input test out of that window.
+    partial = DriftWindow(2, labels=2, representations=True)
+    partial.add(0, 0.9, None)
+    assert partial.add(1, 0.9, np.zeros(2)).representations is None
+
+
+def test_the_alarm_rises_at_once_and_clears_after_quiet_windows():
+    alarm = AlarmState(clear_windows=2)
+    verdicts = [False, True, False, True, False, False, False]
+    changes = [alarm.update(v) for v in verdicts]
+    raised = []
+    alarm = AlarmState(clear_windows=2)
+    for verdict in verdicts:
+        alarm.update(verdict)
+        raised.append(alarm.raised)
+    assert raised == [False, True, True, True, True, False, False]
+    assert changes == [False, True, False, False, False, True, False]
 
 
 # ---- fitting on held-out data ----------------------------------------------------------------------

@@ -59,6 +59,18 @@ class DriftReference:
     labels: Mapping[str, float]
     confidence: tuple[float, ...]
     examples: int | None = None
+    # The file (in the model folder) of the model's representations of held-out inputs.
+    inputs: InputReference | None = None
+
+
+@dataclass(frozen=True)
+class InputReference:
+    """Where the input drift test's reference sample lies and how it is compared: an .npy file of
+    (examples, hidden size) float32 representations, and the RBF kernel's bandwidth for them."""
+
+    file: str
+    examples: int
+    bandwidth: float
 
 
 def read_calibration(key: str, value: Any) -> Calibration | None:
@@ -155,7 +167,7 @@ def read_drift_reference(key: str, value: Any) -> DriftReference | None:
     if value is None:
         return None
     require_mapping(key, value, "map labels and confidence to shares")
-    unknown_keys(key, value, ("confidence", "examples", "labels"))
+    unknown_keys(key, value, ("confidence", "examples", "inputs", "labels"))
     labels, confidence = value.get("labels"), value.get("confidence")
     share = ParamSpec("float", minimum=0.0, maximum=1.0)
     if not isinstance(labels, Mapping) or not labels:
@@ -166,4 +178,21 @@ def read_drift_reference(key: str, value: Any) -> DriftReference | None:
         MappingProxyType({str(label): check_value(f"{key}.labels.{label}", v, share) for label, v in labels.items()}),
         tuple(check_value(f"{key}.confidence[{i}]", v, share) for i, v in enumerate(confidence)),
         check_value(f"{key}.examples", value.get("examples"), ParamSpec("int", minimum=1, nullable=True)),
+        read_input_reference(f"{key}.inputs", value.get("inputs")),
+    )
+
+
+def read_input_reference(key: str, value: Any) -> InputReference | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map file, examples and bandwidth")
+    unknown_keys(key, value, ("bandwidth", "examples", "file"))
+    file = value.get("file")
+    if not isinstance(file, str) or not file.endswith(".npy") or "/" in file or file.startswith("."):
+        raise ValueError(f"{key}.file must name an .npy file in the model folder, got {file!r}")
+    return InputReference(
+        file,
+        check_value(f"{key}.examples", value.get("examples"), ParamSpec("int", minimum=10)),
+        check_value(f"{key}.bandwidth", value.get("bandwidth"),
+                    ParamSpec("float", minimum=0.0, exclusive_minimum=True)),  # fmt: skip
     )

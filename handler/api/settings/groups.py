@@ -171,13 +171,28 @@ class MonitoringSettings:
 
     metrics_label_limit: int = setting(50, _int(1, 10_000), (
         "The Label dimension names at most this many labels (by index); the rest count as `__other__`."))
-    drift_window: int = setting(500, _int(10, 1_000_000), (
-        "Drift compares the latest this-many predictions of a worker with the reference."))
-    drift_psi_alarm: float = setting(0.25, _positive(100.0), (
-        "DriftAlarm is 1 (and a warning is logged) when a population stability index exceeds this."))
-    drift_js_alarm: float = setting(0.2, _positive(1.0), (
-        "DriftAlarm is 1 (and a warning is logged) when a Jensen-Shannon distance exceeds this."))
+    drift_window: int = setting(200, _int(10, 1_000_000), (
+        "Drift tests each consecutive window of this many computed answers of a worker against the reference."))
+    drift_level: float = setting(0.01, _positive(0.5), (
+        "The false-alarm rate: a window of traffic drawn like the reference raises DriftAlarm with probability "
+        "at most this (split evenly over the window's tests)."))
+    drift_permutations: int = setting(500, _int(20, 100_000), (
+        "Permutations of the input test; its smallest p-value is 1 / (1 + this), so it must be able to go "
+        "below the level of each test."))
+    drift_clear_windows: int = setting(2, _int(1, 1_000), (
+        "DriftAlarm, once raised, clears after this many consecutive windows in which no test rejects."))
     reference: DriftReference | None = setting(None, mapping(
-        "a mapping: labels (label -> share), confidence (a list of shares), examples", read_drift_reference), (
-        "What the model predicted on held-out data (written by `hflabels train` and `hflabels calibrate`); "
-        "null: no drift gauges."))
+        "a mapping: labels (label -> share), confidence (a list of shares), examples, inputs (file, examples, "
+        "bandwidth)", read_drift_reference), (
+        "What the model predicted on held-out data and, in `inputs`, the file of its representations of them "
+        "(written by `hflabels train` and `hflabels calibrate`); null: no drift tests."))
+
+    def __post_init__(self) -> None:
+        # The input test's smallest p-value must be able to reject at its share of the level.
+        tests = 3 if self.reference is not None and self.reference.inputs is not None else 2
+        if 1.0 / (1 + self.drift_permutations) > self.drift_level / tests:
+            needed = int(tests / self.drift_level)
+            raise ValueError(
+                f"handler.monitoring.drift_permutations {self.drift_permutations} cannot reject at drift_level "
+                f"{self.drift_level:g} split over {tests} tests: use at least {needed}"
+            )

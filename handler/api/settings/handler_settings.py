@@ -182,4 +182,9 @@ def _read_group(kind: type, where: str, raw: Any, problems: list[str]) -> Any:
                 values[key] = checks[key](spelling, value)
             except ValueError as error:
                 problems.append(str(error))
-    return kind(**values)
+    try:
+        # A group may check its keys together (__post_init__); then it is built with its defaults.
+        return kind(**values)
+    except ValueError as error:
+        problems.append(str(error))
+        return kind()
