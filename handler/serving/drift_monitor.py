@@ -75,7 +75,6 @@ class DriftMonitor:
         self._pending: queue.Queue[CompletedWindow | None] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
         self._latest: dict[str, float] | None = None
-        self._tested = 0
         self._thread = threading.Thread(target=self._test_windows, name="drift-tests", daemon=True)
         self._thread.start()
 
@@ -117,9 +116,9 @@ class DriftMonitor:
                 self._pending.task_done()
 
     def _test(self, window: CompletedWindow) -> DriftReading:
-        self._tested += 1
+        # Each window's permutations from a seed of its own: its number, counting from 1.
         return window_tests(window, self.reference, self.settings.drift_level, self.settings.drift_permutations,
-                            seed=self._tested)  # fmt: skip
+                            seed=self.tested_windows + 1)  # fmt: skip
 
     def _record(self, reading: DriftReading) -> None:
         rejected = reading.rejected()
