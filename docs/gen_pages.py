@@ -138,6 +138,14 @@ RESULT_PAGES = {
         "monitor's windows, tests and alarm on its answers to the VADER test splits, default settings. "
         "What it means: [Prediction sets, abstention and drift](../trust/guarantees.md).",
         [("False alarms, detection and power", "drift.json", tables.drift_alarm_tables(load("drift.json")), None)]),
+    "results/calibration.md": lambda: results_page(
+        "Calibration on unseen data",
+        "`make calibration` (`python -m lab calibration --models FOLDER`): a movie MiniLM (3,000 VADER movie "
+        "sentences, 3 epochs); every calibrator fitted on validation examples and measured on the movie test "
+        "split it never saw, with the estimator's noise (bootstrap over test examples) and the spread over "
+        "other validation halves. What it means: [Calibrated scores](../trust/calibration.md).",
+        [("Calibrators on the test split", "calibration.json", tables.calibration_tables(load("calibration.json")),
+          None)]),  # fmt: skip
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",

@@ -15,6 +15,7 @@ TOOLS = {
     "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
     "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
     "drift": ("drift", "the drift alarm on real domain shifts: false alarms, detection, power on mixes"),
+    "calibration": ("calibration", "calibration on unseen data: every calibrator's test ECE, with its noise"),
     "guarantees": ("guarantees", "prediction sets, abstention and drift measured on the real VADER data"),
     "startup": ("startup", "several models started together: time until all are ready, cold and restarted"),
     "small-data": ("small_data", "training on a few sentences a label: the defaults against hand settings and TF-IDF"),

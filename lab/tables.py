@@ -153,6 +153,33 @@ def drift_alarm_tables(document: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def calibration_tables(document: dict[str, Any]) -> str:
+    """``python -m lab calibration``: per model, each calibrator's test ECE with its noise, and the
+    conformal coverage on test of the shipped calibrator's sets."""
+    parts = []
+    for name, found in document["models"].items():
+        parts.append(f"**{name}**: fitted on {found['calibration_examples']} of {found['validation_examples']} "
+                     f"validation examples (the seeded half `hflabels train` uses), measured on "
+                     f"{found['test_examples']} test examples\n")  # fmt: skip
+        rows = []
+        for calibrator, row in found["calibrators"].items():
+            low, high = row["ece_interval_90"]
+            mass_low, mass_high = row["ece_equal_mass_interval_90"]
+            halves = row["halves"]
+            rows.append((calibrator, f"{row['ece']:.3f} ({low:.3f}-{high:.3f})",
+                         f"{row['ece_equal_mass']:.3f} ({mass_low:.3f}-{mass_high:.3f})",
+                         f"{halves['ece_mean']:.3f} / {halves['ece_max']:.3f}", f"{row['nll']:.3f}",
+                         f"{row['accuracy']:.3f}"))  # fmt: skip
+        parts.append(table(("calibrator", "test ECE, 15 equal-width bins (90% bootstrap)",
+                            "test ECE, 15 equal-mass bins (90% bootstrap)",
+                            f"ECE over {found['calibrators']['none']['halves']['count']} random halves: mean / worst",
+                            "test NLL", "test accuracy"), rows))  # fmt: skip
+        parts.append(table(("prediction sets (LAC) at", "test coverage", "mean set size"),
+                           [(level, f"{v['coverage']:.3f}", f"{v['mean_set_size']:.2f}")
+                            for level, v in found["conformal_lac_on_test"].items()]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
 def coverage_table(document: dict[str, Any]) -> str:
     resplits = document.get("resplits", {})
     rows = [(key, f"{v['mean_coverage']:.3f}", f"{v['sd_coverage']:.3f}", f"{v['mean_size']:.2f}")

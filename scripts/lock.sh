@@ -25,3 +25,4 @@ lock locks/qa-oracle.txt ".venv-qa-oracle (see locks/qa-oracle.in)" locks/qa-ora
 lock locks/kserve-client.txt ".venv-kserve-client (see locks/kserve-client.in)" locks/kserve-client.in
 lock locks/infinity.txt ".venv-infinity (see locks/infinity.in)" locks/infinity.in
 lock locks/docs.txt ".venv-docs: the documentation site (see locks/docs.in)" locks/docs.in
+lock locks/setfit.txt ".venv-setfit: the SetFit baseline of python -m lab small-data (see locks/setfit.in)" locks/setfit.in

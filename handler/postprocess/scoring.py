@@ -16,6 +16,7 @@ import numpy as np
 
 from handler.api.errors import ConfigurationError
 from handler.api.settings import Calibration
+from handler.postprocess.top_label import TopLabelMap
 
 LabelScore = dict[str, Any]  # {"label": str, "score": float}
 
@@ -81,13 +82,16 @@ def threshold_vector(labels: Sequence[str], default: float, per_label: dict[str,
 
 @dataclass(frozen=True)
 class LogitCalibration:
-    """Served scores are ``activation((logits - adjustment) / temperature)``, label by label: the
-    one definition serving, training and evaluation share (``handler.calibration``)."""
+    """Served scores are ``activation((logits - adjustment) / temperature)``, label by label, then
+    (softmax only) the top score through ``top_label``: the one definition serving, training and
+    evaluation share (``handler.calibration``)."""
 
     # Subtracted from each label's logit (a prior correction).
     adjustment: np.ndarray
     # Per label (single-label: one value repeated).
     temperature: np.ndarray
+    # Single-label: the held-out accuracy curve the top score is mapped through (None: no map).
+    top_label: TopLabelMap | None = None
 
     @classmethod
     def identity(cls, labels: int) -> LogitCalibration:
@@ -108,7 +112,10 @@ class LogitCalibration:
             temperature = np.array([per_label.get(label, 1.0) for label in labels], dtype=np.float64)
         else:
             temperature = np.full(len(labels), float(calibration.temperature))  # type: ignore[arg-type]
-        return cls(adjustment, temperature)
+        curve, top_label = calibration.top_label, None
+        if curve is not None:
+            top_label = TopLabelMap(np.array(curve.confidence), np.array(curve.accuracy))
+        return cls(adjustment, temperature, top_label)
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
         """``(logits - adjustment) / temperature``, label by label, in the logits' precision."""
@@ -121,7 +128,10 @@ def served_scores(logits: np.ndarray, activation: Activation, calibration: Logit
     of the calibrated logits."""
     if activation is Activation.NONE:
         return logits
-    return activate(calibration.apply(logits), activation)
+    scores = activate(calibration.apply(logits), activation)
+    if calibration.top_label is not None and activation is Activation.SOFTMAX:
+        return calibration.top_label.apply(scores)
+    return scores
 
 
 def zero_shot_scores(logits: np.ndarray, entailment_id: int, multi_label: bool) -> np.ndarray:

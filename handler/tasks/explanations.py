@@ -30,6 +30,7 @@ from handler.api.types import BatchResult, ParsedRequest, RequestOutcome
 from handler.engine.encoder_runner import EncoderRunner
 from handler.engine.runner import TaskRunner
 from handler.postprocess.scoring import Activation
+from handler.postprocess.top_label import TIE_MARGIN
 from handler.tasks.sequence_classification import SequenceClassificationRunner
 
 EXPLAINABLE = (Task.SEQUENCE_CLASSIFICATION, Task.TOKEN_CLASSIFICATION)
@@ -82,6 +83,13 @@ class Explainer:
                 for vector in (calibration.adjustment, calibration.temperature)
             )
         )
+        top_label = calibration.top_label if calibration is not None and activation is Activation.SOFTMAX else None
+        self.top_label = (
+            None
+            if top_label is None
+            else tuple(torch.tensor(knots, dtype=torch.float32, device=runner.device)
+                       for knots in (top_label.confidence, top_label.accuracy))
+        )  # fmt: skip
         self.schema: Mapping[str, ParamSpec] = {
             "target": ParamSpec("str", max_item_length=256),
             "n_steps": ParamSpec("int", minimum=1, maximum=MAX_EXPLAIN_STEPS),
@@ -136,7 +144,10 @@ class Explainer:
         if self.calibration is not None:
             adjustment, temperature = self.calibration
             logits = (logits - adjustment) / temperature
-        return self.activation(logits)
+        scores = self.activation(logits)
+        if self.top_label is not None:
+            scores = mapped_top_label(scores, *self.top_label)
+        return scores
 
     def _explain(self, item: TextInput | str, params: ExplainParams) -> dict[str, Any]:
         runner = self.runner
@@ -187,3 +198,21 @@ class Explainer:
         if position is not None:
             answer["token_index"] = position
         return answer
+
+
+def mapped_top_label(scores: torch.Tensor, confidence: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+    """handler.postprocess.top_label.TopLabelMap.apply in torch, differentiable where the map is, so
+    what is explained is the served score."""
+    top = scores.argmax(dim=-1, keepdim=True)
+    top_score = scores.gather(-1, top)
+    rest = 1.0 - top_score
+    runner_up = scores.scatter(-1, top, float("-inf")).max(dim=-1, keepdim=True).values
+    # np.interp: linear between knots (strictly increasing confidence), flat beyond the ends.
+    right = torch.searchsorted(confidence, top_score.detach().contiguous()).clamp(1, len(confidence) - 1)
+    x0, x1, y0, y1 = confidence[right - 1], confidence[right], accuracy[right - 1], accuracy[right]
+    share = ((top_score - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    floor = runner_up / (rest + runner_up).clamp_min(1e-30) * (1.0 + TIE_MARGIN)
+    mapped = torch.maximum(y0 + share * (y1 - y0), floor)
+    scaled = scores * (1.0 - mapped) / rest.clamp_min(1e-30)
+    mapped_scores = scaled.scatter(-1, top, mapped)
+    return torch.where(rest > 0, mapped_scores, scores)

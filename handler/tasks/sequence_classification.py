@@ -135,6 +135,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         )
         # Scores are calibrated where training fitted it; logits (function_to_apply none) stay raw.
         self.calibration = LogitCalibration.from_settings(classification.calibration, labels)
+        if self.calibration.top_label is not None and (self.multi_label or self.regression):
+            raise ConfigurationError("handler.classification.calibration.top_label applies to single-label models")
         content_length = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         self.conformal = settings.conformal
         self.set_thresholds = self._conformal_thresholds()

@@ -99,6 +99,8 @@ class ZeroShotClassificationRunner(EncoderRunner[str, ZeroShotParams, None]):
                 raise ConfigurationError(f"model-config.yaml: handler.{error.message}") from None
         # An NLI head trained with a calibration: the pairs' logits are calibrated before scoring.
         self.calibration = LogitCalibration.from_settings(self.settings.classification.calibration, self.labels)
+        if self.calibration.top_label is not None:
+            raise ConfigurationError("handler.classification.calibration.top_label does not apply to zero-shot scores")
 
     def schema(self) -> Mapping[str, ParamSpec]:
         limit = self.settings.zero_shot.max_candidate_labels

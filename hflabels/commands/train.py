@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder to write the model into")
     parser.add_argument("--base-model", type=Path, help="a local save_pretrained folder (default: all-MiniLM-L6-v2)")
     parser.add_argument("--epochs", type=float, help="training epochs, at most (default: 8, or 20 where 8 would "
-                        "give fewer than 60 optimisation steps: small data)")  # fmt: skip
+                        "give fewer than 300 optimisation steps: small data)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="examples per training step")
     parser.add_argument(
         "--learning-rate",

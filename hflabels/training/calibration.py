@@ -20,6 +20,7 @@ import numpy as np
 
 # The served activations themselves, so a fitted and a served score are one function.
 from handler.postprocess.scoring import LogitCalibration, sigmoid, softmax
+from handler.postprocess.top_label import TopLabelMap
 
 __all__ = ["sigmoid", "softmax"]  # re-exported for the fitting code and its tests
 
@@ -152,7 +153,7 @@ def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label
     correction, centred for softmax) and temperature(s) minimising the NLL of
     ``activation((logits - adjustment) / T)`` jointly (single-label: one T and a bias per label;
     multi-label: per label, Platt scaling). L-BFGS-B on log(1/T) and the biases, within bounds,
-    with the analytic gradient."""
+    with the analytic gradient. Single-label, the top-label curve of the same examples follows."""
     from scipy.optimize import minimize
 
     logits = np.asarray(logits, dtype=np.float64)
@@ -190,4 +191,67 @@ def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label
     bounds = [LOG_S_BOUNDS] + [BIAS_BOUNDS] * logits.shape[1]
     found = minimize(nll, np.zeros(logits.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds)
     bias = found.x[1:] - found.x[1:].mean()
-    return LogitCalibration(bias, np.full(logits.shape[1], 1.0 / np.exp(found.x[0])))
+    temperature = np.full(logits.shape[1], 1.0 / np.exp(found.x[0]))
+    top_label = fit_top_label_map(softmax((logits - bias) / temperature), truth)
+    return LogitCalibration(bias, temperature, top_label)
+
+
+# Below this many examples the top-label curve is not fitted: on the movie model of
+# ``python -m lab calibration`` it still lowered held-out ECE on average from 100 examples
+# (0.044 against temperature alone 0.053, 20 random draws), with a worst draw as bad as temperature's.
+MIN_TOP_LABEL_EXAMPLES = 100
+
+
+def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares non-decreasing fit of ``y`` on ``x`` (pool adjacent violators), as knots:
+    each distinct x with its fitted value, interior points of flat runs left out (the same
+    piecewise-linear function as scikit-learn's IsotonicRegression with linear interpolation)."""
+    order = np.argsort(x, kind="stable")
+    distinct, starts, counts = np.unique(x[order], return_index=True, return_counts=True)
+    sums = np.add.reduceat(y[order].astype(np.float64), starts)
+    # Blocks as (sum, weight, last distinct index); merged while a block's mean is below the previous.
+    block_sum: list[float] = []
+    block_weight: list[float] = []
+    block_end: list[int] = []
+    for i, (total, weight) in enumerate(zip(sums, counts.astype(np.float64))):
+        block_sum.append(total)
+        block_weight.append(weight)
+        block_end.append(i)
+        while len(block_sum) > 1 and block_sum[-2] / block_weight[-2] >= block_sum[-1] / block_weight[-1]:
+            total, weight, end = block_sum.pop(), block_weight.pop(), block_end.pop()
+            block_sum[-1] += total
+            block_weight[-1] += weight
+            block_end[-1] = end
+    fitted = np.empty(len(distinct))
+    start = 0
+    for total, weight, end in zip(block_sum, block_weight, block_end):
+        fitted[start : end + 1] = total / weight
+        start = end + 1
+    keep = np.ones(len(distinct), dtype=bool)
+    keep[1:-1] = ~((fitted[1:-1] == fitted[:-2]) & (fitted[1:-1] == fitted[2:]))
+    return distinct[keep], fitted[keep]
+
+
+def fit_top_label_map(probabilities: np.ndarray, truth: np.ndarray) -> TopLabelMap | None:
+    """The curve of held-out accuracy against top-label confidence (isotonic), for
+    handler.postprocess.top_label; None below MIN_TOP_LABEL_EXAMPLES examples or where every
+    answer has one confidence. The end blocks are held half an example away from 0 and 1 (no answer
+    served as certain, or as surely wrong, from a finite sample), never past their neighbour block:
+    a top block of one right answer would otherwise pull every score above it to 0.75 or to 1."""
+    if len(truth) < MIN_TOP_LABEL_EXAMPLES:
+        return None
+    confidence = probabilities.max(axis=-1)
+    correct = (probabilities.argmax(axis=-1) == truth).astype(np.float64)
+    knots, accuracy = isotonic_fit(confidence, correct)
+    if len(knots) < 2:
+        return None
+    values = np.unique(accuracy)
+    if len(values) > 1:
+        top, bottom = accuracy == values[-1], accuracy == values[0]
+        top_count = int((confidence >= knots[top][0]).sum())
+        bottom_count = int((confidence <= knots[bottom][-1]).sum())
+        accuracy[top] = max(min(values[-1], 1.0 - 0.5 / (top_count + 1)), values[-2])
+        accuracy[bottom] = min(max(values[0], 0.5 / (bottom_count + 1)), values[1])
+    else:
+        accuracy = np.clip(accuracy, 0.5 / (len(truth) + 1), 1.0 - 0.5 / (len(truth) + 1))
+    return TopLabelMap(knots, accuracy)

@@ -21,6 +21,7 @@ from hflabels.training.calibration import (
     calibration_metrics,
     fit_label_temperatures,
     fit_temperature,
+    fit_top_label_map,
     prior_correction,
     temperature_interval,
 )
@@ -143,7 +144,8 @@ def fit_calibration(
     task: str, logits: np.ndarray, truth: np.ndarray, ratios: np.ndarray, report: dict[str, Any] | None = None
 ) -> LogitCalibration:
     """Prior correction for the training's class ratios, then the temperature(s) minimising the
-    validation NLL of the corrected logits (hflabels.training.calibration documents the solver).
+    validation NLL of the corrected logits (hflabels.training.calibration documents the solver),
+    then (single-label) the top-label curve of the same examples (handler.postprocess.top_label).
     ``report`` receives how reliable the fit is: the examples, a bootstrap interval of T
     (single-label), and a warning and bounds below MIN_CALIBRATION_EXAMPLES."""
     multi_label = task == Objective.MULTI_LABEL
@@ -166,9 +168,11 @@ def fit_calibration(
             f"the temperature is kept within {low}-{high}; pass a larger --validation file for a reliable fit"
         )
         temperature = bounded
+    top_label = None if multi_label else fit_top_label_map(softmax(corrected / temperature), truth)
+    fit["top_label_knots"] = 0 if top_label is None else len(top_label.confidence)
     if report is not None:
         report.update(fit)
-    return LogitCalibration(adjustment, temperature)
+    return LogitCalibration(adjustment, temperature, top_label)
 
 
 def calibration_config(calibration: LogitCalibration, labels: Sequence[str], task: str) -> dict[str, Any]:
@@ -176,10 +180,15 @@ def calibration_config(calibration: LogitCalibration, labels: Sequence[str], tas
     temperature: Any = round(float(calibration.temperature[0]), 6)
     if task == Objective.MULTI_LABEL:
         temperature = {label: round(float(t), 6) for label, t in zip(labels, calibration.temperature)}
-    return {
+    written: dict[str, Any] = {
         "temperature": temperature,
         "logit_adjustment": {label: round(float(a), 6) for label, a in zip(labels, calibration.adjustment)},
     }
+    if calibration.top_label is not None:
+        # Knots at full precision: rounding could make two confidence knots equal.
+        written["top_label"] = {"confidence": [float(x) for x in calibration.top_label.confidence],
+                                "accuracy": [float(y) for y in calibration.top_label.accuracy]}  # fmt: skip
+    return written
 
 
 def binary_calibration_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:

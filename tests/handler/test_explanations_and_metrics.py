@@ -105,3 +105,17 @@ def test_the_steps_limit_is_the_same_for_the_setting_and_the_request(sentiment_m
     handler, context = load_handler(sentiment_model, {"explain_steps": MAX_EXPLAIN_STEPS})
     [(status, answer)] = explain(handler, context, [{"inputs": "ok", "parameters": {"n_steps": MAX_EXPLAIN_STEPS + 1}}])
     assert status == 400 and f"<= {MAX_EXPLAIN_STEPS}" in answer["error"]
+
+
+def test_the_explained_score_is_the_served_score_through_the_top_label_curve(sentiment_model):
+    from support import call_one
+
+    calibration = {"temperature": 0.5, "top_label": {"confidence": [0.4, 0.7, 0.9], "accuracy": [0.3, 0.8, 0.85]}}
+    handler, context = load_handler(sentiment_model, {"explain_steps": 32, "calibration": calibration,
+                                                      "parameters": {"top_k": None}})  # fmt: skip
+    for text in ["The package arrived on Tuesday in Paris.", "I loved it"]:
+        [(status, answer)] = explain(handler, context, [{"inputs": text}])
+        assert status == 200
+        _, served = call_one(handler, context, {"inputs": text})
+        assert answer["target"] == served[0]["label"]
+        assert answer["target_score"] == pytest.approx(served[0]["score"], abs=1e-5)

@@ -55,6 +55,8 @@ def test_calibrate_refits_and_the_served_sets_are_the_held_out_conformal_sets(fo
     assert handler["conformal"]["method"] == "aps" and set(handler["conformal"]["thresholds"]) == {0.8, 0.9}
     assert handler["abstention"]["max_error"] == 0.65
     assert set(handler["monitoring"]["reference"]["labels"]) == {"negative", "neutral", "positive"}
+    # 400 scaling examples: the top-label curve is fitted, and the runner serves through it.
+    assert len(handler["classification"]["calibration"]["top_label"]["confidence"]) >= 2
     # The thresholds are the held-out split's conformal thresholds of the scores now served.
     runner = folder_runner(folder)
     examples = load_examples(movie_file, "single_label")
@@ -63,6 +65,7 @@ def test_calibrate_refits_and_the_served_sets_are_the_held_out_conformal_sets(fo
     logits = folder_logits(runner, [examples[i] for i in held_out])
     from handler.postprocess.scoring import Activation, served_scores
 
+    assert runner.calibration.top_label is not None
     scores = served_scores(logits, Activation.SOFTMAX, runner.calibration)
     expected = fit_conformal(scores, truth[held_out], ConformalMethod.APS, runner.labels, (0.8, 0.9))
     # To float32 rounding: the logits come from passes batched differently.

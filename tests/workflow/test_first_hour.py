@@ -189,7 +189,7 @@ def test_every_flag_of_every_command_has_a_help_line_and_says_its_default():
     assert "(default: 16)" in help_text and "``" not in help_text
     # Epochs and learning rate are left to the recipe (small data gets its own schedule): the help says both.
     assert "default: 5e-5, or 1e-4 on small data" in " ".join(help_text.split())
-    assert "default: 8, or 20 where 8 would give fewer than 60" in " ".join(help_text.split())
+    assert "default: 8, or 20 where 8 would give fewer than 300" in " ".join(help_text.split())
 
 
 def subprocess_help(command: str) -> str:

@@ -227,6 +227,10 @@ def test_training_fits_and_writes_a_calibration(trained):
     centre = np.mean(list(logs.values()))
     assert calibration["logit_adjustment"] == pytest.approx({k: v - centre for k, v in logs.items()}, abs=1e-5)
     assert {"before", "after"} <= set(metrics["validation"]["calibration"])
+    # The top-label curve from 100 validation examples on (hflabels.training.calibration).
+    fitted_on = metrics["calibration_fit"]["examples"]
+    assert ("top_label" in calibration) == (fitted_on >= 100)
+    assert metrics["calibration_fit"]["top_label_knots"] == len(calibration.get("top_label", {}).get("confidence", []))
     multi = yaml.safe_load((trained["multi_label"] / "model-config.yaml").read_text())["handler"]
     assert set(multi["classification"]["calibration"]["temperature"]) == {"billing", "bug", "feature_request", "praise"}
     multi_metrics = json.loads((trained["multi_label"] / "metrics.json").read_text())["validation"]["calibration"]

@@ -226,7 +226,7 @@ def test_small_data_gets_enough_optimisation_steps_unless_the_schedule_is_given(
     small = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"))
     settled, why = schedule_for(small, 48)  # 3 steps an epoch: 8 epochs would be 24 steps
     assert (settled.epochs, settled.learning_rate) == (20.0, 1e-4) and "small data (48 training examples" in why
-    settled, why = schedule_for(small, 208)  # 13 steps an epoch: 104 steps at the defaults
+    settled, why = schedule_for(small, 608)  # 38 steps an epoch: 304 steps at the defaults
     assert (settled.epochs, settled.learning_rate) == (8.0, 5e-5) and "small data" not in why
     given = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"), epochs=3, learning_rate=2e-5)
     assert schedule_for(given, 48)[0] == given and "as given" in schedule_for(given, 48)[1]

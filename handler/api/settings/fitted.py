@@ -15,14 +15,26 @@ from handler.api.settings.options import ConformalMethod
 
 
 @dataclass(frozen=True)
+class TopLabelCurve:
+    """Knots of the held-out accuracy against top-label confidence (within 0-1; confidence
+    increasing, accuracy non-decreasing)."""
+
+    confidence: tuple[float, ...]
+    accuracy: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """Served scores are activation((logits - logit_adjustment) / temperature), per label; what
-    ``hflabels train`` fits on its validation split (prior correction, then temperature)."""
+    """Served scores are activation((logits - logit_adjustment) / temperature), per label, then
+    (single-label) the top score through ``top_label``; what ``hflabels train`` fits on its
+    validation split (prior correction, temperature, top-label curve)."""
 
     # One temperature for every label (single-label), or one per label name (multi-label).
     temperature: float | Mapping[str, float] = 1.0
     # Subtracted from each label's logit: undoes class weights or resampling used in training.
     logit_adjustment: Mapping[str, float] = field(default_factory=empty_mapping)
+    # Single-label: the top score mapped through this curve, the others rescaled (None: no map).
+    top_label: TopLabelCurve | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +88,11 @@ class InputReference:
 def read_calibration(key: str, value: Any) -> Calibration | None:
     if value is None:
         return None
-    require_mapping(key, value, "map temperature and/or logit_adjustment")
-    unknown = sorted(str(k) for k in value if k not in ("temperature", "logit_adjustment"))
+    require_mapping(key, value, "map temperature, logit_adjustment and/or top_label")
+    allowed = ("logit_adjustment", "temperature", "top_label")
+    unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
-        raise ValueError(f"{key} has unknown key(s) {', '.join(unknown)} (allowed: logit_adjustment, temperature)")
+        raise ValueError(f"{key} has unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
     temperature = value.get("temperature", 1.0)
     positive = ParamSpec("float", minimum=0.0, exclusive_minimum=True, maximum=10_000.0)
     if isinstance(temperature, Mapping):
@@ -93,7 +106,30 @@ def read_calibration(key: str, value: Any) -> Calibration | None:
         raise ValueError(f"{key}.logit_adjustment must map label names to numbers, got {json_type(adjustment)}")
     number = ParamSpec("float", minimum=-1_000.0, maximum=1_000.0)
     checked = {str(label): check_value(f"{key}.logit_adjustment.{label}", v, number) for label, v in adjustment.items()}
-    return Calibration(temperature, MappingProxyType(checked))
+    top_label = read_top_label(f"{key}.top_label", value.get("top_label"))
+    return Calibration(temperature, MappingProxyType(checked), top_label)
+
+
+def read_top_label(key: str, value: Any) -> TopLabelCurve | None:
+    if value is None:
+        return None
+    require_mapping(key, value, "map confidence and accuracy to equal-length lists of numbers")
+    unknown = sorted(str(k) for k in value if k not in ("confidence", "accuracy"))
+    if unknown:
+        raise ValueError(f"{key} has unknown key(s) {', '.join(unknown)} (allowed: accuracy, confidence)")
+    unit = ParamSpec("float", minimum=0.0, maximum=1.0)
+    knots: dict[str, tuple[float, ...]] = {}
+    for name in ("confidence", "accuracy"):
+        listed = value.get(name)
+        if not isinstance(listed, list) or len(listed) < 2:
+            raise ValueError(f"{key}.{name} must be a list of two or more numbers, got {json_type(listed)}")
+        knots[name] = tuple(check_value(f"{key}.{name}[{i}]", v, unit) for i, v in enumerate(listed))
+        # np.interp needs increasing confidence knots; accuracy may stay flat.
+        if any(b <= a if name == "confidence" else b < a for a, b in zip(knots[name], knots[name][1:])):
+            raise ValueError(f"{key}.{name} must be " + ("increasing" if name == "confidence" else "non-decreasing"))
+    if len(knots["confidence"]) != len(knots["accuracy"]):
+        raise ValueError(f"{key}: confidence and accuracy must have as many knots each")
+    return TopLabelCurve(knots["confidence"], knots["accuracy"])
 
 
 def read_label_thresholds(key: str, value: Any) -> Mapping[str, float]:

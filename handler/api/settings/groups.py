@@ -121,10 +121,12 @@ class ClassificationSettings:
         "Per-label sigmoid thresholds for multi-label models (`hflabels train` tunes them); other labels "
         "use parameters.threshold."))
     calibration: Calibration | None = setting(None, mapping(
-        "a mapping: temperature (a number, or one per label), logit_adjustment (label -> number)",
-        read_calibration), (
-        "Calibrated scores: activation((logits - logit_adjustment) / temperature). Written by "
-        "`hflabels train` and `hflabels calibrate`; null: the model's own scores."))
+        "a mapping: temperature (a number, or one per label), logit_adjustment (label -> number), "
+        "top_label (confidence and accuracy: lists of knots)", read_calibration), (
+        "Calibrated scores: activation((logits - logit_adjustment) / temperature); single-label, the "
+        "top score then mapped through the top_label curve (held-out accuracy against confidence) and "
+        "the others rescaled, the answer unchanged. Written by `hflabels train` and `hflabels calibrate`; "
+        "null: the model's own scores."))
 
 
 @dataclass(frozen=True)
