@@ -50,7 +50,7 @@ def ensure_model(retrain: bool) -> None:
     if (DEMO_MODEL / "metrics.json").exists() and not retrain:
         print(f"reusing the fine-tuned model in {DEMO_MODEL.relative_to(REPO_ROOT)} (make demo RETRAIN=1 trains again)")
         return
-    print("fine-tuning all-MiniLM-L6-v2 on data/sentiment/train.csv (about half a minute on 2 cores)...")
+    print("fine-tuning all-MiniLM-L6-v2 on data/sentiment/train.csv (about a minute and a half on 2 cores)...")
     train(
         TrainOptions(
             task="single_label",

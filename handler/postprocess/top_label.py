@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 TIE_MARGIN = 1e-6
 
 

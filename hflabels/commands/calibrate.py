@@ -129,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
     if "calibration" in report:
-        print(f"calibration fitted on {report['scaling_examples']} examples: {report['calibration']}")
+        from hflabels.training.evaluation import describe_calibration
+
+        fitted = describe_calibration(report["calibration"])
+        print(f"calibration fitted on {report['scaling_examples']} examples: {fitted}")
     held = report["held_out_calibration"]
     print(f"held-out ({report['held_out_examples']} examples): ECE {held['before']['ece']:.4f} -> "
           f"{held['after']['ece']:.4f}, NLL {held['before']['nll']:.4f} -> {held['after']['nll']:.4f}")  # fmt: skip

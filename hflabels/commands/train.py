@@ -170,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
               f"{counts['rejected_by_filter']} rejected by the filter, {counts['added']} added "
               f"{counts['added_per_label']}")  # fmt: skip
     if "calibration" in results:
-        print(f"calibration (served): {results['calibration']}")
+        from hflabels.training.evaluation import describe_calibration
+
+        print(f"calibration (served): {describe_calibration(results['calibration'])}")
         fit = results.get("calibration_fit", {})
         interval = fit.get("temperature_interval_90")
         reliability = f"; 90% bootstrap interval of T {interval[0]}-{interval[1]}" if interval else ""

@@ -191,6 +191,17 @@ def calibration_config(calibration: LogitCalibration, labels: Sequence[str], tas
     return written
 
 
+def describe_calibration(written: dict[str, Any]) -> str:
+    """One line for ``calibration_config``'s output: the curve as its span, not its knots."""
+    shown = {key: value for key, value in written.items() if key != "top_label"}
+    curve = written.get("top_label")
+    if curve is None:
+        return str(shown)
+    confidence, accuracy = curve["confidence"], curve["accuracy"]
+    return (f"{shown}; top-label curve of {len(confidence)} knots, confidence {confidence[0]:.3f}-{confidence[-1]:.3f} "
+            f"served as {accuracy[0]:.3f}-{accuracy[-1]:.3f}")  # fmt: skip
+
+
 def binary_calibration_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Multi-label: ECE, NLL and Brier over every (example, label) as a yes/no prediction."""
     flat = scores.reshape(-1)

@@ -188,8 +188,8 @@ def test_the_top_label_curve_brings_held_out_ece_under_what_one_temperature_leav
     undo (as the VADER movie model's is): over 20 seeds the curve fitted on 500 examples leaves a
     held-out ECE (2,000 examples) within the estimator's own noise, and always below temperature
     scaling's."""
-    from hflabels.training.calibration import fit_top_label_map
     from handler.postprocess.top_label import TopLabelMap
+    from hflabels.training.calibration import fit_top_label_map
 
     def draw(rng, n):
         logits = rng.normal(0, 1.5, (n, 3))
