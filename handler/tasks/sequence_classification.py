@@ -337,7 +337,8 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
         if params.set_threshold is not None:
             assert self.conformal is not None
             chosen = prediction_set(self.conformal.method, scores, params.set_threshold)
-        abstained = None if params.abstain_below is None else bool(scores.max() < params.abstain_below)
+        # The score as answered (a float in the JSON) against the threshold: the two always agree.
+        abstained = None if params.abstain_below is None else bool(float(scores.max()) < params.abstain_below)
         decision = decided_labels(scores, self.multi_label, params.thresholds)
         representation = None
         if "representation" in outputs[0]:

@@ -64,6 +64,15 @@ def fixed_sequence_grid(
 
 
 
+def as_served(values: Any) -> np.ndarray:
+    """``values`` rounded to the float32 the server answers in (the model's logits are float32
+    whatever it computes in), kept in float64 so every comparison is exact in either precision.
+    Why: a top-label curve serves whole plateaus of one value, and a threshold fitted a float64
+    rounding above a plateau's float32 score would abstain on (or leave out of its set) every
+    answer on it that the fit answered."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
+
+
 class GuaranteeError(ValueError):
     """Held-out data that cannot support what was asked (too few examples for a level)."""
 
@@ -162,11 +171,12 @@ def fit_abstention(
     # The fixed grid, Bonferroni-corrected: at all of delta alone, or at half beside the sequence.
     sequential = independent_top_scores is not None and len(independent_top_scores) >= GRID_POINTS
     share = 0.5 if sequential else 1.0
-    p_values = abstention_p_values(top_scores, correct, max_error, ABSTENTION_GRID)
-    accepted = [float(t) for t in ABSTENTION_GRID[p_values <= share * delta / len(ABSTENTION_GRID)]]
+    top_scores, fixed_grid = as_served(top_scores), as_served(ABSTENTION_GRID)
+    p_values = abstention_p_values(top_scores, correct, max_error, fixed_grid)
+    accepted = [float(t) for t in fixed_grid[p_values <= share * delta / len(fixed_grid)]]
     if sequential:
         assert independent_top_scores is not None
-        grid = fixed_sequence_grid(independent_top_scores, len(top_scores), max_error, confidence)
+        grid = as_served(fixed_sequence_grid(independent_top_scores, len(top_scores), max_error, confidence))
         p_values = abstention_p_values(top_scores, correct, max_error, grid)
         failed = np.flatnonzero(p_values > share * delta)
         accepted += [float(t) for t in grid[: len(grid) if not len(failed) else int(failed[0])]]
@@ -238,6 +248,9 @@ def fit_guarantees(
     from held-out calibrated scores. ``strict`` False (training): an abstention bound the data
     cannot meet is reported in ``abstention_skipped`` instead of raised, so the model is kept.
     ``independent_top_scores``: top scores of examples not held out, for the abstention grid."""
+    probabilities = as_served(probabilities)
+    if independent_top_scores is not None:
+        independent_top_scores = as_served(independent_top_scores)
     method = options.method or (ConformalMethod.FNR_CONTROL if multi_label else ConformalMethod.LAC)
     if method.multi_label != multi_label:
         kind = "multi-label" if multi_label else "single-label"

@@ -50,6 +50,7 @@ from hflabels.training.guarantees import (
     ABSTENTION_GRID,
     GuaranteeError,
     GuaranteeOptions,
+    as_served,
     fit_abstention,
     fit_conformal,
     fit_guarantees,
@@ -358,10 +359,12 @@ def test_abstention_p_values_are_exact_binomial_tails():
     correct = np.array([True, True, False, True, False, True])
     fitted = fit_abstention(np.tile(top, 100), np.tile(correct, 100), 0.2, 0.9)
     threshold = fitted["threshold"]
+    # Scores and grid as tried: rounded to the float32 the server answers in.
+    top, grid = as_served(top), as_served(ABSTENTION_GRID)
     kept = np.tile(top, 100) >= threshold
     errors = int((~np.tile(correct, 100))[kept].sum())
     assert binom.cdf(errors, int(kept.sum()), 0.2) <= 0.1 / len(ABSTENTION_GRID)
-    lower = ABSTENTION_GRID[ABSTENTION_GRID < threshold].max()
+    lower = grid[grid < threshold].max()
     below = np.tile(top, 100) >= lower
     assert binom.cdf(int((~np.tile(correct, 100))[below].sum()), int(below.sum()), 0.2) > 0.1 / len(ABSTENTION_GRID)
 
@@ -453,6 +456,31 @@ def test_fitted_sections_load_as_handler_settings(movies):
     assert report["conformal"]["examples"] == len(truth)
     with pytest.raises(GuaranteeError, match="does not apply to a single-label model"):
         fit_guarantees(probabilities, truth, LABELS, False, GuaranteeOptions(method=ConformalMethod.FNR_CONTROL))
+
+
+def test_thresholds_fitted_on_plateaus_decide_the_float32_served_scores_as_the_fit_did():
+    # A top-label curve serves whole plateaus of one value (here 9/14, 0.7, 0.8, 13/15). Fitted on
+    # float64 scores, a threshold landing on 9/14 sits a rounding above its float32 served score,
+    # and every answer on that plateau abstained (and fell out of its set) though the fit answered it.
+    rng = np.random.default_rng(0)
+    plateaus = np.array([9 / 14, 0.7, 0.8, 13 / 15])
+    top = plateaus[rng.integers(0, len(plateaus), 2000)]
+    probabilities = np.stack([top, 1.0 - top], axis=1)
+    truth = np.where(rng.random(2000) < top, 0, 1)
+    served = probabilities.astype(np.float32)
+    independent = plateaus[rng.integers(0, len(plateaus), 2000)]
+    for error in (0.2, 0.25, 0.3):
+        for grid_from in (None, independent):
+            options = GuaranteeOptions(abstain_error=error)
+            sections, report = fit_guarantees(probabilities, truth, ("a", "b"), False, options,
+                                              independent_top_scores=grid_from)  # fmt: skip
+            threshold = sections["abstention"]["threshold"]
+            answered = np.array([float(row.max()) >= threshold for row in served])
+            assert answered.mean() == pytest.approx(report["abstention"]["held_out_answered"], abs=1e-6)
+        for level, q in sections["conformal"]["thresholds"].items():
+            # The threshold is the k-th smallest fitted score, so at least k examples are covered.
+            covered = sum(t in lac_set(row, q) for row, t in zip(served, truth))
+            assert covered >= order_statistic_rank(len(truth), 1 - level), (error, level)
 
 
 def test_evaluate_reports_the_realised_guarantees_and_the_curve_is_plotted(movies, tmp_path):
