@@ -146,6 +146,13 @@ RESULT_PAGES = {
         "other validation halves. What it means: [Calibrated scores](../trust/calibration.md).",
         [("Calibrators on the test split", "calibration.json", tables.calibration_tables(load("calibration.json")),
           None)]),  # fmt: skip
+    "results/rare-class.md": lambda: results_page(
+        "A rare class that can be learned",
+        "`make rare-class` (`python -m lab rare-class`): movie sentences rated negative and positive with NYT "
+        "editorial sentences as a rare class, plain training and inverse class weights, every decision rule on "
+        "their logits; tested on 300 of each sentiment and 200 of the rare class. What it means: "
+        "[Class imbalance](../training/imbalance.md).",
+        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json")), None)]),
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",

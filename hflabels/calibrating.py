@@ -10,6 +10,7 @@ from the handler's own runner on the folder, so what is fitted is what will be s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from hflabels.training.guarantees import (
     merge_sections,
     split_for_guarantees,
 )
+from hflabels.training.imbalance import LOGIT_ADJUSTMENT
 
 MODEL_CONFIG_NAME = "model-config.yaml"
 
@@ -71,6 +73,16 @@ def truth_of(examples: list[Example], labels: list[str], multi_label: bool) -> n
     return np.array([index[e.label] for e in examples])
 
 
+def trained_with_logit_adjustment(model_dir: Path) -> bool:
+    """Whether ``hflabels train`` served this folder's decisions with every class weighed alike
+    (its metrics.json says so); refitting the prior on traffic would undo that."""
+    metrics = model_dir / "metrics.json"
+    if not metrics.exists():
+        return False
+    recorded = json.loads(metrics.read_text(encoding="utf-8")).get("imbalance") or {}
+    return recorded.get("mode") == LOGIT_ADJUSTMENT
+
+
 def calibrate(options: CalibrateOptions) -> dict[str, Any]:
     """Refit and rewrite ``model_dir/model-config.yaml``; returns what was fitted and measured."""
     runner = folder_runner(options.model_dir)
@@ -87,7 +99,13 @@ def calibrate(options: CalibrateOptions) -> dict[str, Any]:
     report: dict[str, Any] = {"examples": len(examples), "labels": labels}
     if options.refit_scaling:
         scaling, held_out = split_for_guarantees(truth, options.guarantees.held_out_share, options.seed)
-        calibration = fit_prior_and_temperature(logits[scaling], truth[scaling], multi_label)
+        kept = runner.calibration.adjustment if trained_with_logit_adjustment(options.model_dir) else None
+        if kept is not None and not multi_label:
+            report["logit_adjustment_kept"] = (
+                "trained with logit adjustment (decisions weigh every class alike): the adjustment is "
+                "kept, the temperature and the top-label curve refitted"
+            )
+        calibration = fit_prior_and_temperature(logits[scaling], truth[scaling], multi_label, kept)
         report["scaling_examples"] = len(scaling)
     else:
         held_out = np.arange(len(examples))

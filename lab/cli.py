@@ -13,6 +13,7 @@ TOOLS = {
     "soak": ("soak", "sustained load: errors, latency and memory over time"),
     "accelerations": ("accelerations", "opt-in accelerations: speed and answer agreement"),
     "imbalance": ("imbalance", "the class-imbalance experiment: every strategy, calibrated or not"),
+    "rare-class": ("rare_class", "a rare class that can be learned, at 20:1 and 100:1: every way of treating it"),
     "real-data": ("real_data", "the measured comparison on the real VADER corpora, baselines included"),
     "drift": ("drift", "the drift alarm on real domain shifts: false alarms, detection, power on mixes"),
     "calibration": ("calibration", "calibration on unseen data: every calibrator's test ECE, with its noise"),

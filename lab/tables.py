@@ -195,6 +195,21 @@ def imbalance_table(document: dict[str, Any]) -> str:
     return table(("strategy", "macro-F1", f"{document.get('rare', 'rare')} recall", "ECE before", "ECE after"), rows)
 
 
+def rare_class_table(document: dict[str, Any]) -> str:
+    """``python -m lab rare-class``: per ratio, training and decision rule, the test figures
+    (200 rare) and macro-F1 at the training prior; medians over seeds, with their count."""
+    rows = []
+    for key, found in document["summary"].items():
+        ratio, training, rule = key.split("|")
+        test, natural = found["test"], found["at_training_prior"]
+        rows.append((f"{ratio}:1", training, rule, f"{test['rare_recall']['median']:.2f}",
+                     f"{test['rare_precision']['median']:.2f}", f"{test['balanced_accuracy']['median']:.3f}",
+                     f"{test['macro_f1']['median']:.3f}", f"{natural['macro_f1']['median']:.3f}",
+                     found["seeds"]))  # fmt: skip
+    return table(("ratio", "training", "decision", "rare recall", "rare precision", "balanced accuracy",
+                  "macro-F1 (test)", "macro-F1 at the training prior", "seeds"), rows)  # fmt: skip
+
+
 def soak_table(document: dict[str, Any]) -> str:
     memory = document.get("memory_mb") or []
     first, last = (memory[0], memory[-1]) if memory else ({}, {})

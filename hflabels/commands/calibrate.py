@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
         fitted = describe_calibration(report["calibration"])
         print(f"calibration fitted on {report['scaling_examples']} examples: {fitted}")
+        if "logit_adjustment_kept" in report:
+            print(report["logit_adjustment_kept"])
     held = report["held_out_calibration"]
     print(f"held-out ({report['held_out_examples']} examples): ECE {held['before']['ece']:.4f} -> "
           f"{held['after']['ece']:.4f}, NLL {held['before']['nll']:.4f} -> {held['after']['nll']:.4f}")  # fmt: skip

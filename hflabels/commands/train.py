@@ -3,7 +3,8 @@
     hflabels train --task single_label --train data/sentiment/train.csv --output build/my-model
         [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
         [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
-        [--class-weights none|inverse|sqrt_inverse|effective] [--label-all-subwords]
+        [--class-weights none|inverse|sqrt_inverse|effective] [--imbalance none|logit_adjustment]
+        [--label-all-subwords]
 
 Every epoch is evaluated on the validation split and checkpointed; the best epoch is kept.
 """
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from handler.api.tasks import Objective
 from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_options, print_guarantees
-from hflabels.training.choices import MIN_HELD_OUT, WEIGHT_SCHEMES
+from hflabels.training.choices import IMBALANCE_MODES, MIN_HELD_OUT, WEIGHT_SCHEMES
 from hflabels.training.data import SAMPLING, DataError
 
 if TYPE_CHECKING:
@@ -48,6 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class-weights", choices=WEIGHT_SCHEMES, default="none", help="weight the loss per class by its frequency"
     )
+    parser.add_argument(
+        "--imbalance", choices=IMBALANCE_MODES, default="none",
+        help="single-label classes: logit_adjustment answers with every class weighed alike (opt-in: it needs "
+        "a rare class the model learned); none keeps the training's prior",
+    )  # fmt: skip
     parser.add_argument("--label-all-subwords", action="store_true", help="give continuation subwords the I- tag")
     parser.add_argument(
         "--validation-fraction", type=float, default=0.2, help="share of --train held out when no --validation is given"
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         f"best epoch {recipe['best_epoch']} of {recipe['epochs_run']} by validation {recipe['metric']} "
         f"{recipe['best_metric']} (kept); {results['train_examples']} training examples, {recipe['seconds']} s"
     )
+    print(f"\nimbalance: {results['imbalance']['why']}")
     weights = {k: round(v, 3) for k, v in results["class_weights"].items() if k != "scheme"}
     print(f"\nclass weights ({results['class_weights']['scheme']}): {weights}")
     sampling = results["sampling"]

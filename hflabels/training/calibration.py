@@ -148,15 +148,23 @@ LOG_S_BOUNDS = (float(np.log(1 / 20)), float(np.log(20)))
 BIAS_BOUNDS = (-50.0, 50.0)
 
 
-def fit_prior_and_temperature(logits: np.ndarray, truth: np.ndarray, multi_label: bool) -> LogitCalibration:
+def fit_prior_and_temperature(
+    logits: np.ndarray, truth: np.ndarray, multi_label: bool, kept_adjustment: np.ndarray | None = None
+) -> LogitCalibration:
     """From labelled examples distributed like the traffic: the logit adjustment (a prior
     correction, centred for softmax) and temperature(s) minimising the NLL of
     ``activation((logits - adjustment) / T)`` jointly (single-label: one T and a bias per label;
     multi-label: per label, Platt scaling). L-BFGS-B on log(1/T) and the biases, within bounds,
-    with the analytic gradient. Single-label, the top-label curve of the same examples follows."""
+    with the analytic gradient. Single-label, the top-label curve of the same examples follows.
+    ``kept_adjustment`` (single-label): the adjustment is that one, only T and the curve are fitted
+    (a model whose decisions weigh every class alike keeps them: hflabels.training.imbalance)."""
     from scipy.optimize import minimize
 
     logits = np.asarray(logits, dtype=np.float64)
+    if kept_adjustment is not None and not multi_label:
+        bias = np.asarray(kept_adjustment, dtype=np.float64)
+        temperature = np.full(logits.shape[1], fit_temperature(logits - bias, truth))
+        return LogitCalibration(bias, temperature, fit_top_label_map(softmax((logits - bias) / temperature), truth))
     if multi_label:
         adjustments, temperatures = [], []
         for column in range(logits.shape[1]):

@@ -60,6 +60,8 @@ class TrainOptions:
     learning_rate: float | None = None
     max_length: int = 128
     class_weights: str = "none"
+    # none: decisions keep the training's prior; logit_adjustment: every class weighed alike (opt-in).
+    imbalance: str = "none"
     label_all_subwords: bool = False
     validation_fraction: float = 0.2
     seed: int = 42
@@ -127,6 +129,8 @@ def schedule_for(options: TrainOptions, train_examples: int) -> tuple[TrainOptio
 def check_options(options: TrainOptions, task: Objective, device: torch.device) -> None:
     if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
         raise DataError("--class-weights and --loss focal are for classification, not regression")
+    if options.imbalance == "logit_adjustment" and not options.calibrate:
+        raise DataError("--imbalance logit_adjustment is served through the calibration: drop --no-calibration")
     if options.bf16:
         unit = fast_bfloat16(device)
         if unit is None:

@@ -51,6 +51,7 @@ from hflabels.training.evaluation import (
 )
 from hflabels.training.guarantees import GuaranteeError, fit_guarantees, split_for_guarantees
 from hflabels.training.hf_trainer import EpochClock, best_epoch_of, build_trainer, epoch_history, last_checkpoint
+from hflabels.training.imbalance import ImbalancePlan, decision_ratios, plan_imbalance
 from hflabels.training.metrics import EPOCH_METRICS, class_weights, tune_thresholds
 from hflabels.training.model_folder import save_outputs
 from hflabels.training.options import (
@@ -86,17 +87,18 @@ class Balance:
     counts: list[int]
     weights: np.ndarray
     loss_weights: torch.Tensor | None
+    imbalance: ImbalancePlan
 
     def ratios(self, options: TrainOptions) -> np.ndarray:
-        """How much more likely training made each class on purpose (what calibration's prior
-        correction undoes)."""
+        """What calibration's prior correction divides out: how much more likely training made
+        each class on purpose, and with logit adjustment the training prior as well."""
         ratios = np.ones(len(self.counts))
         if options.class_weights != "none":
             ratios *= self.weights
         if options.sampling != "none":
             before = np.maximum(np.asarray(self.counts_before, dtype=float), 1.0)
             ratios *= np.asarray(self.counts, dtype=float) / before
-        return ratios
+        return decision_ratios(ratios, self.counts_before, self.imbalance)
 
 
 def load_splits(options: TrainOptions, task: Objective) -> Splits:
@@ -153,7 +155,13 @@ def rebalance(options: TrainOptions, task: Objective, splits: Splits) -> Balance
     counts = label_counts(splits.train, task, splits.labels)
     weights = class_weights(counts, options.class_weights)
     loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
-    return Balance(counts_before, counts, weights, loss_weights)
+    # The adjustment is served through the calibration; --no-calibration serves the model's own scores.
+    single_label = task in (Objective.SINGLE_LABEL, Objective.SENTENCE_PAIR) and options.calibrate
+    try:
+        plan = plan_imbalance(options.imbalance, counts_before, single_label)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    return Balance(counts_before, counts, weights, loss_weights, plan)
 
 
 def fine_tune(options: TrainOptions, trainer: Any) -> tuple[Path | None, float]:
@@ -184,6 +192,8 @@ def run_summary(
         "train_examples": len(splits.train),
         "train_examples_available": splits.available,
         "class_weights": {"scheme": options.class_weights, **dict(zip(labels, balance.weights.tolist()))},
+        "imbalance": {"mode": balance.imbalance.mode, "ratio": round(balance.imbalance.ratio, 3),
+                      "why": balance.imbalance.why},
         "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
         "sampling": {
             "mode": options.sampling,

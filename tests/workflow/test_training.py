@@ -220,10 +220,13 @@ def test_training_fits_and_writes_a_calibration(trained):
     single = yaml.safe_load((trained["single_label"] / "model-config.yaml").read_text())["handler"]
     calibration = single["classification"]["calibration"]
     assert calibration["temperature"] > 0
-    # Trained with inverse class weights: the correction is their centred log.
+    # Trained with inverse class weights: the correction is their centred log, and with logit
+    # adjustment the log of the training prior too (weights x shares: constant, no correction).
     metrics = json.loads((trained["single_label"] / "metrics.json").read_text())
     weights = {label: value for label, value in metrics["class_weights"].items() if label != "scheme"}
-    logs = {label: np.log(value) for label, value in weights.items()}
+    counts = metrics["sampling"]["counts_before"]
+    balanced = metrics["imbalance"]["mode"] == "logit_adjustment"
+    logs = {label: np.log(value * (counts[label] if balanced else 1.0)) for label, value in weights.items()}
     centre = np.mean(list(logs.values()))
     assert calibration["logit_adjustment"] == pytest.approx({k: v - centre for k, v in logs.items()}, abs=1e-5)
     assert {"before", "after"} <= set(metrics["validation"]["calibration"])

@@ -1,0 +1,83 @@
+"""Imbalance: when logit adjustment applies, and that the served correction it makes is the
+balanced Bayes rule (hflabels.training.imbalance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from handler.postprocess.scoring import Activation, LogitCalibration, served_scores
+from hflabels.training.calibration import fit_prior_and_temperature, prior_correction
+from hflabels.training.imbalance import LOGIT_ADJUSTMENT, decision_ratios, plan_imbalance
+from hflabels.training.metrics import class_weights
+
+
+def test_the_modes_say_what_they_do_and_refuse_what_they_cannot():
+    plan = plan_imbalance("logit_adjustment", [100, 10], True)
+    assert plan.mode == LOGIT_ADJUSTMENT and plan.balanced and plan.ratio == 10.0
+    kept = plan_imbalance("none", [1000, 10], True)
+    assert not kept.balanced and "100.0:1" in kept.why and "--imbalance logit_adjustment" in kept.why
+    # A class absent from training does not make the ratio infinite.
+    assert plan_imbalance("none", [30, 0, 30], True).ratio == 1.0
+    assert plan_imbalance("none", [1000, 1], False).mode == "none"
+    with pytest.raises(ValueError, match="applies to single-label"):
+        plan_imbalance("logit_adjustment", [1000, 1], False)
+    with pytest.raises(ValueError, match="choose one of none, logit_adjustment"):
+        plan_imbalance("balanced", [1, 1], True)
+
+
+def test_the_correction_divides_out_the_training_prior_and_only_the_reweighting_without_it():
+    counts = [1000, 1000, 10]
+    plain = np.ones(3)
+    balanced = plan_imbalance("logit_adjustment", counts, True)
+    traffic = plan_imbalance("none", counts, True)
+    np.testing.assert_allclose(decision_ratios(plain, counts, traffic), plain)
+    shares = np.array(counts) / sum(counts)
+    np.testing.assert_allclose(decision_ratios(plain, counts, balanced), shares)
+    # Inverse weights already made the training prior flat: nothing is left to correct.
+    weights = class_weights(counts, "inverse")
+    correction = prior_correction(decision_ratios(weights, counts, balanced))
+    np.testing.assert_allclose(correction, 0.0, atol=1e-12)
+    # Without logit adjustment the weights alone are undone (the calibrated, traffic prior).
+    np.testing.assert_allclose(prior_correction(decision_ratios(weights, counts, traffic)), prior_correction(weights))
+
+
+def test_served_decisions_are_the_balanced_bayes_rule_of_a_model_that_learned_the_prior():
+    # Three unit-variance Gaussian classes on a line, 100:100:1 in training: a model that learned
+    # the training distribution exactly has logits log p(x|y) + log prior(y). Served with the
+    # adjustment, its answer must be argmax p(x|y) for every input, and its balanced accuracy the
+    # best any rule reaches (the Bayes rule for balanced error), well above the argmax's.
+    rng = np.random.default_rng(0)
+    means, counts = np.array([-2.0, 2.0, 0.0]), [1000, 1000, 10]
+    truth = rng.integers(0, 3, 30_000)
+    x = rng.normal(means[truth], 1.0)
+    likelihood = norm.logpdf(x[:, None], means[None, :], 1.0)
+    logits = likelihood + np.log(np.array(counts) / sum(counts))
+    plan = plan_imbalance("logit_adjustment", counts, True)
+    calibration = LogitCalibration(prior_correction(decision_ratios(np.ones(3), counts, plan)), np.ones(3))
+    served = served_scores(logits, Activation.SOFTMAX, calibration).argmax(axis=1)
+    np.testing.assert_array_equal(served, likelihood.argmax(axis=1))
+
+    def balanced_accuracy(predicted: np.ndarray) -> float:
+        return float(np.mean([np.mean(predicted[truth == c] == c) for c in range(3)]))
+
+    # The Bayes rule's balanced accuracy: each class's mass on its own decision interval.
+    midpoint = 1.0  # between 0 and +-2
+    bayes = (norm.cdf(-midpoint, -2.0) + (norm.cdf(midpoint) - norm.cdf(-midpoint)) + norm.sf(midpoint, 2.0)) / 3
+    sd = np.sqrt(0.25 / (len(truth) / 3) / 3)
+    assert balanced_accuracy(served) == pytest.approx(bayes, abs=4 * sd)
+    assert balanced_accuracy(logits.argmax(axis=1)) < bayes - 0.1
+    # hflabels calibrate on traffic distributed like training: the temperature refitted with the
+    # adjustment kept leaves every decision as it was...
+    traffic_truth = rng.choice(3, 20_000, p=np.array(counts) / sum(counts))
+    traffic_x = rng.normal(means[traffic_truth], 1.0)
+    traffic_logits = norm.logpdf(traffic_x[:, None], means[None, :], 1.0) + np.log(np.array(counts) / sum(counts))
+    refit = fit_prior_and_temperature(traffic_logits, traffic_truth, False, calibration.adjustment)
+    np.testing.assert_array_equal(refit.adjustment, calibration.adjustment)
+    kept = served_scores(logits, Activation.SOFTMAX, refit).argmax(axis=1)
+    np.testing.assert_array_equal(kept, served)
+    # ...where refitting the prior on it would take the decisions back to the argmax's.
+    natural = fit_prior_and_temperature(traffic_logits, traffic_truth, False)
+    renatured = served_scores(logits, Activation.SOFTMAX, natural).argmax(axis=1)
+    assert balanced_accuracy(renatured) < bayes - 0.1
