@@ -146,6 +146,15 @@ RESULT_PAGES = {
         "other validation halves. What it means: [Calibrated scores](../trust/calibration.md).",
         [("Calibrators on the test split", "calibration.json", tables.calibration_tables(load("calibration.json")),
           None)]),  # fmt: skip
+    "results/serving-modes.md": lambda: results_page(
+        "Serving modes side by side",
+        "`make serving-modes` (`python -m lab serving-modes`): the demo MiniLM served by one torchserve per mode, "
+        "started together and measured in interleaved rounds (medians), on mixed inputs of 5-60 words; "
+        "*of in-process* is the served rate over the handler's own in-process rate in arrival chunks of 32. "
+        "What the modes are: [Serving modes](../performance/serving-modes.md).",
+        [("One client", "serving-modes.json", tables.lone_request_table(load("serving-modes.json")), None),
+         ("Every mode and load", "serving-modes.json", tables.serving_modes_table(load("serving-modes.json")),
+          None)]),  # fmt: skip
     "results/rare-class.md": lambda: results_page(
         "A rare class that can be learned",
         "`make rare-class` (`python -m lab rare-class`): movie sentences rated negative and positive with NYT "

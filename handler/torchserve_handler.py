@@ -30,6 +30,7 @@ from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, Request
 from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
 from handler.registry import build_runner
+from handler.serving.async_worker import ASYNC_KEY, AsyncWorker, GatheredContext, Reply
 from handler.serving.batches import AnsweredBatch, PreparedBatch
 from handler.serving.drift_monitor import DriftMonitor, reference_sample
 from handler.serving.envelopes import Envelope, envelope_of_torchserve_loader, v1_instance_body, v2_input_body
@@ -62,6 +63,8 @@ class TransformersLabelHandler(BaseHandler):
         # Indices of this batch's text/plain bodies that were JSON requests (answered with a header).
         self.json_sent_as_text: set[int] = set()
         self.warned_json_as_text = False
+        # Set in TorchServe's async worker mode, where the handler forms its own batches.
+        self.async_worker: AsyncWorker | None = None
 
     def initialize(self, context: Any) -> None:
         properties = context.system_properties
@@ -99,15 +102,42 @@ class TransformersLabelHandler(BaseHandler):
             }
 
         self.serving_metrics = ServingMetrics(gauges, monitor)
+        if yaml_config.get(ASYNC_KEY):
+            if int(yaml_config.get("batchSize", 1)) > 1:
+                logger.warning(
+                    "%s with batchSize %s: the frontend still waits maxBatchDelay to batch; batchSize 1 lets the "
+                    "handler form the batches", ASYNC_KEY, yaml_config["batchSize"],
+                )  # fmt: skip
+            logger.warning(
+                "%s: experimental. TorchServe 0.12's frontend shares its map of jobs in flight between two "
+                "threads without a lock; about once in 100,000 requests (measured) it loses a job, drops the "
+                "worker and the requests in flight are never answered (docs: performance, serving modes)",
+                ASYNC_KEY,
+            )
+            self.async_worker = AsyncWorker(context, self._answer_gathered, settings.batching.max_batch_requests)
         self.initialized = True
         logger.info(
-            "serving %s as %s on %s with %d torch threads, envelope %s",
+            "serving %s as %s on %s with %d torch threads, envelope %s, %s",
             model_dir.name,
             self.runner.task.value,
             policy.describe(),
             torch.get_num_threads(),
             self.envelope.value,
+            "batches formed by the handler when the model is free (async worker mode)"
+            if self.async_worker is not None
+            else "batches formed by TorchServe (batchSize, maxBatchDelay)",
         )
+
+    def handle(self, data: Any, context: Any) -> Any:
+        """TorchServe's entry point: BaseHandler's steps on TorchServe's batch, or, in the async
+        worker mode, an awaitable answer of this request from a batch the handler forms."""
+        if self.async_worker is not None:
+            return self.async_worker.handle(data, context)
+        return super().handle(data, context)
+
+    def _answer_gathered(self, gathered: GatheredContext) -> list[Reply]:
+        """A batch the async worker gathered, through the same steps as a TorchServe batch."""
+        return gathered.answered(super().handle([arrival.data for arrival in gathered.arrivals], gathered))
 
     def _prediction_monitor(self, model_dir: Path, settings: HandlerSettings) -> PredictionMonitor | None:
         """Sequence classifiers' prediction counters and, with a reference, drift tests (the runner

@@ -31,7 +31,7 @@ from handler.api.settings import HandlerSettings
 from handler.registry import build_runner
 from hflabels.archiving import archive
 from hflabels.paths import TORCHSERVE_CONFIG
-from hflabels.torchserve_config import config_with_free_ports
+from hflabels.torchserve_config import config_with_free_ports, read_properties, write_properties
 from hflabels.torchserve_control import Server, start, stop
 from lab.cpu_split import CpuSplit, measure_cpu
 from lab.load import median_run, served_run
@@ -175,13 +175,21 @@ def measure_in_process(args: argparse.Namespace, config: dict[str, Any], workloa
     return found
 
 
-def serve_model(model_dir: Path, config: dict[str, Any], output: Path, name: str) -> Server:
+def serve_model(
+    model_dir: Path, config: dict[str, Any], output: Path, name: str, worker_port: int | None = None
+) -> Server:
     """Archive ``model_dir`` with ``config`` and serve it alone on free loopback ports (run folder output/run)."""
     stop(output / "run")
+    output.mkdir(parents=True, exist_ok=True)
     (output / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     store = output / "model_store"
     archive(model_dir, name, document=config, export_path=store)
     properties = config_with_free_ports(TORCHSERVE_CONFIG, output / "config.properties")
+    if worker_port is not None:
+        # Workers listen on /tmp/.ts.sock.<port>: servers running side by side need their own.
+        values = read_properties(properties)
+        values["initial_worker_port"] = str(worker_port)
+        write_properties(properties, values)
     return start(properties, store, [f"{name}={name}.mar"], output / "run")
 
 

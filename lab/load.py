@@ -57,24 +57,41 @@ def inputs_of_tokens(words: list[str], tokenizer: Any, tokens: int, count: int, 
     return texts
 
 
+# A request the server never answers (a lost job) counts as status 0 after this long, instead of
+# holding its client forever.
+ANSWER_TIMEOUT_S = 120.0
+
+
 # ---- closed loop ----------------------------------------------------------------------------------
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """One HTTP/1.1 response: (status, whether the connection stays open); two awaits, no parsing library."""
+    """One HTTP/1.1 response: (status, whether the connection stays open); a few awaits, no parsing
+    library. Bodies come with a Content-Length or chunked (TorchServe's streamed responses)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
-    length, keep_alive = 0, True
+    length, keep_alive, chunked = 0, True, False
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        name = name.lower()
+        name, value = name.lower(), value.strip().lower()
         if name == "content-length":
             length = int(value)
-        elif name == "connection" and value.strip().lower() == "close":
+        elif name == "connection" and value == "close":
             keep_alive = False
-    await reader.readexactly(length)
-    return status, keep_alive
+        elif name == "transfer-encoding" and value == "chunked":
+            chunked = True
+    if not chunked:
+        await reader.readexactly(length)
+        return status, keep_alive
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            # Trailers (none are sent) end with an empty line.
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return status, keep_alive
+        await reader.readexactly(size + 2)
 
 
 async def _closed_loop(
@@ -99,9 +116,9 @@ async def _closed_loop(
             try:
                 writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
                 await writer.drain()
-                status, keep_alive = await _read_response(reader)
-            except (ConnectionError, asyncio.IncompleteReadError, OSError):
-                status, keep_alive = 0, False  # 0: no HTTP answer at all
+                status, keep_alive = await asyncio.wait_for(_read_response(reader), ANSWER_TIMEOUT_S)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
+                status, keep_alive = 0, False  # 0: no HTTP answer at all (or none in ANSWER_TIMEOUT_S)
             finished = time.perf_counter()
             latencies.append(finished - started)
             statuses.append(status)
@@ -126,6 +143,73 @@ async def _closed_loop(
         "latencies_ms": milliseconds,
         "timeline": timeline,
     }
+
+
+# ---- open loop ------------------------------------------------------------------------------------
+
+
+async def _open_loop(
+    url: str, token: str | None, bodies: Sequence[bytes], rate: float, duration: float, seed: int
+) -> dict[str, Any]:
+    """Poisson arrivals at ``rate`` per second for ``duration`` seconds, each on an idle kept-alive
+    connection (a new one when none is idle). A latency counts from the scheduled arrival, so a
+    client that falls behind does not hide the server's queue (no coordinated omission)."""
+    target = urlparse(url)
+    head = (
+        f"POST {target.path} HTTP/1.1\r\nHost: {target.hostname}:{target.port}\r\n"
+        f"Content-Type: application/json\r\n" + (f"Authorization: Bearer {token}\r\n" if token else "")
+    ).encode()
+    rng = np.random.default_rng(seed)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    async def one(body: bytes, scheduled: float) -> None:
+        connection = idle.pop() if idle else await asyncio.open_connection(target.hostname, target.port)
+        reader, writer = connection
+        try:
+            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            status, keep_alive = await asyncio.wait_for(_read_response(reader), ANSWER_TIMEOUT_S)
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
+            status, keep_alive = 0, False
+        latencies.append(time.perf_counter() - scheduled)
+        statuses.append(status)
+        if keep_alive:
+            idle.append(connection)
+        else:
+            writer.close()
+
+    started = time.perf_counter()
+    arrival, tasks, sent = started, [], 0
+    while arrival < started + duration:
+        arrival += rng.exponential(1.0 / rate)
+        delay = arrival - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(bodies[sent % len(bodies)], arrival)))
+        sent += 1
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    for _, writer in idle:
+        writer.close()
+    milliseconds = np.array(latencies) * 1000
+    return {
+        "offered_rate": rate,
+        "requests": len(latencies),
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(milliseconds, 50)),
+        "p90_ms": float(np.percentile(milliseconds, 90)),
+        "p99_ms": float(np.percentile(milliseconds, 99)),
+        "errors": sum(1 for status in statuses if status != 200),
+    }
+
+
+def open_run(
+    url: str, token: str | None, texts: Sequence[str], rate: float, duration: float, seed: int
+) -> dict[str, Any]:
+    bodies = [json.dumps({"inputs": text}).encode() for text in texts]
+    return asyncio.run(_open_loop(url, token, bodies, rate, duration, seed))
 
 
 def served_run(url: str, token: str | None, texts: Sequence[str], concurrency: int, duration: float) -> dict[str, Any]:

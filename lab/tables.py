@@ -239,3 +239,27 @@ def cache_table(document: dict[str, Any]) -> str:
                  [(name, round(document[name]["throughput"], 1), round(document[name]["p50_ms"], 1),
                    document[name]["errors"]) for name in ("uncached", "cached")]) + (
         f"\n\nHit rate {document['hit_rate']:.2f}, speed-up x{document['speedup']:.2f}.")  # fmt: skip
+
+
+def serving_modes_table(document: dict[str, Any]) -> str:
+    """``python -m lab serving-modes``: per mode and load, throughput (and its share of the handler's
+    own in-process rate), p50 and p99, and the CPU each part took per request."""
+    rows = []
+    for name, found in document["modes"].items():
+        for kind in ("closed", "open"):
+            for level, run in found[kind].items():
+                load = f"{level} clients" if kind == "closed" else f"Poisson at {float(level):.0%}"
+                cpu = run["cpu_ms_per_request"]
+                rows.append((name, load, f"{run['throughput']:.1f}", f"{run['ratio_to_in_process']:.2f}",
+                             f"{run['p50_ms']:.1f}", f"{run['p99_ms']:.1f}", run["errors"],
+                             f"{cpu['client']:.2f} / {cpu['frontend']:.2f} / {cpu['workers']:.2f}"))  # fmt: skip
+    return table(("mode", "load", "answers/s", "of in-process", "p50 ms", "p99 ms", "errors",
+                  "CPU ms/request: client / frontend / workers"), rows)  # fmt: skip
+
+
+def lone_request_table(document: dict[str, Any]) -> str:
+    """One client: each mode's median over one input alone in-process."""
+    single = document["in_process"]["single_input_ms"]
+    rows = [(name, f"{document['modes'][name]['closed']['1']['p50_ms']:.1f}", f"{single:.1f}", f"+{extra:.1f}")
+            for name, extra in document["lone_request_overhead_ms"].items()]  # fmt: skip
+    return table(("mode", "p50 at 1 client (ms)", "one input in-process (ms)", "added by serving (ms)"), rows)

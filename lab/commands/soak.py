@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import yaml
 
 from hflabels.archiving import archive
 from hflabels.demo import model_or_demo
@@ -31,6 +32,7 @@ from hflabels.deployment import DeployError, deploy
 from hflabels.paths import BUILD, MODEL_CONFIG
 from hflabels.torchserve_control import stop
 from lab.benchmark import serve_model
+from lab.commands.bench import model_config
 from lab.load import mixed_inputs, served_run, word_stream
 from lab.results import write_results
 
@@ -66,12 +68,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="deploy a second version of the model (hflabels serve deploy) this many seconds in, under the load",
     )
     parser.add_argument("--output", type=Path, default=BUILD / "soak", help="folder for the results")
+    parser.add_argument("--config", type=Path, default=MODEL_CONFIG, help="the model-config.yaml to serve with")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override model-config.yaml: asyncCommunication=true, batchSize=1, ...")  # fmt: skip
+
+
+def frontend_live_jobs(run_dir: Path) -> int | None:
+    """RestJob objects the frontend still holds (after the full GC a class histogram runs first);
+    None without the JDK's jcmd."""
+    if shutil.which("jcmd") is None:
+        return None
+    pid = (run_dir / "tmp" / ".model_server.pid").read_text().strip()
+    histogram = subprocess.run(["jcmd", pid, "GC.class_histogram"], capture_output=True, text=True, timeout=120).stdout
+    return sum(int(line.split()[1]) for line in histogram.splitlines() if line.rstrip().endswith("job.RestJob"))
 
 
 def run(args: argparse.Namespace) -> int:
     args.model_dir = model_or_demo(args.model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load(MODEL_CONFIG.read_text())
+    config = model_config(args)
     texts = mixed_inputs(word_stream(99), 2048, 99)
     server = serve_model(args.model_dir, config, args.output, "soak")
     run_dir = args.output / "run"
@@ -112,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             memory.append({"t": round(time.perf_counter() - started, 1), **server_memory_mb(run_dir)})
             print(f"{done:>7} requests  {run['throughput']:6.1f}/s  p99 {run['p99_ms']:6.1f} ms  "
                   f"errors {run['errors']}  memory {memory[-1]}", flush=True)  # fmt: skip
+        live_jobs = frontend_live_jobs(run_dir)
+        memory.append({"t": round(time.perf_counter() - started, 1), **server_memory_mb(run_dir)})
     finally:
         stop(run_dir)
     elapsed = time.perf_counter() - started
@@ -126,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         "p50_ms": round(float(np.percentile(all_latencies, 50)), 1),
         "p99_ms": round(float(np.percentile(all_latencies, 99)), 1),
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
+        "model_config_set": args.set,
+        "frontend_live_jobs_at_end": live_jobs,
         "memory_mb": memory,
     }
     if killed:

@@ -84,6 +84,10 @@ class BatchingSettings:
     """How the inputs of a TorchServe batch are cut into forward passes."""
 
     micro_batch_size: int = setting(32, _int(1, 4096), "At most this many inputs in one forward pass.")
+    max_batch_requests: int = setting(32, _int(1, 4096), (
+        "With TorchServe's `asyncCommunication: true`, where the handler forms its own batches: at most this "
+        "many requests in one, taken from those waiting when the model is free (TorchServe's `batchSize` "
+        "bounds a batch in the classic mode)."))
     max_batch_tokens: int = setting(2048, _int(1), (
         "At most this many tokens in one pass: rows x longest row when padded, real tokens when packed."))
     sort_by_length: bool = setting(True, _bool(), (

@@ -1,0 +1,129 @@
+"""How each serving mode keeps the model's speed: the candidates served side by side, measured in
+interleaved rounds (round 1 of every mode, then round 2 of every mode, ...), so a slow minute of a
+shared machine falls on all of them alike.
+
+Each mode is the shipped model-config.yaml with a few keys changed. Every server is started before
+the first round and stays up (an idle TorchServe takes next to no CPU). For each mode: a closed
+loop at each client count, and an open loop of Poisson arrivals at shares of the model's in-process
+rate, with p50/p99 and where the CPU went (client, frontend, workers) per request.
+A benchmark measures and reports: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hflabels.torchserve_control import Server, stop
+from lab.benchmark import serve_model
+from lab.cpu_split import CpuSplit, measure_cpu
+from lab.load import median_run, open_run, served_run
+
+# Each mode's workers on ports (unix sockets) of their own, away from TorchServe's default 9000.
+WORKER_PORT_BASE = 9300
+
+
+def candidate_modes(cores: int | None = None) -> dict[str, dict[str, Any]]:
+    """Name -> the model-config keys it changes (dotted keys are nested: handler.loading.x)."""
+    cores = cores or os.cpu_count() or 1
+    half = max(cores // 2, 1)
+    return {
+        "classic (shipped: batchSize 32, maxBatchDelay 1)": {},
+        "classic, maxBatchDelay 3": {"maxBatchDelay": 3},
+        # jobQueueSize: the bound the classic frontend's job_queue_size (config.properties) gives.
+        "async: handler batches when the model is free": {
+            "asyncCommunication": True, "batchSize": 1, "jobQueueSize": 256,
+        },
+        f"2 workers x {half} threads (classic)": {
+            "minWorkers": 2, "maxWorkers": 2, "handler.loading.torch_num_threads": half,
+        },
+    }
+
+
+def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    changed = copy.deepcopy(config)
+    for key, value in overrides.items():
+        *parents, name = key.split(".")
+        target = changed
+        for parent in parents:
+            target = target.setdefault(parent, {}) or {}
+        target[name] = value
+    return changed
+
+
+def _summary(runs: list[dict[str, Any]], cpu: CpuSplit) -> dict[str, Any]:
+    summary = median_run(runs)
+    summary["cpu_ms_per_request"] = cpu.per_request_ms(summary["requests"])
+    return summary
+
+
+def measure_modes(
+    model_dir: Path,
+    config: dict[str, Any],
+    texts: Sequence[str],
+    in_process_rate: float,
+    output: Path,
+    concurrency: Sequence[int],
+    loads: Sequence[float],
+    rounds: int,
+    duration: float,
+    modes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    servers: dict[str, Server] = {}
+    found: dict[str, Any] = {name: {"overrides": keys, "closed": {}, "open": {}} for name, keys in modes.items()}
+    try:
+        for index, (name, overrides) in enumerate(modes.items()):
+            servers[name] = serve_model(model_dir, with_overrides(config, overrides), output / f"mode-{index}", "bench",
+                                        worker_port=WORKER_PORT_BASE + 10 * index)  # fmt: skip
+            served_run(servers[name].predictions_url("bench"), servers[name].inference_token, texts, 8, 2.0)
+        plans = [("closed", c) for c in concurrency] + [("open", share) for share in loads]
+        for kind, level in plans:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+            cpu = {name: CpuSplit() for name in modes}
+            for round_index in range(rounds):
+                for name, server in servers.items():
+                    url, token = server.predictions_url("bench"), server.inference_token
+                    with measure_cpu(server.frontend_pid()) as split:
+                        if kind == "closed":
+                            run = served_run(url, token, texts, int(level), duration)
+                        else:
+                            run = open_run(url, token, texts, level * in_process_rate, duration, seed=round_index)
+                    runs[name].append(run)
+                    cpu[name] = cpu[name].plus(split)
+            for name in modes:
+                summary = _summary(runs[name], cpu[name])
+                summary["ratio_to_in_process"] = round(summary["throughput"] / in_process_rate, 3)
+                key = str(level)
+                found[name][kind][key] = summary
+                shares = summary["cpu_ms_per_request"]
+                label = f"c={level}" if kind == "closed" else f"open {level:.0%}"
+                print(f"  {label:<10} {name[:44]:<44} {summary['throughput']:7.1f}/s  p50 {summary['p50_ms']:6.1f} ms  "
+                      f"p99 {summary['p99_ms']:7.1f} ms  errors {summary['errors']}  "
+                      f"CPU ms/request: client {shares['client']:.2f} frontend {shares['frontend']:.2f} "
+                      f"workers {shares['workers']:.2f}")  # fmt: skip
+    finally:
+        for index in range(len(modes)):
+            stop(output / f"mode-{index}" / "run")
+    return found
+
+
+def lone_request_overhead(found: dict[str, Any], single_input_ms: float) -> dict[str, float]:
+    """Each mode's p50 at one client over one input alone in-process, in ms."""
+    return {
+        name: round(result["closed"]["1"]["p50_ms"] - single_input_ms, 2)
+        for name, result in found.items()
+        if "1" in result["closed"]
+    }
+
+
+def best_mode(found: dict[str, Any], clients: str = "32") -> str:
+    """The mode with the highest median closed-loop throughput at ``clients``."""
+    return max(found, key=lambda name: found[name]["closed"].get(clients, {}).get("throughput", 0.0))
+
+
+def median_of(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
