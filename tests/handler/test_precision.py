@@ -58,7 +58,9 @@ def test_without_fast_units_auto_is_float32_and_answers_equal_float32(sentiment_
     assert "dtype auto: float32 (no fast bf16 units" in caplog.text
     exact, exact_context = load_handler(sentiment_model, {"dtype": "float32"})
     assert auto.runner.policy.autocast_dtype is None
-    assert np.array_equal(scores(auto, auto_context), scores(exact, exact_context))
+    # The fp32 bar, not bit-equality: each handler times its own kernels and pass shapes at load
+    # (float32_linear, packed or padded), and a different choice moves the last bits (3e-7 seen).
+    np.testing.assert_allclose(scores(auto, auto_context), scores(exact, exact_context), rtol=0, atol=1e-5)
     assert auto.serving_metrics.gauges()["LowPrecision"] == 0
 
 
@@ -85,7 +87,8 @@ def test_a_model_that_disagrees_in_low_precision_stays_float32(sentiment_model, 
     choice: PrecisionChoice = auto.runner.precision
     assert not choice.low_precision and choice.max_change > 1e-9
     exact, exact_context = load_handler(sentiment_model, {"dtype": "float32"})
-    assert np.array_equal(scores(auto, auto_context), scores(exact, exact_context))
+    # The fp32 bar: each handler times its own kernels and pass shapes at load.
+    np.testing.assert_allclose(scores(auto, auto_context), scores(exact, exact_context), rtol=0, atol=1e-5)
 
 
 def test_the_folders_probe_txt_is_the_probe(sentiment_model, tmp_path, monkeypatch, caplog):
