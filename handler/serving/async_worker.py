@@ -174,9 +174,9 @@ class AsyncWorker:
     async def handle(self, data: list[Any], context: Any) -> list[Any]:
         """The answers of one message of requests (one request with ``batchSize: 1``)."""
         deadline = time.monotonic() + self.timeout_s
-        replies = []
-        for index, item in enumerate(data):
-            replies.append(await self._answer(Arrival(item, dict(context.get_all_request_header(index)), deadline)))
+        arrivals = [Arrival(item, dict(context.get_all_request_header(i)), deadline) for i, item in enumerate(data)]
+        # All queued at once (a message of several requests, batchSize > 1, shares their batches).
+        replies = list(await asyncio.gather(*(self._answer(arrival) for arrival in arrivals)))
         return self._as_streams(replies, data, context)
 
     async def _answer(self, arrival: Arrival) -> Reply:

@@ -185,3 +185,14 @@ def test_the_stray_print_of_ts_async_service_is_dropped_and_everything_else_kept
     print("a line the handler logs", file=stream)
     print("", file=stream)
     assert written.getvalue() == "a line the handler logs\n\n"
+
+
+def test_a_message_of_several_requests_is_answered_in_one_batch_each_with_its_own_two_parts(sentiment_model):
+    service, handler = async_service(sentiment_model)
+    batch = [request for i, text in enumerate(TEXTS[:3]) for request in message(f"m{i}", {"inputs": text})]
+    code, predictions = decode(asyncio.run(service.predict(batch)))
+    assert code == 200
+    assert [p["id"] for p in predictions] == ["m0", "m1", "m2", "m0", "m1", "m2"]
+    assert [p["headers"].get("ts_stream_next") for p in predictions] == ["true"] * 3 + ["false"] * 3
+    assert all(p["status"] == 200 and json.loads(p["body"])["label"] for p in predictions[:3])
+    assert handler.async_worker.batcher.batches == 1
