@@ -128,7 +128,7 @@ def assert_same_answers(ours: Any, reference: Any, tolerance: float = SCORE_TOLE
             else:
                 assert_same_answers(ours[key], expected, tolerance)
     elif isinstance(reference, list):
-        assert isinstance(ours, list), f"expected a list, got {ours!r}"
+        assert isinstance(ours, (list, tuple)), f"expected a list, got {ours!r}"
         assert len(ours) == len(reference), f"{len(ours)} items != {len(reference)}: {ours!r} vs {reference!r}"
         for mine, expected in zip(ours, reference):
             assert_same_answers(mine, expected, tolerance)

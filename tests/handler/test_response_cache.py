@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import call, load_handler
+from support import assert_same_answers, call, load_handler
 from ts.context import RequestProcessor
 
 from handler.api.client_shapes import ResponseFormat
@@ -88,8 +88,12 @@ def test_a_repeated_request_is_answered_from_the_cache_with_the_same_body_and_he
     assert runs == [2]  # the second batch never reached the model
     assert second == first
     assert context.get_response_headers(0) == first_headers and first_headers.get("x-truncated-inputs") == "1"
+    # Another load is held to the fp32 bar, not bit-equality: each handler times its own pass shapes
+    # at load (packed or padded), and a different choice moves the last bits (1.2e-7 seen on CI).
     uncached, uncached_context = load_handler(sentiment_model, {"parameters": {"top_k": None}})
-    assert call(uncached, uncached_context, batch) == first
+    fresh = call(uncached, uncached_context, batch)
+    assert [status for status, _ in fresh] == [status for status, _ in first]
+    assert_same_answers([answer for _, answer in fresh], [answer for _, answer in first])
 
 
 def test_hits_misses_and_bad_requests_share_a_batch_in_order(cached):
