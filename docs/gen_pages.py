@@ -177,11 +177,12 @@ RESULT_PAGES = {
           tables.startup_table(load("startup-distinct.json")), None)]),  # fmt: skip
     "results/small-data.md": lambda: results_page(
         "Training on a few sentences a label",
-        "`make small-data` (`python -m lab small-data`): K real sentences a label from VADER's NYT and movie "
-        "corpora (three labels), three seeds, each setting trained on the same sample and scored on the same 600 "
+        "`make small-data` (`python -m lab small-data`): K real sentences a label from VADER's NYT and Amazon "
+        "corpora (three labels), three seeds, each setting trained on the same sample and scored on the same "
         "test sentences; TF-IDF + logistic regression and SetFit (the same MiniLM, contrastive pairs then a "
-        "logistic head, in `.venv-setfit`) fitted on the same sample. `hflabels train` runs 20 epochs at 1e-4 "
-        "wherever 8 epochs would be fewer than 300 steps, which is every size here "
+        "logistic head, in `.venv-setfit`) fitted on the same sample. `hflabels train`'s defaults run the pair "
+        "stage (SetFit's recipe written as a standard BERT classifier) wherever 8 epochs would be fewer than 300 "
+        "steps, which is every size here; the fine-tuning rows are `--pair-stage off` schedules "
         "([the recipe](../training/recipe.md#small-data)).",
         [("Median test macro-F1", "small-data.json", tables.small_data_table(load("small-data.json")), None)]),
     "results/soak.md": lambda: results_page(

@@ -4,6 +4,7 @@
         [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
         [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
         [--class-weights none|inverse|sqrt_inverse|effective] [--imbalance none|logit_adjustment]
+        [--pair-stage auto|on|off]
         [--label-all-subwords]
 
 Every epoch is evaluated on the validation split and checkpointed; the best epoch is kept.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from handler.api.tasks import Objective
 from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_options, print_guarantees
-from hflabels.training.choices import IMBALANCE_MODES, MIN_HELD_OUT, WEIGHT_SCHEMES
+from hflabels.training.choices import IMBALANCE_MODES, MIN_HELD_OUT, PAIR_STAGE_MODES, WEIGHT_SCHEMES
 from hflabels.training.data import SAMPLING, DataError
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--imbalance", choices=IMBALANCE_MODES, default="none",
         help="single-label classes: logit_adjustment answers with every class weighed alike (opt-in: it needs "
         "a rare class the model learned); none keeps the training's prior",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pair-stage", choices=PAIR_STAGE_MODES, default="auto",
+        help="single-label texts: first train the encoder on pairs of sentences (same label or not) and start "
+        "the head from a logistic regression, as SetFit does, instead of fine-tuning (auto: where 8 epochs "
+        "would give fewer than 100 optimisation steps and no schedule is given)",
     )  # fmt: skip
     parser.add_argument("--label-all-subwords", action="store_true", help="give continuation subwords the I- tag")
     parser.add_argument(
@@ -159,12 +166,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
     recipe = results["recipe"]
-    print(f"\n{history_table(results['history'])}")
-    print(f"schedule: {recipe['schedule']}")
-    print(
-        f"best epoch {recipe['best_epoch']} of {recipe['epochs_run']} by validation {recipe['metric']} "
-        f"{recipe['best_metric']} (kept); {results['train_examples']} training examples, {recipe['seconds']} s"
-    )
+    pairs = recipe["pair_stage"]
+    if pairs["run"]:
+        print(f"\npair stage: {pairs['why']}")
+        print(f"{pairs['pairs']} sentence pairs ({pairs['steps']} steps), pooling {pairs['pooling']}, head from a "
+              f"logistic regression; {results['train_examples']} training examples, {recipe['seconds']} s")  # fmt: skip
+    else:
+        print(f"\n{history_table(results['history'])}")
+        print(f"schedule: {recipe['schedule']}")
+        print(f"pair stage: {pairs['why']}")
+        print(
+            f"best epoch {recipe['best_epoch']} of {recipe['epochs_run']} by validation {recipe['metric']} "
+            f"{recipe['best_metric']} (kept); {results['train_examples']} training examples, {recipe['seconds']} s"
+        )
     print(f"\nimbalance: {results['imbalance']['why']}")
     weights = {k: round(v, 3) for k, v in results["class_weights"].items() if k != "scheme"}
     print(f"\nclass weights ({results['class_weights']['scheme']}): {weights}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 WEIGHT_SCHEMES = ("none", "inverse", "sqrt_inverse", "effective")
 # What training does about imbalanced single-label classes (hflabels/training/imbalance.py).
 IMBALANCE_MODES = ("none", "logit_adjustment")
+# The contrastive first stage (hflabels/training/contrastive.py): auto runs it on small single-label data.
+PAIR_STAGE_MODES = ("auto", "on", "off")
 # Prediction-set coverage levels fitted when none are asked for.
 DEFAULT_COVERAGES = (0.8, 0.9, 0.95)
 # Abstention: the error bound holds with this probability over the held-out draw.

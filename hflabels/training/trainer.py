@@ -60,6 +60,7 @@ from hflabels.training.options import (
     check_options,
     chosen_metric,
     default_base_model,
+    pair_stage_for,
     schedule_for,
 )
 
@@ -164,6 +165,21 @@ def rebalance(options: TrainOptions, task: Objective, splits: Splits) -> Balance
     return Balance(counts_before, counts, weights, loss_weights, plan)
 
 
+def run_pair_stage(
+    options: TrainOptions, task: Objective, splits: Splits, tokenizer: Any, model: Any, label_ids: dict[str, int]
+) -> dict[str, Any]:
+    """The contrastive first stage where it is due (contrastive.py), on the training split only."""
+    due, why = pair_stage_for(options, task, len(splits.train))
+    if not due:
+        return {"run": False, "why": why}
+    from hflabels.training.contrastive import first_stage
+
+    texts = [example.text or "" for example in splits.train]
+    labels = [label_ids[example.label] for example in splits.train if example.label is not None]
+    report = first_stage(model, tokenizer, texts, labels, len(label_ids), options.seed, options.max_length)
+    return {"run": True, "why": why, **report}
+
+
 def fine_tune(options: TrainOptions, trainer: Any) -> tuple[Path | None, float]:
     """Run the Trainer (from the last checkpoint with --resume); returns where it resumed and the seconds."""
     checkpoints = options.output / CHECKPOINTS
@@ -192,8 +208,11 @@ def run_summary(
         "train_examples": len(splits.train),
         "train_examples_available": splits.available,
         "class_weights": {"scheme": options.class_weights, **dict(zip(labels, balance.weights.tolist()))},
-        "imbalance": {"mode": balance.imbalance.mode, "ratio": round(balance.imbalance.ratio, 3),
-                      "why": balance.imbalance.why},
+        "imbalance": {
+            "mode": balance.imbalance.mode,
+            "ratio": round(balance.imbalance.ratio, 3),
+            "why": balance.imbalance.why,
+        },
         "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
         "sampling": {
             "mode": options.sampling,
@@ -267,16 +286,23 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     set_seed(options.seed)
     base, tokenizer, model = load_base_model(options, task, splits.labels)
     balance = rebalance(options, task, splits)
-    options, schedule = schedule_for(options, len(splits.train))
     label_ids = {name: i for i, name in enumerate(splits.labels)}
+    pair_stage = run_pair_stage(options, task, splits, tokenizer, model, label_ids)
+    options, schedule = schedule_for(options, len(splits.train))
+    if pair_stage["run"]:
+        schedule = "no fine-tuning epochs: the pair stage made the model"
     encode_args = (tokenizer, task, label_ids, options.max_length, options.label_all_subwords)
     train_features, validation_features = encode(splits.train, *encode_args), encode(splits.validation, *encode_args)
     clock = EpochClock(len(train_features), report, EPOCH_METRICS[task.value])
     trainer = build_trainer(options, model, tokenizer, splits.labels, train_features, validation_features,
                             balance.loss_weights, [clock.callback])  # fmt: skip
-    resumed_from, seconds = fine_tune(options, trainer)
+    if pair_stage["run"]:
+        resumed_from, seconds = None, pair_stage["seconds"]  # the pair stage made the model: no epochs
+    else:
+        resumed_from, seconds = fine_tune(options, trainer)
     results = run_summary(options, task, splits, base, balance, trainer, clock, resumed_from, seconds)
-    results["recipe"].update(epochs=options.epochs, learning_rate=options.learning_rate, schedule=schedule)
+    results["recipe"].update(epochs=options.epochs, learning_rate=options.learning_rate, schedule=schedule,
+                             pair_stage=pair_stage)  # fmt: skip
 
     scorer = SplitScorer(trainer, tokenizer, task, splits.labels, options.max_length)
     calibration, guarantee_sections, held_out_examples = None, None, []
@@ -348,5 +374,3 @@ def admit_synthetic(
                      options.synthetic_min_score)  # fmt: skip
     admitted.counts["filter_model"] = str(judge)
     return admitted
-
-

@@ -40,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="training sentences a label")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one sample and run per seed")
     parser.add_argument("--hand", action="append", metavar="EPOCHS:RATE",
-                        help=f"a hand setting, repeatable (default: {' '.join(HAND)})")  # fmt: skip
+                        help=f"a hand setting, repeatable (default: {' '.join(HAND)}; "
+                        "none: the defaults alone)")  # fmt: skip
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                         help="baselines fitted on the same sentences")  # fmt: skip
     parser.add_argument("--no-fine-tune", action="store_true", help="only the baselines")
@@ -91,7 +92,8 @@ def setfit_macro_f1(train_file: Path, test_file: Path, seed: int, output: Path) 
 
 def fine_tune_runs(args: argparse.Namespace, hand: list[str], train_file: Path, test_file: Path, seed: int,
                    output: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """The defaults, then each hand setting the defaults did not already resolve to."""
+    """The defaults, then each hand setting the defaults did not already resolve to (on small data
+    the defaults run the pair stage, and every hand setting fine-tunes)."""
     from hflabels.training.trainer import TrainOptions, train
 
     runs: list[dict[str, Any]] = []
@@ -100,7 +102,8 @@ def fine_tune_runs(args: argparse.Namespace, hand: list[str], train_file: Path, 
         epochs, rate = spec.split(":")
         settings.append((f"hand {spec}", {"epochs": float(epochs), "learning_rate": float(rate)}))
     for name, changes in settings:
-        if runs and (changes["epochs"], changes["learning_rate"]) == (runs[0]["epochs"], runs[0]["learning_rate"]):
+        if runs and not runs[0]["pair_stage"] and \
+                (changes["epochs"], changes["learning_rate"]) == (runs[0]["epochs"], runs[0]["learning_rate"]):
             runs.append({**runs[0], "setting": name, "same_as": "defaults"})
             continue
         started = time.perf_counter()
@@ -110,7 +113,8 @@ def fine_tune_runs(args: argparse.Namespace, hand: list[str], train_file: Path, 
         recipe, seconds = results["recipe"], round(time.perf_counter() - started, 1)
         runs.append({"setting": name, "f1_macro": round(results["test"]["f1_macro"], 4),
                      "epochs": recipe["epochs"], "learning_rate": recipe["learning_rate"],
-                     "epochs_run": recipe["epochs_run"], "seconds": seconds})  # fmt: skip
+                     "epochs_run": recipe["epochs_run"], "pair_stage": recipe["pair_stage"]["run"],
+                     "seconds": seconds})  # fmt: skip
     return runs
 
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    hand = args.hand or list(HAND)
+    hand = [spec for spec in (args.hand or list(HAND)) if spec != "none"]
     redone: set[tuple[str, int, int, str]] = set()
     runs: list[dict[str, Any]] = []
     for domain in args.domains:

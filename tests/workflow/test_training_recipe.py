@@ -235,8 +235,56 @@ def test_small_data_gets_enough_optimisation_steps_unless_the_schedule_is_given(
 
 
 def test_the_schedule_the_run_used_is_in_its_metrics(base, keyword_data, tmp_path):
-    small = options(keyword_data, base, tmp_path / "out", epochs=None, learning_rate=None, max_train_examples=24)
+    small = options(keyword_data, base, tmp_path / "out", epochs=None, learning_rate=None, max_train_examples=24,
+                    pair_stage="off")  # fmt: skip
     results = train(small)
     recipe = json.loads((tmp_path / "out" / "metrics.json").read_text())["recipe"]
     assert recipe["epochs"] == 20.0 and recipe["learning_rate"] == 1e-4 and "small data" in recipe["schedule"]
     assert results["recipe"]["epochs_run"] == 20
+
+
+# ---- small data: SetFit's pairs and logistic-regression head instead of fine-tuning ----------------
+
+
+def test_small_data_is_made_by_the_pair_stage_and_served_like_the_pipeline(base, keyword_data, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    output = tmp_path / "pairs"
+    argv = ["--task", "single_label", "--train", str(keyword_data / "train.csv"), "--output", str(output),
+            "--base-model", str(base), "--max-train-examples", "60"]  # fmt: skip
+    assert script("train")(argv) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    pairs = metrics["recipe"]["pair_stage"]
+    assert pairs["run"] and "small data" in pairs["why"] and pairs["pooling"] == "mean (an appended layer)"
+    assert pairs["pairs"] == 60 * 20 * 2 and pairs["head_from_regression"]
+    assert metrics["recipe"]["epochs_run"] == 0 and "pair stage made the model" in metrics["recipe"]["schedule"]
+    assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == (
+        json.loads((base / "config.json").read_text())["num_hidden_layers"] + 1
+    )
+    handler, context = load_handler(output)
+    reference = pipeline("text-classification", model=AutoModelForSequenceClassification.from_pretrained(output),
+                         tokenizer=AutoTokenizer.from_pretrained(output))  # fmt: skip
+    for text in ["wonderful wonderful the food", "cold cold cold", "the package arrived in paris"]:
+        status, answer = call_one(handler, context, {"inputs": text})
+        # Calibration moves the scores, never the label.
+        assert status == 200 and answer["label"] == reference(text)[0]["label"]
+
+
+def test_the_pair_stage_runs_where_it_is_due_and_refuses_what_it_cannot_run():
+    from handler.api.tasks import Objective
+    from hflabels.training.options import check_options, pair_stage_for
+
+    def options_(**changes) -> TrainOptions:
+        return TrainOptions(**{"task": "single_label", "train": Path("t.csv"), "output": Path("o"), **changes})
+
+    single = Objective.SINGLE_LABEL
+    assert pair_stage_for(options_(), single, 48)[0]
+    assert not pair_stage_for(options_(), single, 608)[0]  # 304 steps at 8 epochs: fine-tuning
+    assert not pair_stage_for(options_(epochs=5), single, 48)[0]  # a schedule given: fine-tuning
+    assert not pair_stage_for(options_(pair_stage="off"), single, 48)[0]
+    assert pair_stage_for(options_(pair_stage="on"), single, 6000)[0]
+    assert "not sentence_pair" in pair_stage_for(options_(), Objective.SENTENCE_PAIR, 48)[1]
+    with pytest.raises(DataError, match="drop --epochs"):
+        check_options(options_(pair_stage="on", epochs=3), single, torch.device("cpu"))
+    with pytest.raises(DataError, match="not multi_label"):
+        check_options(options_(task="multi_label", pair_stage="on"), Objective.MULTI_LABEL, torch.device("cpu"))
