@@ -70,7 +70,7 @@ class TrainOptions:
     class_weights: str = "none"
     # none: decisions keep the training's prior; logit_adjustment: every class weighed alike (opt-in).
     imbalance: str = "none"
-    # The contrastive first stage before fine-tuning: auto (single-label small data), on, off.
+    # SetFit's pairs and logistic-regression head instead of fine-tuning: auto (small single-label data), on, off.
     pair_stage: str = "auto"
     label_all_subwords: bool = False
     validation_fraction: float = 0.2
@@ -146,6 +146,8 @@ def pair_stage_for(options: TrainOptions, task: Objective, train_examples: int) 
         return True, "on, as asked"
     if options.epochs is not None or options.learning_rate is not None:
         return False, "not run: a fine-tuning schedule was given"
+    if options.class_weights != "none" or options.loss != "cross_entropy":
+        return False, "not run: --class-weights and --loss shape the fine-tuning loss"
     steps = math.ceil(train_examples / options.batch_size)
     if steps * DEFAULT_EPOCHS < MIN_PAIR_STAGE_STEPS:
         return True, (f"small data ({train_examples} training examples): sentence pairs, then a logistic-regression "
@@ -158,6 +160,9 @@ def check_options(options: TrainOptions, task: Objective, device: torch.device) 
         raise DataError(f"--pair-stage on is for single_label texts, not {task.value}")
     if options.pair_stage == "on" and (options.epochs is not None or options.learning_rate is not None):
         raise DataError("--pair-stage on makes the model without fine-tuning epochs: drop --epochs/--learning-rate")
+    if options.pair_stage == "on" and (options.class_weights != "none" or options.loss != "cross_entropy"):
+        # The pairs have no loss weights: calibration would divide out a weighting never trained.
+        raise DataError("--pair-stage on has no fine-tuning loss to weigh: drop --class-weights/--loss")
     if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
         raise DataError("--class-weights and --loss focal are for classification, not regression")
     if options.imbalance == "logit_adjustment" and not options.calibrate:

@@ -175,7 +175,7 @@ def run_pair_stage(
     from hflabels.training.contrastive import first_stage
 
     texts = [example.text or "" for example in splits.train]
-    labels = [label_ids[example.label] for example in splits.train if example.label is not None]
+    labels = [label_ids[str(example.label)] for example in splits.train]
     report = first_stage(model, tokenizer, texts, labels, len(label_ids), options.seed, options.max_length)
     return {"run": True, "why": why, **report}
 

@@ -282,9 +282,14 @@ def test_the_pair_stage_runs_where_it_is_due_and_refuses_what_it_cannot_run():
     assert not pair_stage_for(options_(), single, 608)[0]  # 304 steps at 8 epochs: fine-tuning
     assert not pair_stage_for(options_(epochs=5), single, 48)[0]  # a schedule given: fine-tuning
     assert not pair_stage_for(options_(pair_stage="off"), single, 48)[0]
+    # Loss weights and focal loss shape fine-tuning, which the pairs would silently drop.
+    assert "--class-weights" in pair_stage_for(options_(class_weights="inverse"), single, 48)[1]
+    assert not pair_stage_for(options_(loss="focal"), single, 48)[0]
     assert pair_stage_for(options_(pair_stage="on"), single, 6000)[0]
     assert "not sentence_pair" in pair_stage_for(options_(), Objective.SENTENCE_PAIR, 48)[1]
     with pytest.raises(DataError, match="drop --epochs"):
         check_options(options_(pair_stage="on", epochs=3), single, torch.device("cpu"))
+    with pytest.raises(DataError, match="drop --class-weights"):
+        check_options(options_(pair_stage="on", class_weights="inverse"), single, torch.device("cpu"))
     with pytest.raises(DataError, match="not multi_label"):
         check_options(options_(task="multi_label", pair_stage="on"), Objective.MULTI_LABEL, torch.device("cpu"))
