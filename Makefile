@@ -174,7 +174,7 @@ drift: venv vader-data
 	$(LAB) drift $(DRIFT_ARGS)
 
 # Calibration on unseen data (each calibrator's test ECE with its noise): docs/results/calibration.json.
-# A learnable rare class at 100:1 and 20:1 (about 6 minutes a training on 2 cores; runs.jsonl keeps each).
+# A learnable rare class at 100:1 and 20:1 (3-5 minutes a training on 2 cores; runs.jsonl keeps each).
 RARE_CLASS_ARGS ?=
 rare-class: venv
 	$(LAB) rare-class $(RARE_CLASS_ARGS)

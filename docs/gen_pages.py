@@ -158,10 +158,12 @@ RESULT_PAGES = {
     "results/rare-class.md": lambda: results_page(
         "A rare class that can be learned",
         "`make rare-class` (`python -m lab rare-class`): movie sentences rated negative and positive with NYT "
-        "editorial sentences as a rare class, plain training and inverse class weights, every decision rule on "
-        "their logits; tested on 300 of each sentiment and 200 of the rare class. What it means: "
+        "editorial sentences as a rare class; plain training, inverse class weights and oversampling (what "
+        "`--imbalance auto` does from 10:1), every decision rule on their logits (*served* is what `hflabels "
+        "train` serves); tested on 300 of each sentiment and 200 of the rare class. What it means: "
         "[Class imbalance](../training/imbalance.md).",
-        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json")), None)]),
+        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json")),
+          "rare-class.png")]),  # fmt: skip
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",

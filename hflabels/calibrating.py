@@ -34,7 +34,7 @@ from hflabels.training.guarantees import (
     merge_sections,
     split_for_guarantees,
 )
-from hflabels.training.imbalance import LOGIT_ADJUSTMENT
+from hflabels.training.imbalance import LOGIT_ADJUSTMENT, OVERSAMPLE
 
 MODEL_CONFIG_NAME = "model-config.yaml"
 
@@ -73,14 +73,14 @@ def truth_of(examples: list[Example], labels: list[str], multi_label: bool) -> n
     return np.array([index[e.label] for e in examples])
 
 
-def trained_with_logit_adjustment(model_dir: Path) -> bool:
+def decisions_weigh_classes_alike(model_dir: Path) -> bool:
     """Whether ``hflabels train`` served this folder's decisions with every class weighed alike
     (its metrics.json says so); refitting the prior on traffic would undo that."""
     metrics = model_dir / "metrics.json"
     if not metrics.exists():
         return False
     recorded = json.loads(metrics.read_text(encoding="utf-8")).get("imbalance") or {}
-    return recorded.get("mode") == LOGIT_ADJUSTMENT
+    return recorded.get("mode") in (LOGIT_ADJUSTMENT, OVERSAMPLE)
 
 
 def calibrate(options: CalibrateOptions) -> dict[str, Any]:
@@ -99,11 +99,11 @@ def calibrate(options: CalibrateOptions) -> dict[str, Any]:
     report: dict[str, Any] = {"examples": len(examples), "labels": labels}
     if options.refit_scaling:
         scaling, held_out = split_for_guarantees(truth, options.guarantees.held_out_share, options.seed)
-        kept = runner.calibration.adjustment if trained_with_logit_adjustment(options.model_dir) else None
+        kept = runner.calibration.adjustment if decisions_weigh_classes_alike(options.model_dir) else None
         if kept is not None and not multi_label:
             report["logit_adjustment_kept"] = (
-                "trained with logit adjustment (decisions weigh every class alike): the adjustment is "
-                "kept, the temperature and the top-label curve refitted"
+                "trained to weigh every class alike (--imbalance oversample or logit_adjustment): the "
+                "adjustment is kept, the temperature and the top-label curve refitted"
             )
         calibration = fit_prior_and_temperature(logits[scaling], truth[scaling], multi_label, kept)
         report["scaling_examples"] = len(scaling)

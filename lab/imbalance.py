@@ -12,9 +12,11 @@ from typing import Any
 
 from hflabels.training.trainer import TrainOptions, train
 
-# (name, TrainOptions changes): every strategy on the same data, seed and epochs.
+# (name, TrainOptions changes): every strategy on the same data, seed and epochs. The weighted and
+# resampled ones are served as --imbalance auto serves them (the decisions they trained, from 10:1).
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "none": {},
+    "none": {"imbalance": "none"},
+    "auto (the default)": {},
     "weights: inverse": {"class_weights": "inverse"},
     "weights: sqrt_inverse": {"class_weights": "sqrt_inverse"},
     "weights: effective": {"class_weights": "effective"},

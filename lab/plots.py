@@ -117,3 +117,44 @@ def plot_real_data(results: dict[str, Any], path: Path) -> None:
     figure.suptitle(f"all-MiniLM-L6-v2, torch {versions['torch']}, transformers {versions['transformers']}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def plot_rare_class(document: dict[str, Any], path: Path) -> None:
+    """``python -m lab rare-class``: per ratio, what each training serves (its ``served`` rule):
+    rare-class recall, balanced accuracy and macro-F1 on the test set, medians with the seeds' range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = document["summary"]
+    ratios = sorted({int(key.split("|")[0]) for key in summary}, reverse=True)
+    trainings = list(dict.fromkeys(key.split("|")[1] for key in summary))
+    metrics = (("rare_recall", "rare-class recall"), ("balanced_accuracy", "balanced accuracy"),
+               ("macro_f1", "macro-F1"))  # fmt: skip
+    columns = min(2, len(ratios))
+    rows_of_axes = -(-len(ratios) // columns)
+    figure, axes = plt.subplots(rows_of_axes, columns, figsize=(6.5 * columns, 4.0 * rows_of_axes), squeeze=False)
+    for axis in axes.flat[len(ratios):]:
+        axis.set_visible(False)
+    for axis, ratio in zip(axes.flat, ratios):
+        present = [training for training in trainings if f"{ratio}|{training}|served" in summary]
+        width = 0.8 / len(present)
+        for offset, training in enumerate(present):
+            found = summary[f"{ratio}|{training}|served"]
+            rows = [found["test"][metric] for metric, _ in metrics]
+            medians = np.array([row["median"] for row in rows])
+            spread = np.array([[m - row["min"] for m, row in zip(medians, rows)],
+                               [row["max"] - m for m, row in zip(medians, rows)]])  # fmt: skip
+            axis.bar(np.arange(len(metrics)) + (offset - len(present) / 2 + 0.5) * width, medians, width,
+                     yerr=spread, capsize=3, label=f"{training} ({found['seeds']} seeds)")  # fmt: skip
+        axis.set(xticks=range(len(metrics)), xticklabels=[name for _, name in metrics], ylim=(0, 1),
+                 title=f"rare class at {ratio}:1, as served")  # fmt: skip
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend(fontsize=7, loc="upper left")
+    figure.suptitle(f"all-MiniLM-L6-v2, {document['majority']} movie sentences per majority class, "
+                    f"{document['epochs']:g} epochs; test: 200 rare, 600 common; medians, bars the seeds' range",
+                    fontsize=9)  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

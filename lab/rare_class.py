@@ -6,8 +6,9 @@ movie sentences rated negative and positive, and the rare class is NYT editorial
 ("news"): a class a model can learn, kept at 1 per RATIO majority examples of each class in
 training and validation, and held out 200 strong in the test set so its recall can be measured.
 
-Each (ratio, seed) trains MiniLM plainly and with inverse class weights; every other strategy is a
-decision rule on a trained model's logits, so it needs no training of its own:
+Each (ratio, seed) trains MiniLM plainly, with inverse class weights, with focal loss and oversampled
+(lab/commands/rare_class.py, TRAININGS); every other strategy is a decision rule on a trained
+model's logits, so it needs no training of its own:
 
 - ``argmax``: the model's own decision;
 - ``served``: what ``hflabels train`` serves (its calibration, prior correction included);

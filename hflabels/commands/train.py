@@ -3,7 +3,7 @@
     hflabels train --task single_label --train data/sentiment/train.csv --output build/my-model
         [--validation FILE] [--test FILE] [--base-model DIR] [--epochs N] [--metric NAME]
         [--early-stopping-patience N] [--resume] [--bf16] [--max-train-examples N]
-        [--class-weights none|inverse|sqrt_inverse|effective] [--imbalance none|logit_adjustment]
+        [--class-weights none|inverse|sqrt_inverse|effective] [--imbalance auto|none|oversample|logit_adjustment]
         [--pair-stage auto|on|off]
         [--label-all-subwords]
 
@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 from handler.api.tasks import Objective
 from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_options, print_guarantees
-from hflabels.training.choices import IMBALANCE_MODES, MIN_HELD_OUT, PAIR_STAGE_MODES, WEIGHT_SCHEMES
+from hflabels.training.choices import (
+    AUTO_OVERSAMPLE_RATIO,
+    IMBALANCE_MODES,
+    MIN_HELD_OUT,
+    PAIR_STAGE_MODES,
+    WEIGHT_SCHEMES,
+)
 from hflabels.training.data import SAMPLING, DataError
 
 if TYPE_CHECKING:
@@ -51,9 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--class-weights", choices=WEIGHT_SCHEMES, default="none", help="weight the loss per class by its frequency"
     )
     parser.add_argument(
-        "--imbalance", choices=IMBALANCE_MODES, default="none",
-        help="single-label classes: logit_adjustment answers with every class weighed alike (opt-in: it needs "
-        "a rare class the model learned); none keeps the training's prior",
+        "--imbalance", choices=IMBALANCE_MODES, default="auto",
+        help="single-label classes: oversample trains on the rarer classes repeated up to the largest's count and "
+        "answers with every class weighed alike; auto does so where the largest class is "
+        f"{AUTO_OVERSAMPLE_RATIO:.0f} times the smallest or more and no --sampling, --class-weights or --loss "
+        "focal is given; logit_adjustment weighs every class alike without resampling (it needs a rare class "
+        "the model learned); none keeps the training's prior",
     )  # fmt: skip
     parser.add_argument(
         "--pair-stage", choices=PAIR_STAGE_MODES, default="auto",

@@ -6,7 +6,11 @@ from __future__ import annotations
 # Loss weights per class (hflabels/training/metrics.py, class_weights).
 WEIGHT_SCHEMES = ("none", "inverse", "sqrt_inverse", "effective")
 # What training does about imbalanced single-label classes (hflabels/training/imbalance.py).
-IMBALANCE_MODES = ("none", "logit_adjustment")
+# auto: oversample where the classes are at least AUTO_OVERSAMPLE_RATIO:1 (measured: imbalance.py).
+IMBALANCE_MODES = ("auto", "none", "oversample", "logit_adjustment")
+# auto oversamples from this ratio of the largest class to the smallest: measured at 20:1 and 100:1
+# (docs: training/imbalance.md); below it a class has enough examples for plain training to learn it.
+AUTO_OVERSAMPLE_RATIO = 10.0
 # The contrastive first stage (hflabels/training/contrastive.py): auto runs it on small single-label data.
 PAIR_STAGE_MODES = ("auto", "on", "off")
 # Prediction-set coverage levels fitted when none are asked for.

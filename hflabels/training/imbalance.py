@@ -1,21 +1,25 @@
-"""Imbalanced single-label data: decisions that weigh every class equally (``--imbalance
-logit_adjustment``, opt-in).
+"""Imbalanced single-label data: oversampling the rarer classes in training and serving decisions
+that weigh every class alike (``--imbalance auto``, the default, from AUTO_OVERSAMPLE_RATIO:1), or
+post-hoc logit adjustment alone (``--imbalance logit_adjustment``, opt-in).
 
 Why the old served path lost a rare class: with ``--class-weights inverse`` the prior correction
 that gives calibrated scores subtracts the log of the weights (4.6 logits at 100:1), the shift the
 weighted loss would teach with unlimited data, and far more than a network that fits its few rare
-examples learns. With logit adjustment the correction divides out the whole prior the model trained
-on instead (weights times shares: constant for inverse weights, so the weighted model's own decisions
-are served; the training shares for plain training: Menon et al. 2021, post-hoc logit adjustment).
-The answer is then the class with the highest likelihood of the input, every class weighed alike;
-the temperature and top-label curve fitted after it keep the served score the probability that this
-answer is right, and ``hflabels calibrate`` keeps the adjustment.
+examples learns. With a balanced mode the correction divides out the whole prior the model trained
+on instead (weights times shares: constant for inverse weights or oversampling, so the model's own
+decisions are served; the training shares for plain training: Menon et al. 2021, post-hoc logit
+adjustment). The answer is then the class with the highest likelihood of the input, every class
+weighed alike; the temperature and top-label curve fitted after it keep the served score the
+probability that this answer is right, and ``hflabels calibrate`` keeps the adjustment.
 
-Why it is not the default: on a rare class the model did not learn (``python -m lab rare-class``,
-8 NYT sentences among 1,600 movie ones, 3 epochs: plain and inverse-weighted MiniLM both recalled
-none of 200), post-hoc adjustment answered the rare class for every input (macro-F1 0.46 -> 0.13).
-It helps only where the rare class was learned; the study that would say from how many examples on
-is not finished (docs: training/imbalance.md).
+Why oversampling is the default and post-hoc adjustment is not (``python -m lab rare-class``: NYT
+sentences as a rare class among 2,400 movie sentences, 3 epochs, docs: training/imbalance.md): at
+100:1 (12 rare training examples) plain training and inverse class weights learn nothing of the
+class (recall 0 of 200; its logit is the same for every input), so post-hoc adjustment answers it
+everywhere; oversampled, the rare examples are seen a hundred times more often and the class is
+learned (recall and macro-F1 in the docs' table). Where ``--sampling`` or ``--class-weights``
+already shape the balance, auto adds no resampling and serves the decisions they trained (their
+weights are no longer divided back out); below AUTO_OVERSAMPLE_RATIO:1 it does nothing.
 """
 
 from __future__ import annotations
@@ -25,40 +29,69 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hflabels.training.choices import IMBALANCE_MODES
+from hflabels.training.choices import AUTO_OVERSAMPLE_RATIO, IMBALANCE_MODES
 
 LOGIT_ADJUSTMENT = "logit_adjustment"
+OVERSAMPLE = "oversample"
 
 
 @dataclass(frozen=True)
 class ImbalancePlan:
     """What training does about the class balance it was given, and why, in words."""
 
-    mode: str  # LOGIT_ADJUSTMENT or "none"
+    mode: str  # OVERSAMPLE, LOGIT_ADJUSTMENT or "none"
     # The largest class count over the smallest (training split, before any resampling).
     ratio: float
     why: str
 
     @property
     def balanced(self) -> bool:
-        return self.mode == LOGIT_ADJUSTMENT
+        """Whether the served decisions weigh every class alike."""
+        return self.mode in (LOGIT_ADJUSTMENT, OVERSAMPLE)
+
+    @property
+    def sampling(self) -> str:
+        """The resampling this plan itself adds to the training split."""
+        return OVERSAMPLE if self.mode == OVERSAMPLE else "none"
 
 
-def plan_imbalance(requested: str, counts: Sequence[int], single_label: bool) -> ImbalancePlan:
-    """``requested`` (one of IMBALANCE_MODES) for these training counts; ValueError for
-    logit adjustment asked of a task that does not pick one label."""
+def plan_imbalance(requested: str, counts: Sequence[int], single_label: bool, shaped_by: str = "") -> ImbalancePlan:
+    """``requested`` (one of IMBALANCE_MODES) for these training counts (before any resampling);
+    ``shaped_by`` names the options that already reweigh the classes (auto then leaves them be).
+    ValueError for a balanced mode asked of a task that does not pick one label, or oversampling
+    asked on top of such options."""
     if requested not in IMBALANCE_MODES:
         raise ValueError(f"unknown imbalance mode {requested!r}; choose one of {', '.join(IMBALANCE_MODES)}")
     present = [c for c in counts if c > 0]
     ratio = float(max(present) / min(present)) if present else 1.0
     if not single_label:
-        if requested == LOGIT_ADJUSTMENT:
-            raise ValueError("--imbalance logit_adjustment applies to single-label classification")
+        if requested in (LOGIT_ADJUSTMENT, OVERSAMPLE):
+            raise ValueError(f"--imbalance {requested} applies to single-label classification")
         return ImbalancePlan("none", ratio, "not single-label: scores keep the training's prior")
+    if requested == OVERSAMPLE and shaped_by:
+        raise ValueError(f"--imbalance oversample resamples the classes itself: drop {shaped_by}")
+    if requested == LOGIT_ADJUSTMENT:
+        return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, "--imbalance logit_adjustment: every class weighed alike")
+    oversampled = (f"classes {ratio:.1f}:1: the rarer classes oversampled to the largest's count, decisions weigh "
+                   "every class alike")  # fmt: skip
+    if requested == OVERSAMPLE:
+        return ImbalancePlan(OVERSAMPLE, ratio, f"{oversampled} (--imbalance oversample)")
+    kept = f"classes {ratio:.1f}:1, decisions keep the training's prior"
     if requested == "none":
-        return ImbalancePlan("none", ratio, f"classes {ratio:.1f}:1, decisions keep the training's prior "
-                                            "(--imbalance logit_adjustment weighs every class alike)")
-    return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, "--imbalance logit_adjustment: every class weighed alike")
+        return ImbalancePlan("none", ratio, f"{kept} (as asked)")
+    if ratio < AUTO_OVERSAMPLE_RATIO:
+        return ImbalancePlan("none", ratio, f"{kept} (auto acts from {AUTO_OVERSAMPLE_RATIO:.0f}:1)")
+    if not shaped_by:
+        return ImbalancePlan(OVERSAMPLE, ratio, f"{oversampled} (--imbalance none keeps the training's prior)")
+    if shaped_by == "--loss focal":
+        # Focal loss alone does not flatten the prior: dividing it out would answer an unlearned rare
+        # class everywhere (post-hoc adjustment on plain training, docs: training/imbalance.md).
+        return ImbalancePlan("none", ratio, f"{kept} (--loss focal alone)")
+    # The weights or resampling asked for flattened the prior on purpose: serve the decisions they
+    # trained, where dividing them back out would undo them (4.6 logits at 100:1).
+    return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, f"classes {ratio:.1f}:1, {shaped_by} as asked; decisions served "
+                                                  "as trained, every class weighed alike (--imbalance none keeps "
+                                                  "the training's prior)")  # fmt: skip
 
 
 def decision_ratios(ratios: np.ndarray, counts_before: Sequence[int], plan: ImbalancePlan) -> np.ndarray:

@@ -68,8 +68,9 @@ class TrainOptions:
     learning_rate: float | None = None
     max_length: int = 128
     class_weights: str = "none"
-    # none: decisions keep the training's prior; logit_adjustment: every class weighed alike (opt-in).
-    imbalance: str = "none"
+    # auto: oversample and weigh every class alike from 10:1 (imbalance.py); none: decisions keep the
+    # training's prior; oversample: always; logit_adjustment: every class weighed alike, no resampling.
+    imbalance: str = "auto"
     # SetFit's pairs and logistic-regression head instead of fine-tuning: auto (small single-label data), on, off.
     pair_stage: str = "auto"
     label_all_subwords: bool = False
@@ -136,6 +137,14 @@ def schedule_for(options: TrainOptions, train_examples: int) -> tuple[TrainOptio
     return settled, f"{epochs:g} epochs at learning rate {rate:g}"
 
 
+def balance_options_given(options: TrainOptions) -> str:
+    """The options given that already reweigh the classes, as the command line names them ("" if none)."""
+    given = [name for name, on in (("--sampling", options.sampling != "none"),
+                                   ("--class-weights", options.class_weights != "none"),
+                                   ("--loss focal", options.loss != "cross_entropy")) if on]  # fmt: skip
+    return "/".join(given)
+
+
 def pair_stage_for(options: TrainOptions, task: Objective, train_examples: int) -> tuple[bool, str]:
     """Whether SetFit's two stages (contrastive.py) make the model instead of fine-tuning, and why."""
     if options.pair_stage == "off":
@@ -165,8 +174,8 @@ def check_options(options: TrainOptions, task: Objective, device: torch.device) 
         raise DataError("--pair-stage on has no fine-tuning loss to weigh: drop --class-weights/--loss")
     if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
         raise DataError("--class-weights and --loss focal are for classification, not regression")
-    if options.imbalance == "logit_adjustment" and not options.calibrate:
-        raise DataError("--imbalance logit_adjustment is served through the calibration: drop --no-calibration")
+    if options.imbalance in ("logit_adjustment", "oversample") and not options.calibrate:
+        raise DataError(f"--imbalance {options.imbalance} is served through the calibration: drop --no-calibration")
     if options.bf16:
         unit = fast_bfloat16(device)
         if unit is None:

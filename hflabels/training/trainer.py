@@ -57,6 +57,7 @@ from hflabels.training.model_folder import save_outputs
 from hflabels.training.options import (
     CHECKPOINTS,
     TrainOptions,
+    balance_options_given,
     check_options,
     chosen_metric,
     default_base_model,
@@ -89,6 +90,8 @@ class Balance:
     weights: np.ndarray
     loss_weights: torch.Tensor | None
     imbalance: ImbalancePlan
+    # What the training split was resampled with: --sampling, or the imbalance plan's own.
+    sampling: str
 
     def ratios(self, options: TrainOptions) -> np.ndarray:
         """What calibration's prior correction divides out: how much more likely training made
@@ -96,7 +99,7 @@ class Balance:
         ratios = np.ones(len(self.counts))
         if options.class_weights != "none":
             ratios *= self.weights
-        if options.sampling != "none":
+        if self.sampling != "none":
             before = np.maximum(np.asarray(self.counts_before, dtype=float), 1.0)
             ratios *= np.asarray(self.counts, dtype=float) / before
         return decision_ratios(ratios, self.counts_before, self.imbalance)
@@ -150,19 +153,21 @@ def load_base_model(options: TrainOptions, task: Objective, labels: Sequence[str
 
 
 def rebalance(options: TrainOptions, task: Objective, splits: Splits) -> Balance:
-    """Resample the training split as asked (in place) and weigh the loss per class."""
+    """Resample the training split as asked or as the imbalance plan says (in place) and weigh the
+    loss per class."""
     counts_before = label_counts(splits.train, task, splits.labels)
-    splits.train = resample(splits.train, task, options.sampling, options.seed)
+    # The balance is served through the calibration; --no-calibration serves the model's own scores.
+    single_label = task in (Objective.SINGLE_LABEL, Objective.SENTENCE_PAIR) and options.calibrate
+    try:
+        plan = plan_imbalance(options.imbalance, counts_before, single_label, balance_options_given(options))
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    sampling = plan.sampling if options.sampling == "none" else options.sampling
+    splits.train = resample(splits.train, task, sampling, options.seed)
     counts = label_counts(splits.train, task, splits.labels)
     weights = class_weights(counts, options.class_weights)
     loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
-    # The adjustment is served through the calibration; --no-calibration serves the model's own scores.
-    single_label = task in (Objective.SINGLE_LABEL, Objective.SENTENCE_PAIR) and options.calibrate
-    try:
-        plan = plan_imbalance(options.imbalance, counts_before, single_label)
-    except ValueError as error:
-        raise DataError(str(error)) from None
-    return Balance(counts_before, counts, weights, loss_weights, plan)
+    return Balance(counts_before, counts, weights, loss_weights, plan, sampling)
 
 
 def run_pair_stage(
@@ -215,7 +220,7 @@ def run_summary(
         },
         "loss": {"name": options.loss, **({"gamma": options.focal_gamma} if options.loss == "focal" else {})},
         "sampling": {
-            "mode": options.sampling,
+            "mode": balance.sampling,
             "counts_before": dict(zip(labels, balance.counts_before)),
             "counts_after": dict(zip(labels, balance.counts)),
         },

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hflabels.plotting import plot_risk_coverage
     from lab.commands.imbalance import plot as plot_imbalance
-    from lab.plots import plot_benchmark, plot_peers, plot_real_data
+    from lab.plots import plot_benchmark, plot_peers, plot_rare_class, plot_real_data
 
     def load(name: str) -> dict:
         return json.loads((args.results / name).read_text(encoding="utf-8"))
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         "risk-coverage.png": lambda path: plot_risk_coverage(
             load("guarantees-results.json")["realised_lac"], path, "movie MiniLM on the movie test split, served"),
         "imbalance.png": lambda path: plot_imbalance(load("imbalance.json"), path),
+        "rare-class.png": lambda path: plot_rare_class(load("rare-class.json"), path),
     }
     for name, draw in drawn.items():
         draw(args.results / name)

@@ -1,7 +1,8 @@
-"""A learnable rare class at controlled ratios: plain training, inverse class weights, and the
-decision rules on their logits (lab/rare_class.py says which and why).
+"""A learnable rare class at controlled ratios: plain training, inverse class weights, focal loss and
+oversampling (what --imbalance auto does from 10:1), and the decision rules on their logits
+(lab/rare_class.py says which and why).
 
-    python -m lab rare-class [--ratios 100 20] [--seeds 1 2 3] [--majority 1000] [--epochs 3]
+    python -m lab rare-class [--ratios 100 20] [--seeds 1 2 3] [--majority 1500] [--epochs 3]
                              [--output docs/results/rare-class.json]
 
 Each run's figures go to BUILD/rare-class/runs.jsonl as they finish (--append keeps earlier ones),
@@ -22,13 +23,20 @@ import yaml
 
 from hflabels.paths import BUILD, REPO_ROOT
 
-TRAININGS = {"plain": {}, "inverse weights": {"class_weights": "inverse"}}
+# Each training's options. oversample is what --imbalance auto does from 10:1: the rarer classes
+# repeated up to the largest's count, decisions served with every class weighed alike.
+TRAININGS = {
+    "plain": {"imbalance": "none"},
+    "inverse weights": {"class_weights": "inverse"},
+    "focal (gamma 2)": {"loss": "focal"},
+    "oversample": {"imbalance": "oversample"},
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratios", type=int, nargs="+", default=[100, 20], help="majority examples per rare one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--majority", type=int, default=1000, help="movie sentences per majority class")
+    parser.add_argument("--majority", type=int, default=1500, help="movie sentences per majority class")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
     parser.add_argument("--work", type=Path, default=BUILD / "rare-class", help="data, models and runs.jsonl")
@@ -41,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hflabels.training.trainer import TrainOptions, train
     from hflabels.vader_data import fetch_sdist
+    from lab.plots import plot_rare_class
     from lab.rare_class import LABELS, decision_rules, evaluate_rules, model_logits, rare_class_splits, write_rows
     from lab.results import write_results
 
@@ -86,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
                           f"macro-F1 {test['macro_f1']:.3f} balanced acc {test['balanced_accuracy']:.3f} | at the "
                           f"training prior macro-F1 {natural['macro_f1']:.3f}", flush=True)  # fmt: skip
     runs = [json.loads(line) for line in log.read_text().splitlines()]
-    write_results(args.output, {"majority": args.majority, "epochs": args.epochs, "labels": list(LABELS),
-                                "runs": runs, "summary": summarise(runs)})  # fmt: skip
-    print(f"wrote {args.output}")
+    document = {"majority": args.majority, "epochs": args.epochs, "labels": list(LABELS), "runs": runs,
+                "summary": summarise(runs)}  # fmt: skip
+    write_results(args.output, document)
+    plot_rare_class(document, args.output.with_suffix(".png"))
+    print(f"wrote {args.output} and its plot")
     return 0
 
 

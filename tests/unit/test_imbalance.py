@@ -9,22 +9,47 @@ from scipy.stats import norm
 
 from handler.postprocess.scoring import Activation, LogitCalibration, served_scores
 from hflabels.training.calibration import fit_prior_and_temperature, prior_correction
-from hflabels.training.imbalance import LOGIT_ADJUSTMENT, decision_ratios, plan_imbalance
+from hflabels.training.choices import AUTO_OVERSAMPLE_RATIO
+from hflabels.training.imbalance import LOGIT_ADJUSTMENT, OVERSAMPLE, decision_ratios, plan_imbalance
 from hflabels.training.metrics import class_weights
 
 
 def test_the_modes_say_what_they_do_and_refuse_what_they_cannot():
     plan = plan_imbalance("logit_adjustment", [100, 10], True)
-    assert plan.mode == LOGIT_ADJUSTMENT and plan.balanced and plan.ratio == 10.0
+    assert plan.mode == LOGIT_ADJUSTMENT and plan.balanced and plan.ratio == 10.0 and plan.sampling == "none"
     kept = plan_imbalance("none", [1000, 10], True)
-    assert not kept.balanced and "100.0:1" in kept.why and "--imbalance logit_adjustment" in kept.why
+    assert not kept.balanced and "100.0:1" in kept.why and "as asked" in kept.why and kept.sampling == "none"
     # A class absent from training does not make the ratio infinite.
     assert plan_imbalance("none", [30, 0, 30], True).ratio == 1.0
     assert plan_imbalance("none", [1000, 1], False).mode == "none"
     with pytest.raises(ValueError, match="applies to single-label"):
         plan_imbalance("logit_adjustment", [1000, 1], False)
-    with pytest.raises(ValueError, match="choose one of none, logit_adjustment"):
+    with pytest.raises(ValueError, match="oversample applies to single-label"):
+        plan_imbalance("oversample", [1000, 1], False)
+    with pytest.raises(ValueError, match="resamples the classes itself: drop --class-weights"):
+        plan_imbalance("oversample", [1000, 1], True, shaped_by="--class-weights")
+    with pytest.raises(ValueError, match="choose one of auto, none, oversample, logit_adjustment"):
         plan_imbalance("balanced", [1, 1], True)
+
+
+def test_auto_oversamples_from_its_ratio_on_single_label_data_left_unshaped():
+    below = AUTO_OVERSAMPLE_RATIO * 100 - 1
+    assert plan_imbalance("auto", [1000, 100], True).mode == OVERSAMPLE  # exactly at the ratio
+    auto = plan_imbalance("auto", [1000, 1000, 10], True)
+    assert auto.mode == OVERSAMPLE and auto.balanced and auto.sampling == OVERSAMPLE
+    assert "100.0:1" in auto.why and "oversampled" in auto.why and "--imbalance none" in auto.why
+    under = plan_imbalance("auto", [int(below), 100], True)
+    assert under.mode == "none" and f"auto acts from {AUTO_OVERSAMPLE_RATIO:.0f}:1" in under.why
+    # Weights or resampling asked for: no more resampling, and their decisions are served as trained
+    # (not divided back out, which made a rare class vanish); focal loss alone keeps the prior.
+    weighted = plan_imbalance("auto", [1000, 10], True, shaped_by="--class-weights")
+    assert weighted.mode == LOGIT_ADJUSTMENT and weighted.sampling == "none"
+    assert "--class-weights as asked; decisions served as trained" in weighted.why
+    focal = plan_imbalance("auto", [1000, 10], True, shaped_by="--loss focal")
+    assert focal.mode == "none" and "--loss focal alone" in focal.why
+    assert plan_imbalance("auto", [100, 20], True, shaped_by="--class-weights").mode == "none"  # 5:1
+    assert plan_imbalance("auto", [1000, 10], False).mode == "none"  # multi-label, regression, tokens
+    assert plan_imbalance("oversample", [30, 30], True).mode == OVERSAMPLE  # asked: even when balanced
 
 
 def test_the_correction_divides_out_the_training_prior_and_only_the_reweighting_without_it():
@@ -39,6 +64,13 @@ def test_the_correction_divides_out_the_training_prior_and_only_the_reweighting_
     weights = class_weights(counts, "inverse")
     correction = prior_correction(decision_ratios(weights, counts, balanced))
     np.testing.assert_allclose(correction, 0.0, atol=1e-12)
+    # Oversampled to the largest class's count: the training prior was flat too; the correction
+    # would otherwise divide the resampling back out.
+    oversampled = np.full(3, 1000.0) / np.array(counts)
+    flat = prior_correction(decision_ratios(oversampled, counts, plan_imbalance("auto", counts, True)))
+    np.testing.assert_allclose(flat, 0.0, atol=1e-12)
+    np.testing.assert_allclose(prior_correction(decision_ratios(oversampled, counts, traffic)),
+                               prior_correction(oversampled))  # fmt: skip
     # Without logit adjustment the weights alone are undone (the calibrated, traffic prior).
     np.testing.assert_allclose(prior_correction(decision_ratios(weights, counts, traffic)), prior_correction(weights))
 

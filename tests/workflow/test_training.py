@@ -216,6 +216,43 @@ def test_resampling_balances_classes_as_documented(tmp_path):
         resample(examples, "multi_label", "oversample", seed=3)
 
 
+@pytest.mark.parametrize("imbalance", [None, "none"])
+def test_imbalanced_classes_are_oversampled_by_default_and_served_weighing_every_class_alike(
+    tmp_path, capsys, models_root, imbalance
+):  # fmt: skip
+    from hflabels.calibrating import decisions_weigh_classes_alike
+
+    base = build_base_encoder(models_root / "base_for_imbalance")
+    common = [f"an ordinary sentence number {i}" for i in range(60)]
+    train_file = write(tmp_path / "train.csv", "text,label\n" + "".join(f"{t},common\n" for t in common[:40])
+                       + "".join(f"{t},other\n" for t in common[40:])
+                       + "a rare one,rare\nanother rare one,rare\n")  # fmt: skip
+    validation_file = write(tmp_path / "validation.csv", "text,label\none more,common\nsome other,other\nrare,rare\n")
+    output = tmp_path / "out"
+    chosen = [] if imbalance is None else ["--imbalance", imbalance]
+    argv = ["--task", "single_label", "--train", str(train_file), "--validation", str(validation_file), "--output",
+            str(output), "--base-model", str(base), "--epochs", "1", "--batch-size", "8", *chosen]  # fmt: skip
+    assert train_main(argv) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((output / "metrics.json").read_text())
+    adjustment = yaml.safe_load((output / "model-config.yaml").read_text())["handler"]["classification"][
+        "calibration"]["logit_adjustment"]  # fmt: skip
+    assert metrics["sampling"]["counts_before"] == {"common": 40, "other": 20, "rare": 2}
+    if imbalance is None:  # 20:1, past auto's 10:1
+        assert metrics["imbalance"]["mode"] == "oversample" and metrics["sampling"]["mode"] == "oversample"
+        assert metrics["sampling"]["counts_after"] == {"common": 40, "other": 40, "rare": 40}
+        assert "imbalance: classes 20.0:1: the rarer classes oversampled" in printed
+        # Trained on a flat prior and served as trained: no correction brings the 20:1 prior back,
+        # and hflabels calibrate keeps it so.
+        assert adjustment == pytest.approx({"common": 0.0, "other": 0.0, "rare": 0.0}, abs=1e-6)
+        assert decisions_weigh_classes_alike(output)
+    else:
+        assert metrics["imbalance"]["mode"] == "none" and metrics["sampling"]["mode"] == "none"
+        assert metrics["sampling"]["counts_after"] == metrics["sampling"]["counts_before"]
+        assert "imbalance: classes 20.0:1, decisions keep the training's prior (as asked)" in printed
+        assert not decisions_weigh_classes_alike(output)
+
+
 def test_training_fits_and_writes_a_calibration(trained):
     single = yaml.safe_load((trained["single_label"] / "model-config.yaml").read_text())["handler"]
     calibration = single["classification"]["calibration"]
