@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,10 +164,11 @@ class Server:
                 found.setdefault(match.group(1), []).append(match.group(2).strip())
         return found
 
-    def registration_failures(self) -> list[str]:
+    def registration_failures(self, models: Collection[str] | None = None) -> list[str]:
         """The frontend's refusals of a --models archive in this run: one it could not register, or a
         model whose workers died while loading it twice (TorchServe would retry with a growing
-        back-off until maxRetryTimeoutInSec)."""
+        back-off until maxRetryTimeoutInSec). ``models``: count deaths of these only, so that a
+        model nobody waits for (one broken on purpose) does not fail the start of the others."""
         refused = re.compile(r"(Model not found at: .*|Failed to register model.*)")
         died = re.compile(r"Load model failed: (\S+), error: (.*)")
         found, deaths = [], Counter()
@@ -174,10 +176,12 @@ class Server:
             if match := refused.search(line):
                 found.append(match.group(1).strip())
             elif match := died.search(line):
-                deaths[match.group(1).rstrip(",")] += 1
-                if deaths[match.group(1).rstrip(",")] == 2:
-                    reason = match.group(2).strip()
-                    found.append(f"{match.group(1).rstrip(',')}: {reason} twice while loading; its log:\n"
+                model = match.group(1).rstrip(",")
+                if models is not None and model not in models:
+                    continue
+                deaths[model] += 1
+                if deaths[model] == 2:
+                    found.append(f"{model}: {match.group(2).strip()} twice while loading; its log:\n"
                                  f"{self.log_tail('model_log.log', 15)}")  # fmt: skip
         return found
 
@@ -267,7 +271,7 @@ def wait_until_ready(server: Server, models: list[str], timeout: float) -> None:
         failed = [f"{model}: {failures[model][-1]}" for model in models if model in failures]
         if failed:
             raise ServeError("the model failed to load: " + " | ".join(failed))
-        refused = server.registration_failures()
+        refused = server.registration_failures(models)
         if refused:
             raise ServeError("torchserve refused the archive: " + " | ".join(refused))
         if not is_running(server.run_dir):

@@ -61,6 +61,8 @@ def movie_model(vader, tmp_path_factory) -> Path:
     results = train(TrainOptions(
         task="single_label", train=vader / "movies" / "train.csv", validation=vader / "movies" / "validation.csv",
         output=output, epochs=2, batch_size=32, max_train_examples=800, quiet=True,
+        # The data's own prior (neutral is 2%): the counts and rates below were derived for it.
+        imbalance="none",
         guarantees=GuaranteeOptions(abstain_error=MAX_ERROR),
         # bf16 where the CPU runs it fast (1.6x here): the guarantees hold for any model.
         bf16=fast_bfloat16(torch.device("cpu")) is not None,
@@ -116,7 +118,8 @@ def test_served_prediction_sets_cover_the_real_test_split_and_equal_the_folders(
         rank = order_statistic_rank(n, 1 - level)
         sd = math.sqrt(rank * (n + 1 - rank) / ((n + 1) ** 2 * (n + 2)) + level * (1 - level) / len(texts))
         assert level - 4 * sd <= coverage <= level + 1 / (n + 1) + 4 * sd, (level, coverage, sd)
-        assert all(answer["prediction_set"][0] == answer["label"] for answer in answers)
+        # A set holds every label whose score reaches its threshold (it may be empty), the answer first.
+        assert all(answer["prediction_set"][:1] in ([], [answer["label"]]) for answer in answers)
 
 
 def test_served_abstention_keeps_the_answered_error_within_its_bound(server, movie_model, vader):

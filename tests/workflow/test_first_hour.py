@@ -122,6 +122,13 @@ def test_a_failed_start_shows_this_runs_log_lines_not_an_earlier_runs(tmp_path):
     with (logs / "ts_log.log").open("a") as stream:
         stream.write("2026 ERROR Model not found at: /work/new.mar\n")
     assert server.registration_failures() == ["Model not found at: /work/new.mar"]
+    # A model whose workers die twice is a refusal, unless it is not among the models waited for
+    # (a broken one started beside them must not fail their start).
+    with (logs / "ts_log.log").open("a") as stream:
+        stream.write("Load model failed: broken, error: Worker died.\n" * 2)
+    deaths = [line for line in server.registration_failures() if line.startswith("broken:")]
+    assert len(deaths) == 1 and deaths[0].startswith("broken: Worker died. twice while loading")
+    assert server.registration_failures(["fine"]) == ["Model not found at: /work/new.mar"]
 
 
 def test_the_security_pages_table_is_what_config_properties_says():
