@@ -116,13 +116,18 @@ class ModelFreeBatcher(Generic[Item, Answer]):
                     return
                 continue
             started = time.monotonic()
-            self._answer(taken)
+            answers = self._answer(taken)
+            # The batch leaves the count before its answers are given: a client answered at once
+            # sends its next request, which must find the room its own request just left.
             with self._ready:
                 self._running = 0
                 self._last_size, self._last_answered = len(taken), time.monotonic()
                 self._last_pass_s = self._last_answered - started
+            for queued, answer in zip(taken, answers):
+                queued.answer.set_result(answer)
 
-    def _answer(self, taken: list[Queued[Item, Answer]]) -> None:
+    def _answer(self, taken: list[Queued[Item, Answer]]) -> Sequence[Answer]:
+        """The answers of one batch, in its order; a failure answers each of its items."""
         self.batches += 1
         try:
             answers: Sequence[Any] = self.run_batch([queued.item for queued in taken])
@@ -131,5 +136,4 @@ class ModelFreeBatcher(Generic[Item, Answer]):
         except BaseException as error:  # noqa: BLE001 - the thread must outlive any batch
             logger.exception("a batch of %d failed", len(taken))
             answers = [self.failed(queued.item, error) for queued in taken]
-        for queued, answer in zip(taken, answers):
-            queued.answer.set_result(answer)
+        return answers

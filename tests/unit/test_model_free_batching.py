@@ -127,6 +127,23 @@ def test_beyond_the_queue_bound_a_request_is_refused_at_once_and_room_frees_as_a
     batcher.stop()
 
 
+def test_a_client_answered_a_moment_ago_finds_the_room_its_request_left():
+    # The next request is sent from the answer's own callback, the earliest a client can send it
+    # (before the fix the batch still counted as running there and the request was refused 503).
+    model = HeldModel()
+    model.release.set()
+    batcher = make(model, max_batch=1, max_waiting=1)
+    followers: list = []
+    first = batcher.submit(1)
+    first.add_done_callback(lambda _: followers.append(batcher.submit(2)))
+    assert first.result(timeout=5) == 10
+    deadline = time.monotonic() + 5
+    while not followers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert followers[0] is not None and followers[0].result(timeout=5) == 20
+    batcher.stop()
+
+
 def test_a_request_whose_waiter_gave_up_is_not_run():
     model = HeldModel()
     batcher = make(model)
