@@ -42,18 +42,20 @@ def probe_texts(model_dir: Path) -> tuple[str, ...]:
     return tuple(line for line in lines if line)[:MAX_PROBE_TEXTS]
 
 
-def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.device) -> TaskRunner:
+def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.device, workers: int = 1) -> TaskRunner:
+    """The runner of the model in ``model_dir``; ``workers``: how many workers of this model share the
+    machine (their torch threads are divided among them unless a setting fixes them)."""
     checked = check_model_folder(model_dir, settings)
     runner_class = RUNNERS[checked.task]
     tokenizer = load_tokenizer(model_dir, require_fast=runner_class.needs_fast_tokenizer)
-    apply_thread_settings(settings)
+    threads = apply_thread_settings(settings, workers)
     policy = ExecutionPolicy.from_settings(settings, device)
     openvino = settings.loading.backend is Backend.OPENVINO
     if openvino:
         check_openvino_settings(settings, device, generates=runner_class is TextGenerationRunner)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
     if openvino:
-        model = OpenVinoEncoder(model, encoder_inputs(tokenizer), settings.loading.torch_num_threads)
+        model = OpenVinoEncoder(model, encoder_inputs(tokenizer), threads)
     loaded = LoadedModel(model, tokenizer, checked.config, device)
     measurements = LoadMeasurements.for_model(model_dir, settings, device)
     runner = runner_class(

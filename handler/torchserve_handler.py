@@ -51,6 +51,16 @@ from handler.tasks.explanations import Explainer
 logger = logging.getLogger(__name__)
 
 
+def model_workers(yaml_config: dict[str, Any]) -> int:
+    """How many workers of this model can run at once: model-config.yaml's maxWorkers (else
+    minWorkers, else 1). Workers added later through the management API are not seen here."""
+    for key in ("maxWorkers", "minWorkers"):
+        value = yaml_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return 1
+
+
 class TransformersLabelHandler(BaseHandler):
     def __init__(self) -> None:
         super().__init__()
@@ -74,7 +84,7 @@ class TransformersLabelHandler(BaseHandler):
             settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
             self.envelope = envelope_of_torchserve_loader()
             device = select_device(properties.get("gpu_id"))
-            self.runner = build_runner(model_dir, settings, device)
+            self.runner = build_runner(model_dir, settings, device, model_workers(yaml_config))
             monitor = self._prediction_monitor(model_dir, settings)
             for difference in version_differences(model_dir):
                 logger.warning("serving with other library versions than the archive was built with: %s", difference)

@@ -39,6 +39,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_units(flags: frozenset[str] | None = None) -> str:
+    """The matrix/vector units that decide this CPU's precision and kernels, in a few words: two
+    machines both named "AMD EPYC" serve bf16 on one (Zen 5) and float32 on the other."""
+    from handler.engine.execution import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    for flag, words in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512_BF16"), ("avx512f", "AVX-512, no bf16"),
+                        ("avx2", "AVX2 only")):  # fmt: skip
+        if flag in flags:
+            return words
+    return "no AVX2"
+
+
 def relative_model(value: Any) -> Any:
     """A model folder as the repository names it (build/movie-model), not as this machine does."""
     if not isinstance(value, str) or not os.path.isabs(value):
@@ -54,6 +67,8 @@ def with_provenance(document: dict[str, Any]) -> dict[str, Any]:
     stamped["measured_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     stamped["git_commit"] = git_commit()
     stamped.setdefault("machine", {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()})
+    if isinstance(stamped["machine"], dict) and "units" not in stamped["machine"]:
+        stamped["machine"] = {**stamped["machine"], "units": vector_units()}
     for key in ("model", "model_dir"):
         if key in stamped:
             stamped[key] = relative_model(stamped[key])

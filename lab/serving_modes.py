@@ -38,9 +38,8 @@ def candidate_modes(cores: int | None = None) -> dict[str, dict[str, Any]]:
         "async: handler batches when the model is free": {
             "asyncCommunication": True, "batchSize": 1, "jobQueueSize": 256,
         },
-        f"2 workers x {half} threads (classic)": {
-            "minWorkers": 2, "maxWorkers": 2, "handler.loading.torch_num_threads": half,
-        },
+        # The handler divides the cores' threads between the two (torch_num_threads null).
+        f"2 workers x {half} thread{'s' if half > 1 else ''} (classic)": {"minWorkers": 2, "maxWorkers": 2},
     }
 
 
@@ -50,7 +49,11 @@ def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[st
         *parents, name = key.split(".")
         target = changed
         for parent in parents:
-            target = target.setdefault(parent, {}) or {}
+            # A parent absent or null gets a mapping of its own, attached before it is written to
+            # (``setdefault(...) or {}`` once wrote an empty parent's keys into a detached dict).
+            if not isinstance(target.get(parent), dict):
+                target[parent] = {}
+            target = target[parent]
         target[name] = value
     return changed
 

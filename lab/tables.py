@@ -26,6 +26,8 @@ def provenance(document: dict[str, Any]) -> str:
     """One line: machine, date, commit, model."""
     machine = document.get("machine") or {}
     cpu = machine.get("cpu") or machine.get("processor") or "machine not recorded"
+    if machine.get("units"):
+        cpu = f"{cpu} ({machine['units']})"
     cores = machine.get("cores")
     when = (document.get("measured_at") or "date not recorded")[:10]
     parts = [f"{cpu}" + (f", {cores} cores" if cores else ""), f"measured {when}"]

@@ -36,6 +36,34 @@ OVERSAMPLE = "oversample"
 
 
 @dataclass(frozen=True)
+class BalanceOptions:
+    """The training options given that already reweigh the classes."""
+
+    sampling: bool = False
+    class_weights: bool = False
+    focal_loss: bool = False
+
+    @property
+    def given(self) -> bool:
+        return self.sampling or self.class_weights or self.focal_loss
+
+    @property
+    def flatten_prior(self) -> bool:
+        """Whether they were given to flatten the training prior (focal loss alone does not)."""
+        return self.sampling or self.class_weights
+
+    @property
+    def names(self) -> str:
+        """As the command line names them."""
+        flags = (
+            ("--sampling", self.sampling),
+            ("--class-weights", self.class_weights),
+            ("--loss focal", self.focal_loss),
+        )
+        return "/".join(name for name, on in flags if on)
+
+
+@dataclass(frozen=True)
 class ImbalancePlan:
     """What training does about the class balance it was given, and why, in words."""
 
@@ -55,9 +83,11 @@ class ImbalancePlan:
         return OVERSAMPLE if self.mode == OVERSAMPLE else "none"
 
 
-def plan_imbalance(requested: str, counts: Sequence[int], single_label: bool, shaped_by: str = "") -> ImbalancePlan:
+def plan_imbalance(
+    requested: str, counts: Sequence[int], single_label: bool, given: BalanceOptions = BalanceOptions()
+) -> ImbalancePlan:
     """``requested`` (one of IMBALANCE_MODES) for these training counts (before any resampling);
-    ``shaped_by`` names the options that already reweigh the classes (auto then leaves them be).
+    ``given``: the options that already reweigh the classes (auto then leaves them be).
     ValueError for a balanced mode asked of a task that does not pick one label, or oversampling
     asked on top of such options."""
     if requested not in IMBALANCE_MODES:
@@ -68,8 +98,8 @@ def plan_imbalance(requested: str, counts: Sequence[int], single_label: bool, sh
         if requested in (LOGIT_ADJUSTMENT, OVERSAMPLE):
             raise ValueError(f"--imbalance {requested} applies to single-label classification")
         return ImbalancePlan("none", ratio, "not single-label: scores keep the training's prior")
-    if requested == OVERSAMPLE and shaped_by:
-        raise ValueError(f"--imbalance oversample resamples the classes itself: drop {shaped_by}")
+    if requested == OVERSAMPLE and given.given:
+        raise ValueError(f"--imbalance oversample resamples the classes itself: drop {given.names}")
     if requested == LOGIT_ADJUSTMENT:
         return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, "--imbalance logit_adjustment: every class weighed alike")
     oversampled = (f"classes {ratio:.1f}:1: the rarer classes oversampled to the largest's count, decisions weigh "
@@ -81,15 +111,15 @@ def plan_imbalance(requested: str, counts: Sequence[int], single_label: bool, sh
         return ImbalancePlan("none", ratio, f"{kept} (as asked)")
     if ratio < AUTO_OVERSAMPLE_RATIO:
         return ImbalancePlan("none", ratio, f"{kept} (auto acts from {AUTO_OVERSAMPLE_RATIO:.0f}:1)")
-    if not shaped_by:
+    if not given.given:
         return ImbalancePlan(OVERSAMPLE, ratio, f"{oversampled} (--imbalance none keeps the training's prior)")
-    if shaped_by == "--loss focal":
+    if not given.flatten_prior:
         # Focal loss alone does not flatten the prior: dividing it out would answer an unlearned rare
         # class everywhere (post-hoc adjustment on plain training, docs: training/imbalance.md).
         return ImbalancePlan("none", ratio, f"{kept} (--loss focal alone)")
     # The weights or resampling asked for flattened the prior on purpose: serve the decisions they
     # trained, where dividing them back out would undo them (4.6 logits at 100:1).
-    return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, f"classes {ratio:.1f}:1, {shaped_by} as asked; decisions served "
+    return ImbalancePlan(LOGIT_ADJUSTMENT, ratio, f"classes {ratio:.1f}:1, {given.names} as asked; decisions served "
                                                   "as trained, every class weighed alike (--imbalance none keeps "
                                                   "the training's prior)")  # fmt: skip
 

@@ -14,6 +14,7 @@ from handler.api.tasks import Objective
 from handler.engine.execution import fast_bfloat16
 from hflabels.training.data import DataError
 from hflabels.training.guarantees import GuaranteeOptions
+from hflabels.training.imbalance import BalanceOptions
 from hflabels.training.metrics import EPOCH_METRICS
 
 # Under the output folder while training; removed after a finished run unless kept.
@@ -137,12 +138,13 @@ def schedule_for(options: TrainOptions, train_examples: int) -> tuple[TrainOptio
     return settled, f"{epochs:g} epochs at learning rate {rate:g}"
 
 
-def balance_options_given(options: TrainOptions) -> str:
-    """The options given that already reweigh the classes, as the command line names them ("" if none)."""
-    given = [name for name, on in (("--sampling", options.sampling != "none"),
-                                   ("--class-weights", options.class_weights != "none"),
-                                   ("--loss focal", options.loss != "cross_entropy")) if on]  # fmt: skip
-    return "/".join(given)
+def balance_options_given(options: TrainOptions) -> BalanceOptions:
+    """The options given that already reweigh the classes."""
+    return BalanceOptions(
+        sampling=options.sampling != "none",
+        class_weights=options.class_weights != "none",
+        focal_loss=options.loss != "cross_entropy",
+    )
 
 
 def pair_stage_for(options: TrainOptions, task: Objective, train_examples: int) -> tuple[bool, str]:

@@ -101,3 +101,36 @@ def test_the_served_int8_setting_answers_close_to_fp32(sentiment_model):
     [(_, expected)] = call(reference, reference_context, body)
     assert status == 200 and {item["label"] for item in answer} == {item["label"] for item in expected}
     assert handler.runner.packed is None  # int8 scales activations per tensor: never packed
+
+
+def test_several_workers_of_a_model_share_the_cores_threads_unless_a_setting_fixes_them():
+    from handler.engine.model_loading import threads_per_worker
+    from handler.torchserve_handler import model_workers
+
+    assert threads_per_worker(None, 2, 1) is None  # one worker: torch's default, untouched
+    assert threads_per_worker(None, 2, 2) == 1
+    assert threads_per_worker(None, 16, 3) == 5
+    assert threads_per_worker(None, 2, 4) == 1  # never below one
+    assert threads_per_worker(3, 2, 4) == 3  # a setting wins
+    assert model_workers({"minWorkers": 2, "maxWorkers": 4}) == 4
+    assert model_workers({"minWorkers": 2}) == 2
+    assert model_workers({}) == model_workers({"maxWorkers": 0}) == model_workers({"maxWorkers": "2"}) == 1
+
+
+def test_a_worker_of_two_takes_half_the_threads_through_torchserves_context(sentiment_model):
+    from support import make_context
+
+    from handler.torchserve_handler import TransformersLabelHandler
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        context = make_context(sentiment_model)
+        context.model_yaml_config.update({"minWorkers": 2, "maxWorkers": 2})
+        TransformersLabelHandler().initialize(context)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        TransformersLabelHandler().initialize(make_context(sentiment_model))  # one worker: left as it was
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

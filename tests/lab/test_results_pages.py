@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import tables
-from lab.results import with_provenance
+from lab.results import vector_units, with_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
@@ -59,3 +59,9 @@ def test_results_are_written_with_a_date_a_commit_a_machine_and_a_relative_model
     assert stamped["git_commit"] is None or len(stamped["git_commit"]) >= 7
     outside = with_provenance({"model": "/somewhere/else/my-model"})
     assert outside["model"] == "my-model"
+    # The vector units name the CPU class (two "AMD EPYC" machines serve different precisions).
+    assert stamped["machine"]["units"] == vector_units()
+    assert with_provenance({"machine": {"cpu": "X"}})["machine"] == {"cpu": "X", "units": vector_units()}
+    assert "X (AMX)" in tables.provenance({"machine": {"cpu": "X", "units": "AMX"}})
+    assert vector_units(frozenset({"avx2", "avx512f", "avx512_bf16"})) == "AVX512_BF16"
+    assert vector_units(frozenset({"avx2", "fma"})) == "AVX2 only"

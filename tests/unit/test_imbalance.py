@@ -10,7 +10,13 @@ from scipy.stats import norm
 from handler.postprocess.scoring import Activation, LogitCalibration, served_scores
 from hflabels.training.calibration import fit_prior_and_temperature, prior_correction
 from hflabels.training.choices import AUTO_OVERSAMPLE_RATIO
-from hflabels.training.imbalance import LOGIT_ADJUSTMENT, OVERSAMPLE, decision_ratios, plan_imbalance
+from hflabels.training.imbalance import (
+    LOGIT_ADJUSTMENT,
+    OVERSAMPLE,
+    BalanceOptions,
+    decision_ratios,
+    plan_imbalance,
+)
 from hflabels.training.metrics import class_weights
 
 
@@ -27,7 +33,7 @@ def test_the_modes_say_what_they_do_and_refuse_what_they_cannot():
     with pytest.raises(ValueError, match="oversample applies to single-label"):
         plan_imbalance("oversample", [1000, 1], False)
     with pytest.raises(ValueError, match="resamples the classes itself: drop --class-weights"):
-        plan_imbalance("oversample", [1000, 1], True, shaped_by="--class-weights")
+        plan_imbalance("oversample", [1000, 1], True, given=BalanceOptions(class_weights=True))
     with pytest.raises(ValueError, match="choose one of auto, none, oversample, logit_adjustment"):
         plan_imbalance("balanced", [1, 1], True)
 
@@ -42,14 +48,45 @@ def test_auto_oversamples_from_its_ratio_on_single_label_data_left_unshaped():
     assert under.mode == "none" and f"auto acts from {AUTO_OVERSAMPLE_RATIO:.0f}:1" in under.why
     # Weights or resampling asked for: no more resampling, and their decisions are served as trained
     # (not divided back out, which made a rare class vanish); focal loss alone keeps the prior.
-    weighted = plan_imbalance("auto", [1000, 10], True, shaped_by="--class-weights")
+    weighted = plan_imbalance("auto", [1000, 10], True, given=BalanceOptions(class_weights=True))
     assert weighted.mode == LOGIT_ADJUSTMENT and weighted.sampling == "none"
     assert "--class-weights as asked; decisions served as trained" in weighted.why
-    focal = plan_imbalance("auto", [1000, 10], True, shaped_by="--loss focal")
+    focal = plan_imbalance("auto", [1000, 10], True, given=BalanceOptions(focal_loss=True))
     assert focal.mode == "none" and "--loss focal alone" in focal.why
-    assert plan_imbalance("auto", [100, 20], True, shaped_by="--class-weights").mode == "none"  # 5:1
+    assert plan_imbalance("auto", [100, 20], True, given=BalanceOptions(class_weights=True)).mode == "none"  # 5:1
     assert plan_imbalance("auto", [1000, 10], False).mode == "none"  # multi-label, regression, tokens
     assert plan_imbalance("oversample", [30, 30], True).mode == OVERSAMPLE  # asked: even when balanced
+
+
+def test_the_options_given_name_themselves_and_only_weights_or_resampling_flatten_the_prior():
+    both = BalanceOptions(class_weights=True, focal_loss=True)
+    assert both.names == "--class-weights/--loss focal" and both.flatten_prior
+    # Weights with focal loss: the weights flattened the prior, so their decisions are served.
+    assert plan_imbalance("auto", [1000, 10], True, given=both).mode == LOGIT_ADJUSTMENT
+    assert plan_imbalance("auto", [1000, 10], True, given=BalanceOptions(sampling=True)).mode == LOGIT_ADJUSTMENT
+    assert not BalanceOptions().given and BalanceOptions().names == ""
+    with pytest.raises(ValueError, match="drop --sampling/--class-weights"):
+        plan_imbalance("oversample", [1000, 10], True, given=BalanceOptions(sampling=True, class_weights=True))
+
+
+@pytest.mark.parametrize("mode", ["oversample", "logit_adjustment"])
+def test_a_balanced_mode_without_calibration_is_refused_since_calibration_serves_it(mode):
+    from pathlib import Path
+
+    import torch
+
+    from handler.api.tasks import Objective
+    from hflabels.training.data import DataError
+    from hflabels.training.options import TrainOptions, balance_options_given, check_options
+
+    options = TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"), imbalance=mode, calibrate=False)
+    with pytest.raises(DataError, match=f"--imbalance {mode} is served through the calibration"):
+        check_options(options, Objective.SINGLE_LABEL, torch.device("cpu"))
+    # auto without calibration is allowed: it serves the model's own scores (imbalance none).
+    check_options(TrainOptions(task="single_label", train=Path("t.csv"), output=Path("o"), calibrate=False),
+                  Objective.SINGLE_LABEL, torch.device("cpu"))  # fmt: skip
+    assert balance_options_given(TrainOptions(task="single_label", train=Path("t"), output=Path("o"), loss="focal")) \
+        == BalanceOptions(focal_loss=True)  # fmt: skip
 
 
 def test_the_correction_divides_out_the_training_prior_and_only_the_reweighting_without_it():

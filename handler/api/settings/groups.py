@@ -72,7 +72,8 @@ class LoadingSettings:
     allow_pickle_weights: bool = setting(False, _bool(), (
         "Pickled weights (.bin/.pt) can run code when loaded; safetensors only unless this is true."))
     torch_num_threads: int | None = setting(None, _int(1, 1024, nullable=True), (
-        "Threads per worker for torch; null keeps torch's default (one per physical core)."))
+        "Threads per worker for torch; null: torch's default (one per physical core) divided among the "
+        "model's workers (`maxWorkers`), so two workers on two cores take one thread each."))
     measure_wait_seconds: float = setting(60.0, scalar(ParamSpec("float", minimum=0.0, maximum=3600.0)), (
         "How long a loading worker waits for another worker of the machine to finish timing its model "
         "(one times at a time; results are remembered per machine, model and versions). Past it, the "
