@@ -95,6 +95,9 @@ def results_page(title: str, intro: str, sections: list[tuple[str, str, str, str
     return "\n".join(lines) + "\n"
 
 
+# The serving-modes runs, by CPU class: bf16 units (dtype auto serves bf16) and AVX2 only (float32).
+SERVING_MODES_RUNS = (("AMD EPYC Zen 5, bf16", "serving-modes-zen5.json"), ("AMD EPYC, AVX2 only", "serving-modes.json"))
+
 RESULT_PAGES = {
     "results/serving.md": lambda: results_page(
         "Served throughput and latency",
@@ -107,8 +110,10 @@ RESULT_PAGES = {
         "Against the peers",
         "`make bench-peers`: this handler, TorchServe's own Hugging Face example and infinity-emb, one model, "
         "one machine, one run; each peer at its default and its fastest precision.",
-        [("Requests per second", "bench-peers-results.json",
-          tables.peers_headline(load("bench-peers-results.json")), "peers.png")]),  # fmt: skip
+        [("Intel Xeon with AMX: requests per second", "bench-peers-results.json",
+          tables.peers_headline(load("bench-peers-results.json")), "peers.png"),
+         ("AMD EPYC Zen 5 (bf16): requests per second", "bench-peers-zen5.json",
+          tables.peers_headline(load("bench-peers-zen5.json")), "peers-zen5.png")]),  # fmt: skip
     "results/accelerations.md": lambda: results_page(
         "Accelerations",
         "`make accelerations`: each opt-in acceleration through the handler's own loader, in-process, against "
@@ -152,9 +157,10 @@ RESULT_PAGES = {
         "started together and measured in interleaved rounds (medians), on mixed inputs of 5-60 words; "
         "*of in-process* is the served rate over the handler's own in-process rate in arrival chunks of 32. "
         "What the modes are: [Serving modes](../performance/serving-modes.md).",
-        [("One client", "serving-modes.json", tables.lone_request_table(load("serving-modes.json")), None),
-         ("Every mode and load", "serving-modes.json", tables.serving_modes_table(load("serving-modes.json")),
-          None)]),  # fmt: skip
+        [(f"{machine}: one client", source, tables.lone_request_table(load(source)), None)
+         for machine, source in SERVING_MODES_RUNS]
+        + [(f"{machine}: every mode and load", source, tables.serving_modes_table(load(source)), None)
+           for machine, source in SERVING_MODES_RUNS]),  # fmt: skip
     "results/rare-class.md": lambda: results_page(
         "A rare class that can be learned",
         "`make rare-class` (`python -m lab rare-class`): movie sentences rated negative and positive with NYT "

@@ -255,8 +255,10 @@ def serving_modes_table(document: dict[str, Any]) -> str:
                 rows.append((name, load, f"{run['throughput']:.1f}", f"{run['ratio_to_in_process']:.2f}",
                              f"{run['p50_ms']:.1f}", f"{run['p99_ms']:.1f}", run["errors"],
                              f"{cpu['client']:.2f} / {cpu['frontend']:.2f} / {cpu['workers']:.2f}"))  # fmt: skip
-    return table(("mode", "load", "answers/s", "of in-process", "p50 ms", "p99 ms", "errors",
+    body = table(("mode", "load", "answers/s", "of in-process", "p50 ms", "p99 ms", "errors",
                   "CPU ms/request: client / frontend / workers"), rows)  # fmt: skip
+    left_out = [f"*Left out: {name}: {found['why']}.*" for name, found in document.get("invalid_modes", {}).items()]
+    return "\n\n".join([body, *left_out])
 
 
 def lone_request_table(document: dict[str, Any]) -> str:

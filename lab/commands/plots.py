@@ -28,11 +28,15 @@ def run(args: argparse.Namespace) -> int:
     def load(name: str) -> dict:
         return json.loads((args.results / name).read_text(encoding="utf-8"))
 
-    peers = load("bench-peers-results.json")
-    concurrencies = sorted({int(key) for found in peers["servers"].values() for key in found if key.isdigit()})
+    def plot_peers_of(name: str, path: Path) -> None:
+        peers = load(name)
+        concurrencies = sorted({int(key) for found in peers["servers"].values() for key in found if key.isdigit()})
+        plot_peers(peers, concurrencies, path)
+
     drawn = {
         "bench.png": lambda path: plot_benchmark(load("bench-results.json"), path),
-        "peers.png": lambda path: plot_peers(peers, concurrencies, path),
+        "peers.png": lambda path: plot_peers_of("bench-peers-results.json", path),
+        "peers-zen5.png": lambda path: plot_peers_of("bench-peers-zen5.json", path),
         "real-data.png": lambda path: plot_real_data(load("real-data-results.json"), path),
         "risk-coverage.png": lambda path: plot_risk_coverage(
             load("guarantees-results.json")["realised_lac"], path, "movie MiniLM on the movie test split, served"),
