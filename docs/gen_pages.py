@@ -96,7 +96,10 @@ def results_page(title: str, intro: str, sections: list[tuple[str, str, str, str
 
 
 # The serving-modes runs, by CPU class: bf16 units (dtype auto serves bf16) and AVX2 only (float32).
-SERVING_MODES_RUNS = (("AMD EPYC Zen 5, bf16", "serving-modes-zen5.json"), ("AMD EPYC, AVX2 only", "serving-modes.json"))
+SERVING_MODES_RUNS = (
+    ("AMD EPYC Zen 5, bf16", "serving-modes-zen5.json"),
+    ("AMD EPYC, AVX2 only", "serving-modes.json"),
+)
 
 RESULT_PAGES = {
     "results/serving.md": lambda: results_page(
@@ -138,15 +141,17 @@ RESULT_PAGES = {
           None)]),  # fmt: skip
     "results/drift.md": lambda: results_page(
         "Drift alarm on real shifts",
-        "`python -m lab drift --models FOLDER...`: a movie MiniLM (3,000 VADER movie sentences, 3 epochs) as "
-        "`hflabels train` wrote it and after `hflabels calibrate` on the movie validation split; the served "
+        "`python -m lab drift --models FOLDER...`: a movie MiniLM (3,000 VADER movie sentences, 3 epochs, "
+        "`hflabels train`'s defaults: the neutral class oversampled from 26:1) as `hflabels train` wrote it "
+        "and after `hflabels calibrate` on the movie validation split; the served "
         "monitor's windows, tests and alarm on its answers to the VADER test splits, default settings. "
         "What it means: [Prediction sets, abstention and drift](../trust/guarantees.md).",
         [("False alarms, detection and power", "drift.json", tables.drift_alarm_tables(load("drift.json")), None)]),
     "results/calibration.md": lambda: results_page(
         "Calibration on unseen data",
         "`make calibration` (`python -m lab calibration --models FOLDER`): a movie MiniLM (3,000 VADER movie "
-        "sentences, 3 epochs); every calibrator fitted on validation examples and measured on the movie test "
+        "sentences, 3 epochs, `hflabels train`'s defaults); every calibrator fitted on validation examples "
+        "and measured on the movie test "
         "split it never saw, with the estimator's noise (bootstrap over test examples) and the spread over "
         "other validation halves. What it means: [Calibrated scores](../trust/calibration.md).",
         [("Calibrators on the test split", "calibration.json", tables.calibration_tables(load("calibration.json")),
