@@ -198,10 +198,13 @@ RESULT_PAGES = {
         "corpora (three labels), three seeds, each setting trained on the same sample and scored on the same "
         "test sentences; TF-IDF + logistic regression and SetFit (the same MiniLM, contrastive pairs then a "
         "logistic head, in `.venv-setfit`) fitted on the same sample. `hflabels train`'s defaults run the pair "
-        "stage (SetFit's recipe written as a standard BERT classifier) wherever 8 epochs would be fewer than 300 "
-        "steps, which is every size here; the fine-tuning rows are `--pair-stage off` schedules "
+        "stage (SetFit's recipe written as a standard BERT classifier) wherever 8 epochs would be fewer than 100 "
+        "steps (up to 64 sentences a label here), and 20 epochs at 1e-4 from there to 300 steps; the other rows "
+        "are hand settings (`--pair-stage off` below 100 steps). The note under the table says which runs are of "
+        "which day and machine "
         "([the recipe](../training/recipe.md#small-data)).",
-        [("Median test macro-F1", "small-data.json", tables.small_data_table(load("small-data.json")), None)]),
+        [("Median test macro-F1", "small-data.json", tables.small_data_table(load("small-data.json"))
+          + f"\n\n*{load('small-data.json')['note']}*", None)]),
     "results/soak.md": lambda: results_page(
         "Soak and cache",
         "`make soak`: a long closed-loop load, errors and memory over time; `make bench-cache`: the response "

@@ -9,7 +9,13 @@ mean_pooling.py), and the head is the logistic regression on what the pooler the
 (``head_from_regression``). Other architectures train on pairs of what their head reads.
 
 Pairs are drawn as SetFit draws them: for each sentence, ``iterations`` times, one partner of its
-label and one of another label, seeded.
+label and one of another label, seeded. Two things make the stage 2.4x faster than SetFit's way
+on 2 cores (48 NYT sentences: 106 s to 45 s): a step encodes each of its sentences once, in one
+pass (``pairs_loss``: the same loss), and a step holds pairs of alike length (``pair_batches``), so
+it pads little and, the pairs of a long sentence falling together, holds fewer distinct sentences.
+The price of the second, measured on NYT at 20 a label against SetFit's drawn order: about 0.01
+macro-F1 (steps are less varied); encoding each sentence once without it was 1.4x faster and
+scored as SetFit's order did (docs: training/recipe.md).
 """
 
 from __future__ import annotations
@@ -58,6 +64,20 @@ def draw_pairs(labels: Sequence[int], iterations: int, seed: int) -> list[Pair]:
     return pairs
 
 
+def pair_batches(pairs: Sequence[Pair], lengths: Sequence[int], seed: int, group: int = 16) -> list[list[Pair]]:
+    """The steps' batches of ``PAIR_BATCH`` pairs: pairs of alike length together, so a step pads
+    little and holds fewer distinct sentences, and the batches in a seeded random order (as
+    transformers' group_by_length does: pairs are sorted by their longer sentence within runs of
+    ``group`` batches of the shuffled list)."""
+    span = group * PAIR_BATCH
+    batches = []
+    for start in range(0, len(pairs), span):
+        run = sorted(pairs[start : start + span], key=lambda pair: max(lengths[pair.first], lengths[pair.second]))
+        batches += [run[at : at + PAIR_BATCH] for at in range(0, len(run), PAIR_BATCH)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
 Embed = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -70,6 +90,20 @@ def pooled(model: Any, features: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _batch(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     return dict(tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+
+
+def pairs_loss(model: Any, tokenizer: Any, texts: Sequence[str], chunk: Sequence[Pair], max_length: int,
+               embed: Embed = pooled) -> torch.Tensor:  # fmt: skip
+    """SetFit's loss on one step's pairs: the mean squared gap between each pair's cosine similarity
+    and 1 (same label) or 0. Each sentence of the step is encoded once in one pass, however many of
+    its pairs hold it."""
+    unique = sorted({pair.first for pair in chunk} | {pair.second for pair in chunk})
+    row = {index: position for position, index in enumerate(unique)}
+    vectors = embed(model, _batch(tokenizer, [texts[index] for index in unique], max_length))
+    firsts = vectors[[row[pair.first] for pair in chunk]]
+    seconds = vectors[[row[pair.second] for pair in chunk]]
+    targets = torch.tensor([1.0 if pair.similar else 0.0 for pair in chunk], dtype=vectors.dtype)
+    return torch.nn.functional.mse_loss(torch.cosine_similarity(firsts, seconds), targets)
 
 
 def train_on_pairs(
@@ -91,12 +125,8 @@ def train_on_pairs(
     torch.manual_seed(seed)
     model.train()
     losses = []
-    for start in range(0, len(pairs), PAIR_BATCH):
-        chunk = pairs[start : start + PAIR_BATCH]
-        firsts = embed(model, _batch(tokenizer, [texts[pair.first] for pair in chunk], max_length))
-        seconds = embed(model, _batch(tokenizer, [texts[pair.second] for pair in chunk], max_length))
-        targets = torch.tensor([1.0 if pair.similar else 0.0 for pair in chunk])
-        loss = torch.nn.functional.mse_loss(torch.cosine_similarity(firsts, seconds), targets)
+    for chunk in pair_batches(pairs, [len(text) for text in texts], seed):
+        loss = pairs_loss(model, tokenizer, texts, chunk, max_length, embed)
         loss.backward()
         optimizer.step()
         schedule.step()

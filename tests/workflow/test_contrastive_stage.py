@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from hflabels.training.contrastive import PAIR_BATCH, draw_pairs, embeddings, head_from_regression, train_on_pairs
+from hflabels.training.contrastive import (
+    PAIR_BATCH,
+    Pair,
+    draw_pairs,
+    embeddings,
+    head_from_regression,
+    pair_batches,
+    pairs_loss,
+    train_on_pairs,
+)
 
 
 def test_pairs_are_drawn_as_setfit_draws_them():
@@ -25,6 +34,28 @@ def test_pairs_are_drawn_as_setfit_draws_them():
     for index, label in enumerate(labels):
         assert firsts[(index, False)] == 4
         assert firsts[(index, True)] == (4 if labels.count(label) > 1 else 0)
+
+
+def test_the_steps_hold_every_pair_once_with_pairs_of_alike_length_together():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 200, 40))
+    pairs = draw_pairs([index % 4 for index in range(40)], iterations=10, seed=1)  # 800 pairs
+    batches = pair_batches(pairs, lengths, seed=2)
+    assert batches == pair_batches(pairs, lengths, seed=2) and batches != pair_batches(pairs, lengths, seed=3)
+    assert Counter(pair for batch in batches for pair in batch) == Counter(pairs)  # each pair once, none added
+    assert len(batches) == len(pairs) // PAIR_BATCH and {len(batch) for batch in batches} == {PAIR_BATCH}
+
+    def longer(pair: Pair) -> int:
+        return max(lengths[pair.first], lengths[pair.second])
+
+    def mean_spread(steps: list[list[Pair]]) -> float:
+        return float(np.mean([max(map(longer, step)) - min(map(longer, step)) for step in steps]))
+
+    # Drawn in order, a step's longest and shortest pair differ by most of the range; grouped, by little.
+    in_order = [pairs[start : start + PAIR_BATCH] for start in range(0, len(pairs), PAIR_BATCH)]
+    assert mean_spread(batches) < mean_spread(in_order) / 4
+    # A partial last batch stays: 810 pairs give 51 steps.
+    assert sum(map(len, pair_batches(pairs + pairs[:10], lengths, seed=2))) == 810
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +115,37 @@ def test_a_head_of_another_shape_is_left_alone(classifier):
     before = model.classifier.weight.detach().clone()
     assert not head_from_regression(model, tokenizer, ["a", "b"], [0, 1], 32, 4)
     assert torch.equal(model.classifier.weight, before)
+
+
+def test_a_step_encodes_each_sentence_once_and_gives_the_loss_of_its_pairs(classifier):
+    """The step's loss and gradients equal those of encoding each side of each pair on its own
+    (SetFit's way), without dropout, while the encoder sees each sentence once."""
+    from hflabels.training.contrastive import _batch, pooled
+
+    fresh, tokenizer = classifier
+    model = fresh(3)  # eval mode: no dropout, so both ways are the same function
+    texts, labels = keyword_texts(12, seed=4)
+    texts[5] = texts[5] + " and the long sentence goes on for several more words"  # padding differs
+    chunk = draw_pairs(labels, iterations=3, seed=5)[:PAIR_BATCH]
+    rows = []
+
+    def counted(model_, features):
+        rows.append(len(features["input_ids"]))
+        return pooled(model_, features)
+
+    loss = pairs_loss(model, tokenizer, texts, chunk, 32, counted)
+    loss.backward()
+    grads = [parameter.grad.clone() for parameter in model.base_model.parameters()]
+    model.zero_grad()
+    assert rows == [len({pair.first for pair in chunk} | {pair.second for pair in chunk})] and rows[0] < 2 * PAIR_BATCH
+    firsts = pooled(model, _batch(tokenizer, [texts[pair.first] for pair in chunk], 32))
+    seconds = pooled(model, _batch(tokenizer, [texts[pair.second] for pair in chunk], 32))
+    targets = torch.tensor([float(pair.similar) for pair in chunk])
+    oracle = torch.nn.functional.mse_loss(torch.cosine_similarity(firsts, seconds), targets)
+    oracle.backward()
+    torch.testing.assert_close(loss, oracle, rtol=0, atol=1e-6)
+    for grad, parameter in zip(grads, model.base_model.parameters()):
+        torch.testing.assert_close(grad, parameter.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_training_on_pairs_fits_the_pairs_objective_and_leaves_the_head(classifier):
