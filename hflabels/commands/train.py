@@ -25,6 +25,7 @@ from hflabels.commands.calibrate import add_guarantee_arguments, guarantee_optio
 from hflabels.training.choices import (
     AUTO_OVERSAMPLE_RATIO,
     IMBALANCE_MODES,
+    LOSSES,
     MIN_HELD_OUT,
     PAIR_STAGE_MODES,
     WEIGHT_SCHEMES,
@@ -75,7 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--validation-fraction", type=float, default=0.2, help="share of --train held out when no --validation is given"
     )
     parser.add_argument("--seed", type=int, default=42, help="seed of the split, the order and the initialisation")
-    parser.add_argument("--loss", choices=("cross_entropy", "focal"), default="cross_entropy", help="the training loss")
+    parser.add_argument(
+        "--loss", choices=LOSSES, default="cross_entropy",
+        help="the training loss (logit_adjusted: Menon et al. 2021, single-label; decisions weigh every class alike)",
+    )  # fmt: skip
     parser.add_argument("--focal-gamma", type=float, default=2.0, help="focal loss's focusing parameter")
     parser.add_argument("--sampling", choices=SAMPLING, default="none", help="balance single-label classes")
     parser.add_argument(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 # Loss weights per class (hflabels/training/metrics.py, class_weights).
 WEIGHT_SCHEMES = ("none", "inverse", "sqrt_inverse", "effective")
+# The training loss: cross-entropy, focal (Lin et al. 2017), or logit-adjusted (Menon et al. 2021:
+# cross-entropy on the logits plus the log of the training prior, single-label; hflabels/training/losses.py).
+LOSSES = ("cross_entropy", "focal", "logit_adjusted")
 # What training does about imbalanced single-label classes (hflabels/training/imbalance.py).
 # auto: oversample where the classes are at least AUTO_OVERSAMPLE_RATIO:1 (measured: imbalance.py).
 IMBALANCE_MODES = ("auto", "none", "oversample", "logit_adjustment")

@@ -14,17 +14,19 @@ import torch
 
 from handler.api.tasks import Objective
 from hflabels.training.evaluation import IGNORED, ListDataset, epoch_metrics
-from hflabels.training.losses import focal_loss, sigmoid_focal_loss
+from hflabels.training.losses import focal_loss, logit_adjusted_loss, sigmoid_focal_loss
 from hflabels.training.metrics import LOWER_IS_BETTER
 from hflabels.training.options import CHECKPOINTS, TrainOptions, chosen_metric, schedule_for
 
 
-def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: str, gamma: float) -> type:
+def imbalance_trainer_class(
+    task: str, weights: torch.Tensor | None, loss_name: str, gamma: float, log_prior: torch.Tensor | None = None
+) -> type:
     from transformers import Trainer
 
     class ImbalanceTrainer(Trainer):
         """The Trainer, with the loss weighted per class (multi-label: per label's positives), or
-        focal with those weights as alpha."""
+        focal with those weights as alpha, or logit-adjusted by the training split's ``log_prior``."""
 
         def _get_eval_sampler(self, eval_dataset):  # noqa: ANN001, ANN202
             # transformers 5 groups evaluation and predict() batches by length too when training
@@ -40,7 +42,9 @@ def imbalance_trainer_class(task: str, weights: torch.Tensor | None, loss_name: 
             targets = inputs.pop("labels")
             outputs = model(**inputs)
             logits = outputs.logits
-            if loss_name == "focal":
+            if loss_name == "logit_adjusted":
+                loss = logit_adjusted_loss(logits, targets, log_prior)
+            elif loss_name == "focal":
                 focal = sigmoid_focal_loss if task == Objective.MULTI_LABEL else focal_loss
                 loss = focal(logits, targets, gamma, weights)
             elif task == Objective.MULTI_LABEL:
@@ -153,8 +157,10 @@ def build_trainer(
     validation_features: list[dict[str, Any]],
     loss_weights: torch.Tensor | None,
     callbacks: Sequence[Any] = (),
+    log_prior: torch.Tensor | None = None,
 ) -> Any:
-    """The exact Trainer ``train`` runs (a test builds it against the installed transformers)."""
+    """The exact Trainer ``train`` runs (a test builds it against the installed transformers);
+    ``log_prior``: the training split's log class shares, for the logit-adjusted loss."""
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
 
     options, _ = schedule_for(options, len(train_features))  # epochs and rate left to the recipe
@@ -171,7 +177,7 @@ def build_trainer(
     def compute_metrics(prediction: Any) -> dict[str, float]:
         return epoch_metrics(task, labels, prediction.predictions, prediction.label_ids)
 
-    trainer = imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma)(
+    trainer = imbalance_trainer_class(task, loss_weights, options.loss, options.focal_gamma, log_prior)(
         model=model,
         args=training_arguments(options, checkpoints, metric),
         train_dataset=ListDataset(train_features),

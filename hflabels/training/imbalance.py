@@ -42,15 +42,16 @@ class BalanceOptions:
     sampling: bool = False
     class_weights: bool = False
     focal_loss: bool = False
+    logit_adjusted_loss: bool = False
 
     @property
     def given(self) -> bool:
-        return self.sampling or self.class_weights or self.focal_loss
+        return self.sampling or self.class_weights or self.focal_loss or self.logit_adjusted_loss
 
     @property
     def flatten_prior(self) -> bool:
         """Whether they were given to flatten the training prior (focal loss alone does not)."""
-        return self.sampling or self.class_weights
+        return self.sampling or self.class_weights or self.logit_adjusted_loss
 
     @property
     def names(self) -> str:
@@ -59,6 +60,7 @@ class BalanceOptions:
             ("--sampling", self.sampling),
             ("--class-weights", self.class_weights),
             ("--loss focal", self.focal_loss),
+            ("--loss logit_adjusted", self.logit_adjusted_loss),
         )
         return "/".join(name for name, on in flags if on)
 

@@ -1,5 +1,6 @@
 """Training losses for class imbalance: focal loss (Lin et al. 2017), written with log_softmax so
-p_t is the model's probability of the true class whether or not class weights are on."""
+p_t is the model's probability of the true class whether or not class weights are on; and the
+logit-adjusted loss (Menon et al. 2021)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def sigmoid_focal_loss(
         positive = alpha.to(positive.device) * positive
     negative = (1.0 - targets) * log_p.exp() ** gamma * log_not_p
     return -(positive + negative).mean()
+
+
+def logit_adjusted_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """Menon et al. 2021's logit-adjusted cross-entropy (tau 1): cross-entropy of ``logits +
+    log_prior``. The model's own logits then estimate the class likelihoods with every class weighed
+    alike (the balanced error's Bayes rule), so its argmax is the balanced decision; adding
+    ``log_prior`` back gives the posterior under the training prior."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    targets = targets.reshape(-1)
+    return functional.cross_entropy(
+        logits.float() + log_prior.to(logits.device, torch.float32), targets, ignore_index=IGNORE_INDEX
+    )

@@ -143,7 +143,8 @@ def balance_options_given(options: TrainOptions) -> BalanceOptions:
     return BalanceOptions(
         sampling=options.sampling != "none",
         class_weights=options.class_weights != "none",
-        focal_loss=options.loss != "cross_entropy",
+        focal_loss=options.loss == "focal",
+        logit_adjusted_loss=options.loss == "logit_adjusted",
     )
 
 
@@ -176,6 +177,8 @@ def check_options(options: TrainOptions, task: Objective, device: torch.device) 
         raise DataError("--pair-stage on has no fine-tuning loss to weigh: drop --class-weights/--loss")
     if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
         raise DataError("--class-weights and --loss focal are for classification, not regression")
+    if options.loss == "logit_adjusted" and task not in (Objective.SINGLE_LABEL, Objective.SENTENCE_PAIR):
+        raise DataError(f"--loss logit_adjusted is for single-label classification, not {task.value}")
     if options.imbalance in ("logit_adjustment", "oversample") and not options.calibrate:
         raise DataError(f"--imbalance {options.imbalance} is served through the calibration: drop --no-calibration")
     if options.bf16:

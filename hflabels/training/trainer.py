@@ -92,6 +92,8 @@ class Balance:
     imbalance: ImbalancePlan
     # What the training split was resampled with: --sampling, or the imbalance plan's own.
     sampling: str
+    # The training split's log class shares, added to the logits by --loss logit_adjusted.
+    log_prior: torch.Tensor | None = None
 
     def ratios(self, options: TrainOptions) -> np.ndarray:
         """What calibration's prior correction divides out: how much more likely training made
@@ -102,6 +104,10 @@ class Balance:
         if self.sampling != "none":
             before = np.maximum(np.asarray(self.counts_before, dtype=float), 1.0)
             ratios *= np.asarray(self.counts, dtype=float) / before
+        if self.log_prior is not None:
+            # The loss took the training prior out of the model's logits: it made each class 1/share
+            # more likely than the data did (as inverse weights would).
+            ratios /= np.exp(self.log_prior.double().numpy())
         return decision_ratios(ratios, self.counts_before, self.imbalance)
 
 
@@ -167,7 +173,11 @@ def rebalance(options: TrainOptions, task: Objective, splits: Splits) -> Balance
     counts = label_counts(splits.train, task, splits.labels)
     weights = class_weights(counts, options.class_weights)
     loss_weights = None if options.class_weights == "none" else torch.tensor(weights, dtype=torch.float32)
-    return Balance(counts_before, counts, weights, loss_weights, plan, sampling)
+    log_prior = None
+    if options.loss == "logit_adjusted":
+        shares = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+        log_prior = torch.tensor(np.log(shares / shares.sum()), dtype=torch.float32)
+    return Balance(counts_before, counts, weights, loss_weights, plan, sampling, log_prior)
 
 
 def run_pair_stage(
@@ -300,7 +310,7 @@ def train(options: TrainOptions, report: Callable[[dict[str, Any]], None] | None
     train_features, validation_features = encode(splits.train, *encode_args), encode(splits.validation, *encode_args)
     clock = EpochClock(len(train_features), report, EPOCH_METRICS[task.value])
     trainer = build_trainer(options, model, tokenizer, splits.labels, train_features, validation_features,
-                            balance.loss_weights, [clock.callback])  # fmt: skip
+                            balance.loss_weights, [clock.callback], balance.log_prior)  # fmt: skip
     if pair_stage["run"]:
         resumed_from, seconds = None, pair_stage["seconds"]  # the pair stage made the model: no epochs
     else:

@@ -1,5 +1,5 @@
-"""A learnable rare class at controlled ratios: plain training, inverse class weights, focal loss and
-oversampling (what --imbalance auto does from 10:1), and the decision rules on their logits
+"""A learnable rare class at controlled ratios: plain training, inverse class weights, focal loss,
+the logit-adjusted loss and oversampling (what --imbalance auto does from 10:1), and the decision rules on their logits
 (lab/rare_class.py says which and why).
 
     python -m lab rare-class [--ratios 100 20] [--seeds 1 2 3] [--majority 1500] [--epochs 3]
@@ -30,6 +30,8 @@ TRAININGS = {
     "inverse weights": {"class_weights": "inverse"},
     "focal (gamma 2)": {"loss": "focal"},
     "oversample": {"imbalance": "oversample"},
+    # Menon et al. 2021: cross-entropy on the logits plus the log training prior; served as trained.
+    "logit-adjusted loss": {"loss": "logit_adjusted"},
 }
 
 

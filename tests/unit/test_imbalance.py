@@ -69,6 +69,29 @@ def test_the_options_given_name_themselves_and_only_weights_or_resampling_flatte
         plan_imbalance("oversample", [1000, 10], True, given=BalanceOptions(sampling=True, class_weights=True))
 
 
+def test_the_logit_adjusted_loss_flattens_the_prior_so_its_decisions_are_served_as_trained():
+    from pathlib import Path
+
+    import torch
+
+    from handler.api.tasks import Objective
+    from hflabels.training.data import DataError
+    from hflabels.training.options import TrainOptions, balance_options_given, check_options
+
+    adjusted = BalanceOptions(logit_adjusted_loss=True)
+    assert adjusted.given and adjusted.flatten_prior and adjusted.names == "--loss logit_adjusted"
+    options = TrainOptions(task="single_label", train=Path("t"), output=Path("o"), loss="logit_adjusted")
+    assert balance_options_given(options) == adjusted
+    plan = plan_imbalance("auto", [1000, 10], True, given=adjusted)
+    assert plan.mode == LOGIT_ADJUSTMENT and plan.sampling == "none"
+    with pytest.raises(ValueError, match="drop --loss logit_adjusted"):
+        plan_imbalance("oversample", [1000, 10], True, given=adjusted)
+    for task in (Objective.MULTI_LABEL, Objective.TOKEN_CLASSIFICATION):
+        with pytest.raises(DataError, match=f"logit_adjusted is for single-label classification, not {task.value}"):
+            check_options(options, task, torch.device("cpu"))
+    check_options(options, Objective.SENTENCE_PAIR, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("mode", ["oversample", "logit_adjustment"])
 def test_a_balanced_mode_without_calibration_is_refused_since_calibration_serves_it(mode):
     from pathlib import Path

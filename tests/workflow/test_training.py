@@ -201,6 +201,31 @@ def test_focal_loss_equals_its_formula_and_is_cross_entropy_at_gamma_zero():
     assert sigmoid_focal_loss(multi, truth, 0.0).item() == pytest.approx(bce.item(), rel=1e-6)
 
 
+def test_the_logit_adjusted_loss_is_cross_entropy_of_the_logits_plus_the_log_prior():
+    import torch
+
+    from hflabels.training.losses import logit_adjusted_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    targets = torch.tensor([0, 2, -100])
+    prior = torch.tensor([0.90, 0.09, 0.01])
+    loss = logit_adjusted_loss(logits, targets, prior.log())
+    adjusted = logits[:2] + prior.log()
+    expected = -(adjusted.log_softmax(-1)[[0, 1], [0, 2]]).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # Its gradient: the adjusted softmax minus the target, so a rare class's logit is pushed up
+    # until it wins by log(1 / prior) more than plain cross-entropy would ask.
+    loss.backward()
+    softmax = torch.softmax(adjusted.detach(), -1)
+    softmax[[0, 1], [0, 2]] -= 1.0
+    torch.testing.assert_close(logits.grad[:2], softmax / 2, rtol=0, atol=1e-6)
+    assert torch.equal(logits.grad[2], torch.zeros(3))  # ignored
+    # A flat prior is plain cross-entropy.
+    flat = logit_adjusted_loss(logits, targets, torch.full((3,), 1 / 3).log())
+    plain = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+    assert flat.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
 def test_resampling_balances_classes_as_documented(tmp_path):
     from hflabels.training.data import resample
 
@@ -216,12 +241,8 @@ def test_resampling_balances_classes_as_documented(tmp_path):
         resample(examples, "multi_label", "oversample", seed=3)
 
 
-@pytest.mark.parametrize("imbalance", [None, "none"])
-def test_imbalanced_classes_are_oversampled_by_default_and_served_weighing_every_class_alike(
-    tmp_path, capsys, models_root, imbalance
-):  # fmt: skip
-    from hflabels.calibrating import decisions_weigh_classes_alike
-
+def train_imbalanced(tmp_path, models_root, options: list[str]):
+    """``hflabels train`` on 40 common, 20 other and 2 rare sentences (20:1), one epoch; its folder."""
     base = build_base_encoder(models_root / "base_for_imbalance")
     common = [f"an ordinary sentence number {i}" for i in range(60)]
     train_file = write(tmp_path / "train.csv", "text,label\n" + "".join(f"{t},common\n" for t in common[:40])
@@ -229,10 +250,20 @@ def test_imbalanced_classes_are_oversampled_by_default_and_served_weighing_every
                        + "a rare one,rare\nanother rare one,rare\n")  # fmt: skip
     validation_file = write(tmp_path / "validation.csv", "text,label\none more,common\nsome other,other\nrare,rare\n")
     output = tmp_path / "out"
-    chosen = [] if imbalance is None else ["--imbalance", imbalance]
     argv = ["--task", "single_label", "--train", str(train_file), "--validation", str(validation_file), "--output",
-            str(output), "--base-model", str(base), "--epochs", "1", "--batch-size", "8", *chosen]  # fmt: skip
+            str(output), "--base-model", str(base), "--epochs", "1", "--batch-size", "8", *options]  # fmt: skip
     assert train_main(argv) == 0
+    return output
+
+
+@pytest.mark.parametrize("imbalance", [None, "none"])
+def test_imbalanced_classes_are_oversampled_by_default_and_served_weighing_every_class_alike(
+    tmp_path, capsys, models_root, imbalance
+):  # fmt: skip
+    from hflabels.calibrating import decisions_weigh_classes_alike
+
+    chosen = [] if imbalance is None else ["--imbalance", imbalance]
+    output = train_imbalanced(tmp_path, models_root, chosen)
     printed = capsys.readouterr().out
     metrics = json.loads((output / "metrics.json").read_text())
     adjustment = yaml.safe_load((output / "model-config.yaml").read_text())["handler"]["classification"][
@@ -250,6 +281,35 @@ def test_imbalanced_classes_are_oversampled_by_default_and_served_weighing_every
         assert metrics["imbalance"]["mode"] == "none" and metrics["sampling"]["mode"] == "none"
         assert metrics["sampling"]["counts_after"] == metrics["sampling"]["counts_before"]
         assert "imbalance: classes 20.0:1, decisions keep the training's prior (as asked)" in printed
+        assert not decisions_weigh_classes_alike(output)
+
+
+@pytest.mark.parametrize("imbalance", ["auto", "none"])
+def test_the_logit_adjusted_loss_trains_balanced_decisions_that_are_served_as_trained(
+    tmp_path, capsys, models_root, imbalance
+):  # fmt: skip
+    from hflabels.calibrating import decisions_weigh_classes_alike
+
+    output = train_imbalanced(tmp_path, models_root, ["--loss", "logit_adjusted", "--imbalance", imbalance])
+    printed = capsys.readouterr().out
+    metrics = json.loads((output / "metrics.json").read_text())
+    adjustment = yaml.safe_load((output / "model-config.yaml").read_text())["handler"]["classification"][
+        "calibration"]["logit_adjustment"]  # fmt: skip
+    # The loss balanced the classes: nothing is resampled on top of it.
+    assert metrics["sampling"]["counts_after"] == metrics["sampling"]["counts_before"]
+    assert metrics["loss"] == {"name": "logit_adjusted"}
+    if imbalance == "auto":
+        assert metrics["imbalance"]["mode"] == "logit_adjustment"
+        assert "--loss logit_adjusted as asked; decisions served as trained" in printed
+        # The model's own logits already weigh every class alike: no correction is served.
+        assert adjustment == pytest.approx({"common": 0.0, "other": 0.0, "rare": 0.0}, abs=1e-6)
+        assert decisions_weigh_classes_alike(output)
+    else:
+        # The training prior (40:20:2) put back: the served logits are the model's minus the
+        # adjustment, its own plus the log prior, so the scores are posteriors at the training's prior.
+        logs = np.log(np.array([40, 20, 2]) / 62)
+        expected = dict(zip(("common", "other", "rare"), -(logs - logs.mean())))
+        assert adjustment == pytest.approx(expected, abs=1e-5)
         assert not decisions_weigh_classes_alike(output)
 
 
