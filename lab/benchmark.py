@@ -184,13 +184,18 @@ def serve_model(
     (output / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     store = output / "model_store"
     archive(model_dir, name, document=config, export_path=store)
+    return start(loopback_properties(output, worker_port), store, [f"{name}={name}.mar"], output / "run")
+
+
+def loopback_properties(output: Path, worker_port: int | None = None) -> Path:
+    """The shipped config.properties on free loopback ports, written to output/config.properties."""
     properties = config_with_free_ports(TORCHSERVE_CONFIG, output / "config.properties")
     if worker_port is not None:
         # Workers listen on /tmp/.ts.sock.<port>: servers running side by side need their own.
         values = read_properties(properties)
         values["initial_worker_port"] = str(worker_port)
         write_properties(properties, values)
-    return start(properties, store, [f"{name}={name}.mar"], output / "run")
+    return properties
 
 
 def measure_served(args: argparse.Namespace, config: dict[str, Any], workloads: dict[str, Any],

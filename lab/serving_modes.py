@@ -22,6 +22,7 @@ from hflabels.torchserve_control import Server, stop
 from lab.benchmark import serve_model
 from lab.cpu_split import CpuSplit, measure_cpu
 from lab.load import median_run, open_run, served_run
+from lab.torchserve_floor import FLOOR_MODE, serve_floor
 
 # Each mode's workers on ports (unix sockets) of their own, away from TorchServe's default 9000.
 WORKER_PORT_BASE = 9300
@@ -75,18 +76,27 @@ def measure_modes(
     rounds: int,
     duration: float,
     modes: dict[str, dict[str, Any]],
+    floor: bool = False,
 ) -> dict[str, Any]:
+    """Every mode (and with ``floor`` TorchServe's own floor, lab/torchserve_floor.py, under the
+    shipped frontend settings) served side by side and measured in interleaved rounds."""
     servers: dict[str, Server] = {}
     found: dict[str, Any] = {name: {"overrides": keys, "closed": {}, "open": {}} for name, keys in modes.items()}
+    folders = [output / f"mode-{index}" for index in range(len(modes))]
     try:
         for index, (name, overrides) in enumerate(modes.items()):
-            servers[name] = serve_model(model_dir, with_overrides(config, overrides), output / f"mode-{index}", "bench",
+            servers[name] = serve_model(model_dir, with_overrides(config, overrides), folders[index], "bench",
                                         worker_port=WORKER_PORT_BASE + 10 * index)  # fmt: skip
-            served_run(servers[name].predictions_url("bench"), servers[name].inference_token, texts, 8, 2.0)
+        if floor:
+            folders.append(output / "floor")
+            servers[FLOOR_MODE] = serve_floor(config, folders[-1], "bench", WORKER_PORT_BASE + 10 * len(modes))
+            found[FLOOR_MODE] = {"overrides": {}, "floor": True, "closed": {}, "open": {}}
+        for server in servers.values():  # warm-up
+            served_run(server.predictions_url("bench"), server.inference_token, texts, 8, 2.0)
         plans = [("closed", c) for c in concurrency] + [("open", share) for share in loads]
         for kind, level in plans:
-            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
-            cpu = {name: CpuSplit() for name in modes}
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            cpu = {name: CpuSplit() for name in servers}
             for round_index in range(rounds):
                 for name, server in servers.items():
                     url, token = server.predictions_url("bench"), server.inference_token
@@ -97,7 +107,7 @@ def measure_modes(
                             run = open_run(url, token, texts, level * in_process_rate, duration, seed=round_index)
                     runs[name].append(run)
                     cpu[name] = cpu[name].plus(split)
-            for name in modes:
+            for name in servers:
                 summary = _summary(runs[name], cpu[name])
                 summary["ratio_to_in_process"] = round(summary["throughput"] / in_process_rate, 3)
                 key = str(level)
@@ -109,8 +119,8 @@ def measure_modes(
                       f"CPU ms/request: client {shares['client']:.2f} frontend {shares['frontend']:.2f} "
                       f"workers {shares['workers']:.2f}")  # fmt: skip
     finally:
-        for index in range(len(modes)):
-            stop(output / f"mode-{index}" / "run")
+        for folder in folders:
+            stop(folder / "run")
     return found
 
 
@@ -119,13 +129,14 @@ def lone_request_overhead(found: dict[str, Any], single_input_ms: float) -> dict
     return {
         name: round(result["closed"]["1"]["p50_ms"] - single_input_ms, 2)
         for name, result in found.items()
-        if "1" in result["closed"]
+        if "1" in result["closed"] and not result.get("floor")
     }
 
 
 def best_mode(found: dict[str, Any], clients: str = "32") -> str:
     """The mode with the highest median closed-loop throughput at ``clients``."""
-    return max(found, key=lambda name: found[name]["closed"].get(clients, {}).get("throughput", 0.0))
+    candidates = [name for name in found if not found[name].get("floor")]
+    return max(candidates, key=lambda name: found[name]["closed"].get(clients, {}).get("throughput", 0.0))
 
 
 def median_of(values: Sequence[float]) -> float:

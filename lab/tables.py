@@ -252,7 +252,9 @@ def serving_modes_table(document: dict[str, Any]) -> str:
             for level, run in found[kind].items():
                 load = f"{level} clients" if kind == "closed" else f"Poisson at {float(level):.0%}"
                 cpu = run["cpu_ms_per_request"]
-                rows.append((name, load, f"{run['throughput']:.1f}", f"{run['ratio_to_in_process']:.2f}",
+                # The floor has no model: a share of the model's in-process rate says nothing of it.
+                share = "-" if found.get("floor") else f"{run['ratio_to_in_process']:.2f}"
+                rows.append((name, load, f"{run['throughput']:.1f}", share,
                              f"{run['p50_ms']:.1f}", f"{run['p99_ms']:.1f}", run["errors"],
                              f"{cpu['client']:.2f} / {cpu['frontend']:.2f} / {cpu['workers']:.2f}"))  # fmt: skip
     body = table(("mode", "load", "answers/s", "of in-process", "p50 ms", "p99 ms", "errors",
@@ -264,6 +266,12 @@ def serving_modes_table(document: dict[str, Any]) -> str:
 def lone_request_table(document: dict[str, Any]) -> str:
     """One client: each mode's median over one input alone in-process."""
     single = document["in_process"]["single_input_ms"]
-    rows = [(name, f"{document['modes'][name]['closed']['1']['p50_ms']:.1f}", f"{single:.1f}", f"+{extra:.1f}")
+    floor = document.get("floor_lone_request_p50_ms")
+    rows = [(name, f"{document['modes'][name]['closed']['1']['p50_ms']:.1f}", f"{single:.1f}", f"+{extra:.1f}",
+             *([f"{extra - floor:+.1f}"] if floor is not None else []))
             for name, extra in document["lone_request_overhead_ms"].items()]  # fmt: skip
-    return table(("mode", "p50 at 1 client (ms)", "one input in-process (ms)", "added by serving (ms)"), rows)
+    heads = ("mode", "p50 at 1 client (ms)", "one input in-process (ms)", "added by serving (ms)")
+    if floor is None:
+        return table(heads, rows)
+    # The floor's round trip (TorchServe, protocol, client, no model) is in every served request.
+    return table((*heads, f"beyond TorchServe's floor of {floor:.1f} ms"), rows)

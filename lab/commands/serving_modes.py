@@ -1,5 +1,6 @@
 """The serving modes side by side: classic TorchServe batching, a longer window, the async worker
-mode (the handler batches when the model is free) and several workers with fewer threads each.
+mode (the handler batches when the model is free) and several workers with fewer threads each, and
+TorchServe's own floor (a handler that answers at once) under the same frontend settings.
 
 Results: build/serving-modes/results.json (the docs' performance page draws its table from the
 copy in docs/results/serving-modes.json).
@@ -18,6 +19,7 @@ from lab.commands.bench import model_config
 from lab.load import mixed_inputs, word_stream
 from lab.results import write_results
 from lab.serving_modes import best_mode, candidate_modes, lone_request_overhead, measure_modes
+from lab.torchserve_floor import FLOOR_MODE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per round")
     parser.add_argument("--inputs", type=int, default=512, help="distinct mixed inputs")
     parser.add_argument("--modes", nargs="+", help="only the modes whose names start with these words")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="leave out TorchServe's floor (a handler that answers at once, same frontend settings)")
     parser.add_argument("--output", type=Path, default=BUILD / "serving-modes", help="folder for the results")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the generated texts")
 
@@ -62,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"served, {len(modes)} modes in interleaved rounds...")
     found = measure_modes(args.model_dir, config, texts, handler_rate, args.output, args.concurrency, args.loads,
-                          args.rounds, args.duration, modes)  # fmt: skip
+                          args.rounds, args.duration, modes, args.floor)  # fmt: skip
     results["modes"] = found
+    if args.floor and "1" in found[FLOOR_MODE]["closed"]:
+        # What TorchServe and the client cost a lone request whatever the handler does.
+        results["floor_lone_request_p50_ms"] = found[FLOOR_MODE]["closed"]["1"]["p50_ms"]
+        print(f"  one client, {FLOOR_MODE}: p50 {results['floor_lone_request_p50_ms']:.1f} ms")
     results["lone_request_overhead_ms"] = lone_request_overhead(found, in_process["single_input_ms"])
     results["best_at_32_clients"] = best_mode(found) if "32" in next(iter(found.values()))["closed"] else None
     for name, extra in results["lone_request_overhead_ms"].items():

@@ -28,3 +28,35 @@ def test_each_mode_changes_its_keys_in_the_shipped_config_and_nothing_else():
         "handler": {"batching": {"max_batch_requests": 8}}
     }
     assert shipped == before  # the shipped config is copied, never changed
+
+
+def test_the_floor_handler_answers_every_input_at_once_and_loads_on_none():
+    from lab.torchserve_floor import FLOOR_HANDLER
+
+    namespace: dict = {}
+    exec(compile(FLOOR_HANDLER, "floor_handler.py", "exec"), namespace)  # noqa: S102 (our own constant)
+    handle = namespace["handle"]
+    assert handle(None, object()) is None  # TorchServe's load-time call of a function entry point
+    answers = handle([{"body": b"a"}, {"body": b"b"}, {"body": b"c"}], object())
+    assert len(answers) == 3 and all(yaml.safe_load(answer) == {"label": "floor", "score": 1.0} for answer in answers)
+
+
+def test_the_floor_is_a_row_of_its_own_and_never_the_best_mode():
+    from lab.serving_modes import best_mode, lone_request_overhead
+    from lab.tables import lone_request_table, serving_modes_table
+    from lab.torchserve_floor import FLOOR_MODE
+
+    run = {"throughput": 900.0, "ratio_to_in_process": 3.3, "p50_ms": 4.0, "p99_ms": 6.0, "errors": 0,
+           "cpu_ms_per_request": {"client": 0.5, "frontend": 1.0, "workers": 0.2}}  # fmt: skip
+    classic = {**run, "throughput": 190.0, "ratio_to_in_process": 0.69, "p50_ms": 16.6}
+    found = {"classic": {"closed": {"1": classic, "32": classic}, "open": {}},
+             FLOOR_MODE: {"floor": True, "closed": {"1": run, "32": run}, "open": {}}}  # fmt: skip
+    assert best_mode(found) == "classic"
+    overhead = lone_request_overhead(found, 10.3)
+    assert overhead == {"classic": 6.3}
+    document = {"modes": found, "in_process": {"single_input_ms": 10.3}, "lone_request_overhead_ms": overhead,
+                "floor_lone_request_p50_ms": 4.0}  # fmt: skip
+    lone = lone_request_table(document)
+    assert "beyond TorchServe's floor of 4.0 ms" in lone and "| +2.3 |" in lone
+    rows = [line for line in serving_modes_table(document).splitlines() if line.startswith(f"| {FLOOR_MODE}")]
+    assert rows and all("| - |" in row for row in rows)  # no share of the model's rate for the floor
