@@ -97,6 +97,7 @@ def results_page(title: str, intro: str, sections: list[tuple[str, str, str, str
 
 # The serving-modes runs, by CPU class: bf16 units (dtype auto serves bf16) and AVX2 only (float32).
 SERVING_MODES_RUNS = (
+    ("AMD EPYC Zen 5, bf16, with TorchServe's floor", "serving-modes-floor-zen5.json"),
     ("AMD EPYC Zen 5, bf16", "serving-modes-zen5.json"),
     ("AMD EPYC, AVX2 only", "serving-modes.json"),
 )
@@ -177,7 +178,8 @@ RESULT_PAGES = {
         "`--imbalance auto` does from 10:1), every decision rule on their logits (*served* is what `hflabels "
         "train` serves); tested on 300 of each sentiment and 200 of the rare class. What it means: "
         "[Class imbalance](../training/imbalance.md).",
-        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json")),
+        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json"))
+          + (f"\n\n*{load('rare-class.json')['note']}.*" if "note" in load("rare-class.json") else ""),
           "rare-class.png")]),  # fmt: skip
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
