@@ -176,7 +176,10 @@ def check_options(options: TrainOptions, task: Objective, device: torch.device) 
         # The pairs have no loss weights: calibration would divide out a weighting never trained.
         raise DataError("--pair-stage on has no fine-tuning loss to weigh: drop --class-weights/--loss")
     if not task.classifies and (options.class_weights != "none" or options.loss != "cross_entropy"):
-        raise DataError("--class-weights and --loss focal are for classification, not regression")
+        given = [name for name, on in (("--class-weights", options.class_weights != "none"),
+                                       (f"--loss {options.loss}", options.loss != "cross_entropy")) if on]  # fmt: skip
+        verb = "is" if len(given) == 1 else "are"
+        raise DataError(f"{' and '.join(given)} {verb} for classification, not regression")
     if options.loss == "logit_adjusted" and task not in (Objective.SINGLE_LABEL, Objective.SENTENCE_PAIR):
         raise DataError(f"--loss logit_adjusted is for single-label classification, not {task.value}")
     if options.imbalance in ("logit_adjustment", "oversample") and not options.calibrate:

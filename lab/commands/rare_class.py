@@ -1,6 +1,6 @@
 """A learnable rare class at controlled ratios: plain training, inverse class weights, focal loss,
-the logit-adjusted loss and oversampling (what --imbalance auto does from 10:1), and the decision rules on their logits
-(lab/rare_class.py says which and why).
+the logit-adjusted loss and oversampling (what --imbalance auto does from 10:1), and the decision
+rules on their logits (lab/rare_class.py says which and why).
 
     python -m lab rare-class [--ratios 100 20] [--seeds 1 2 3] [--majority 1500] [--epochs 3]
                              [--output docs/results/rare-class.json]

@@ -90,6 +90,8 @@ def test_the_logit_adjusted_loss_flattens_the_prior_so_its_decisions_are_served_
         with pytest.raises(DataError, match=f"logit_adjusted is for single-label classification, not {task.value}"):
             check_options(options, task, torch.device("cpu"))
     check_options(options, Objective.SENTENCE_PAIR, torch.device("cpu"))
+    with pytest.raises(DataError, match="^--loss logit_adjusted is for classification, not regression$"):
+        check_options(options, Objective.REGRESSION, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("mode", ["oversample", "logit_adjustment"])
