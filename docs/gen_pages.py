@@ -151,7 +151,11 @@ RESULT_PAGES = {
         "and after `hflabels calibrate` on the movie validation split; the served "
         "monitor's windows, tests and alarm on its answers to the VADER test splits, default settings. "
         "What it means: [Prediction sets, abstention and drift](../trust/guarantees.md).",
-        [("False alarms, detection and power", "drift.json", tables.drift_alarm_tables(load("drift.json")), None)]),
+        [("False alarms, detection and power", "drift.json", tables.drift_alarm_tables(load("drift.json")), None),
+         ("What the monitor costs served (AMD EPYC Zen 5): one BLAS thread, lowest priority", "drift-cost-zen5.json",
+          tables.serving_modes_table(load("drift-cost-zen5.json")), None),
+         ("What the monitor cost served before (two BLAS threads, normal priority)", "drift-cost-zen5-before.json",
+          tables.serving_modes_table(load("drift-cost-zen5-before.json")), None)]),  # fmt: skip
     "results/calibration.md": lambda: results_page(
         "Calibration on unseen data",
         "`make calibration` (`python -m lab calibration --models FOLDER`): a movie MiniLM (3,000 VADER movie "
@@ -191,8 +195,12 @@ RESULT_PAGES = {
         "settings, seconds from `torchserve --start` until every model has a READY worker, with an empty "
         "load cache and again after a restart. How the load-time timings are shared: "
         "[Performance](../performance/index.md#several-models-at-once).",
-        [("Archives of one model", "startup.json", tables.startup_table(load("startup.json")), None),
-         ("Distinct models (each timed)", "startup-distinct.json",
+        [("AMD EPYC Zen 5: archives of one model", "startup-zen5.json",
+          tables.startup_table(load("startup-zen5.json")), None),
+         ("AMD EPYC Zen 5: distinct models (each timed)", "startup-distinct-zen5.json",
+          tables.startup_table(load("startup-distinct-zen5.json")), None),
+         ("AVX2 only: archives of one model", "startup.json", tables.startup_table(load("startup.json")), None),
+         ("AVX2 only: distinct models (each timed)", "startup-distinct.json",
           tables.startup_table(load("startup-distinct.json")), None)]),  # fmt: skip
     "results/small-data.md": lambda: results_page(
         "Training on a few sentences a label",

@@ -28,10 +28,17 @@ from lab.torchserve_floor import FLOOR_MODE, serve_floor
 WORKER_PORT_BASE = 9300
 
 
-def candidate_modes(cores: int | None = None) -> dict[str, dict[str, Any]]:
-    """Name -> the model-config keys it changes (dotted keys are nested: handler.loading.x)."""
+# The mode that measures what the drift monitor costs: the same model without its reference.
+NO_DRIFT_MONITOR = "classic, drift monitor off"
+
+
+def candidate_modes(cores: int | None = None, config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Name -> the model-config keys it changes (dotted keys are nested: handler.loading.x). A
+    ``config`` whose model carries a drift reference adds the shipped mode without it."""
     cores = cores or os.cpu_count() or 1
     half = max(cores // 2, 1)
+    monitoring = ((config or {}).get("handler") or {}).get("monitoring") or {}
+    drift = {NO_DRIFT_MONITOR: {"handler.monitoring.reference": None}} if monitoring.get("reference") else {}
     return {
         "classic (shipped: batchSize 32, maxBatchDelay 1)": {},
         "classic, maxBatchDelay 3": {"maxBatchDelay": 3},
@@ -41,6 +48,7 @@ def candidate_modes(cores: int | None = None) -> dict[str, dict[str, Any]]:
         },
         # The handler divides the cores' threads between the two (torch_num_threads null).
         f"2 workers x {half} thread{'s' if half > 1 else ''} (classic)": {"minWorkers": 2, "maxWorkers": 2},
+        **drift,
     }
 
 

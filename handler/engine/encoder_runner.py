@@ -138,7 +138,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
             kernels, kernel_choice = float32_linear_kernels(
                 self._linear_layers, self.settings, self.policy.device,
                 measure=lambda linears: measurements.remember(
-                    "float32_linear", lambda: linear_kernels.measure_speedup(linears), list, tuple),
+                    "float32_linear", lambda: linear_kernels.measure_speedup(linears, measurements.checkpoint),
+                    list, tuple),
             )  # fmt: skip
             logger.info("%s", kernel_choice.describe())
             self.policy = self.measured_passes(replace(self.policy, float32_linears=kernels))
@@ -154,6 +155,7 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
     def measured_passes(self, policy: ExecutionPolicy) -> ExecutionPolicy:
         """``policy`` with packed or padded passes and batch_overhead_tokens as timed under it."""
         sample_ids = np.random.default_rng(0).integers(5, max(6, self.tokenizer.vocab_size), self.max_length)
+        checkpoint = self.measurements.checkpoint
 
         def sample_windows(lengths: Sequence[int]) -> list[Window]:
             types = self.feeds_token_types
@@ -162,8 +164,8 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         return measure_execution(
             policy,
             self.settings,
-            pass_timer(lambda lengths: self._run_padded(sample_windows(lengths), lengths, policy)),
-            pass_timer(lambda lengths: self._run_packed(sample_windows(lengths), lengths, policy))
+            pass_timer(lambda lengths: self._run_padded(sample_windows(lengths), lengths, policy), checkpoint),
+            pass_timer(lambda lengths: self._run_packed(sample_windows(lengths), lengths, policy), checkpoint)
             if self.packer
             else None,
             self.max_length,
@@ -202,17 +204,24 @@ class EncoderRunner(TaskRunner[InputT, ParamsT], Generic[InputT, ParamsT, Detail
         windows = [Window(ids, token_types_of(encoding, row), None) for row, ids in enumerate(encoding["input_ids"])]
 
         def run(low_precision: bool, count: int | None) -> list[dict[str, np.ndarray]]:
+            if count is not None:  # a timing round (all texts: the answers)
+                self.measurements.checkpoint()
             policy = low if low_precision else float32
             return self._forward_with(windows[:count], policy.packed and self.packer is not None, policy=policy)
 
+        def answers() -> tuple[bool, float]:
+            return self.compare_probe_outputs(run(False, None), run(True, None))
+
         try:
-            if unit is not None and self.packer is not None and self.settings.batching.packed_forward is None:
+            # The answers first: a candidate that disagrees is not worth timing.
+            found = self.measurements.recall(f"answers/{autocast}", answers, list, tuple) if unit is not None else None
+            agreed = found is not None and found[0] and found[1] <= loading.dtype_tolerance
+            if agreed and self.packer is not None and self.settings.batching.packed_forward is None:
                 # Each precision at its own faster strategy: with oneDNN's float32 kernel padded
                 # passes won in float32 where packed ones won in bf16 (AMD EPYC Zen 5), and timing
                 # both at float32's choice understated bf16 (1.06x against 1.5x served).
                 low = self.measured_passes(low)
-            compare = self.compare_probe_outputs
-            choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, compare=compare,
+            choice = choose_precision(unit, len(texts), run, loading.dtype_tolerance, answers=found,
                                       remember=lambda timed: self.measurements.remember(
                                           f"precision/{autocast}", timed, list, tuple,
                                           lambda timing: not timing[2]))  # fmt: skip

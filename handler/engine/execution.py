@@ -206,10 +206,12 @@ def measure_execution(
     )
 
 
-def pass_timer(run: Callable[[Sequence[int]], object]) -> PassTimer:
-    """Seconds ``run(lengths)`` takes, as choose_execution times a pass."""
+def pass_timer(run: Callable[[Sequence[int]], object], checkpoint: Callable[[], None] = lambda: None) -> PassTimer:
+    """Seconds ``run(lengths)`` takes, as choose_execution times a pass; ``checkpoint`` is called
+    before each pass (it raises once the load's budget is spent: load_measurements.py)."""
 
     def time_pass(lengths: Sequence[int]) -> float:
+        checkpoint()
         started = time.perf_counter()
         run(lengths)
         return time.perf_counter() - started

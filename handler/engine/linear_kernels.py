@@ -121,9 +121,10 @@ def _round_seconds(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torc
     return time.perf_counter() - started
 
 
-def measure_speedup(linears: Sequence[nn.Linear]) -> tuple[float, bool]:
+def measure_speedup(linears: Sequence[nn.Linear], checkpoint: Callable[[], None] = lambda: None) -> tuple[float, bool]:
     """(oneDNN's speed over torch's own kernel, summed over the layers' distinct shapes with their
-    counts; whether every shape's outputs agreed). The two alternate; each keeps its fastest round."""
+    counts; whether every shape's outputs agreed). The two alternate; each keeps its fastest round.
+    ``checkpoint`` is called before each shape's rounds (it raises once the load's budget is spent)."""
     shapes = Counter((layer.in_features, layer.out_features) for layer in linears)
     first = {shape: next(layer for layer in linears if (layer.in_features, layer.out_features) == shape)
              for shape in shapes}  # fmt: skip
@@ -135,6 +136,7 @@ def measure_speedup(linears: Sequence[nn.Linear]) -> tuple[float, bool]:
             layer = first[shape]
             onednn = _onednn_forward(torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), None), layer.bias)
             for rows in TIMED_ROWS:
+                checkpoint()
                 inputs = torch.randn(rows, shape[0], generator=generator)
                 reference, candidate = layer(inputs), onednn(inputs)
                 scale = float(reference.abs().max()) or 1.0

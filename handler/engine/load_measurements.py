@@ -7,7 +7,7 @@ measured for 25-50 s, saw its rounds disturbed and measured again, ran past Torc
 startupTimeout, was killed and restarted, and measured again (none ready after 240 s). So:
 
 - **One at a time.** A worker holds a machine-wide file lock (``fcntl.flock``) while it times; the
-  others wait for it, at most ``loading.measure_wait_seconds``.
+  others wait for it.
 - **On a quiet machine.** Holding the lock, a worker waits (within the same budget) until the
   rest of the machine is nearly idle: workers still importing torch or loading weights beside it
   once made the first of five time a pass at 17 ms + 609 us a token where alone it took 6.6 ms +
@@ -16,13 +16,19 @@ startupTimeout, was killed and restarted, and measured again (none ready after 2
   depend on: the model's files, the settings that change how passes run, the CPU (its model name
   and flags), the thread count, the device, and the torch and transformers versions. A restart,
   or a second worker of the same model, reads them and times nothing.
-- **Bounded.** A worker that did not get the lock in time times nothing: it serves the safe choice
-  (torch's own float32 kernel, padded passes at the default cut, float32 with bf16's answers
-  checked) and the live tuner (live_tuning.py) corrects strategy and precision from traffic.
+- **Bounded.** Waiting for the lock, waiting for quiet and timing share one budget,
+  ``loading.measure_budget_seconds`` (30), counted from the first wait. The timers check it
+  between passes (:meth:`LoadMeasurements.checkpoint`): past it, what is being timed is dropped
+  and everything not yet timed serves the safe choice (torch's own float32 kernel, padded passes
+  at the default cut, float32 with bf16's answers checked), which the live tuner
+  (live_tuning.py) corrects from traffic. A load never loops on its timings past TorchServe's
+  ``startupTimeout``.
 
-``HFLABELS_CACHE_DIR`` moves the folder (default ``~/.cache/hflabels``); ``HFLABELS_LOAD_CACHE=0``
-turns remembering off (the lock stays). Only timings are remembered: answers (dtype auto's check
-of bf16 against float32 on the probe) are computed at every load.
+``HFLABELS_CACHE_DIR`` (an absolute path) moves the folder (default ``~/.cache/hflabels``);
+``HFLABELS_LOAD_CACHE=0`` turns remembering off (the lock stays). dtype auto's check of bf16's
+answers against float32's on the probe is remembered too (:meth:`LoadMeasurements.recall`): it is
+a function of the same key (the probe file and the tolerance are in it), needs no quiet machine,
+and on a restart of five models it was the largest piece of work left (1.7 s of CPU a model).
 """
 
 from __future__ import annotations
@@ -42,13 +48,18 @@ from typing import Any, TypeVar
 
 import torch
 
+from handler.api.errors import ConfigurationError
 from handler.api.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class BudgetSpent(Exception):
+    """Raised by :meth:`LoadMeasurements.checkpoint` inside a timing past the load's budget."""
 # Bumped when what is measured, or how, changes: older entries are then never read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 LOCK_FILE = "load-measurements.lock"
 CACHE_FOLDER = "load-measurements"
 POLL_SECONDS = 0.05
@@ -91,7 +102,16 @@ def cpu_busy_share(sample_seconds: float = QUIET_SAMPLE_SECONDS, stat: Path = Pa
 
 def cache_root() -> Path:
     configured = os.environ.get("HFLABELS_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "hflabels"
+    if not configured:
+        return Path.home() / ".cache" / "hflabels"
+    root = Path(configured).expanduser()
+    if not root.is_absolute():
+        # TorchServe starts each model's worker in that model's own folder: a relative folder
+        # would give every model a lock of its own, and they would time one another (seen: four
+        # of five models timing at once, 47-59 s each).
+        raise ConfigurationError(f"HFLABELS_CACHE_DIR must be an absolute path, not {configured!r}: each "
+                                 "model's worker runs in its own folder")  # fmt: skip
+    return root
 
 
 def remembering() -> bool:
@@ -160,18 +180,27 @@ class LoadMeasurements:
         self,
         key: str | None,
         root: Path | None,
-        wait_seconds: float,
+        budget_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.key = key
         self.root = root
-        self.wait_seconds = wait_seconds
+        self.budget_seconds = budget_seconds
+        # When the budget runs out: set at the first wait (None: nothing waited or timed yet).
+        self.deadline: float | None = None
+        # What was being timed when the budget ran out (None: it did not).
+        self.spent_on: str | None = None
+        # What this load timed (the rest was read back, or not timed).
+        self.timed: list[str] = []
+        self._timing = False
         self.clock = clock
         self.sleep = sleep
         # Read from the cache at entry; what this load measured is added and written at exit.
         self.remembered: dict[str, Any] = {}
         self.found: dict[str, Any] = {}
+        # Results (not timings) computed by this load: written whether the machine was quiet or not.
+        self.results: dict[str, Any] = {}
         # Whether the machine was quiet when timing began (what is timed busy is not remembered).
         self.quiet = True
         self.busy_share: Callable[[], float | None] = cpu_busy_share
@@ -185,7 +214,7 @@ class LoadMeasurements:
     def for_model(cls, model_dir: Path, settings: HandlerSettings, device: torch.device) -> LoadMeasurements:
         root = cache_root()
         key = measurement_key(model_dir, settings, device) if remembering() else None
-        return cls(key, root, settings.loading.measure_wait_seconds)
+        return cls(key, root, settings.loading.measure_budget_seconds)
 
     @classmethod
     def unshared(cls) -> LoadMeasurements:
@@ -207,8 +236,9 @@ class LoadMeasurements:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
-        if self.found and self.quiet and exc[0] is None:
-            self._write({**self.remembered, **self.found})
+        found = {**self.results, **(self.found if self.quiet else {})}
+        if found and exc[0] is None:
+            self._write({**self.remembered, **found})
 
     def remember(self, name: str, measure: Callable[[], T], encode: Callable[[T], Any], decode: Callable[[Any], T],
                  trusted: Callable[[T], bool] = lambda value: True) -> T | None:  # fmt: skip
@@ -231,19 +261,53 @@ class LoadMeasurements:
                     return self.remember(name, measure, encode, decode, trusted)
         if not self.may_measure:
             return None
-        value = measure()
+        self._timing = True
+        self.timed.append(name)
+        try:
+            value = measure()
+        except BudgetSpent:
+            # Nothing more is timed by this load: the rest serves its safe choices.
+            self.spent_on, self.may_measure = name, False
+            return None
+        finally:
+            self._timing = False
         if trusted(value):
             self.found[name] = encode(value)
         return value
+
+    def recall(self, name: str, compute: Callable[[], T], encode: Callable[[T], Any], decode: Callable[[Any], T]) -> T:
+        """``name``'s value, remembered or computed now: a result, not a timing (no lock, no quiet
+        machine, no budget), kept with the timings under the same key."""
+        if name in self.remembered:
+            try:
+                return decode(self.remembered[name])
+            except (KeyError, TypeError, ValueError):
+                logger.info("load measurements: the cached %s could not be read; computing it", name)
+        value = compute()
+        self.results[name] = encode(value)
+        return value
+
+    def checkpoint(self) -> None:
+        """Called by the timers between passes: raises BudgetSpent once the budget is spent."""
+        if self._timing and self.deadline is not None and self.clock() >= self.deadline:
+            raise BudgetSpent
 
     def describe(self) -> str:
         if self.may_measure is None:
             what = "read back from the cache (timed before on this machine, model and versions)"
             return "load measurements: " + (what if self.remembered else "nothing to time")
+        if self.spent_on is not None:
+            return (f"load measurements: the budget of {self.budget_seconds:g} s (loading.measure_budget_seconds) "
+                    f"ran out while timing {self.spent_on}, after {self.waited_seconds:.1f} s waiting for the machine; "
+                    "what was not timed serves the safe choice, corrected from live traffic")  # fmt: skip
         if not self.may_measure:
-            return (f"load measurements: another worker was timing for {self.waited_seconds:.0f} s (the wait is "
-                    "loading.measure_wait_seconds); serving the safe choices, corrected from live traffic")  # fmt: skip
+            return (
+                f"load measurements: another worker was timing for {self.waited_seconds:.0f} s (the budget is "
+                "loading.measure_budget_seconds); serving the safe choices, corrected from live traffic"
+            )
         waited = f" after waiting {self.waited_seconds:.1f} s for the machine" if self.waited_seconds >= 0.1 else ""
+        if not self.timed:
+            return f"load measurements: read back{waited}: the worker before timed this model"
         return f"load measurements: timed here{waited}" + (", the rest read back" if self.remembered else "")
 
     def _acquire(self) -> bool:
@@ -255,29 +319,33 @@ class LoadMeasurements:
             logger.info("load measurements: no lock (%s); timing without one", error)
             return True
         started = self.clock()
+        self.deadline = started + self.budget_seconds
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock = lock
-                self._wait_for_quiet(started)
+                self._wait_for_quiet()
                 self.waited_seconds = self.clock() - started
                 return True
             except BlockingIOError:
                 self.waited_seconds = self.clock() - started
-                if self.waited_seconds >= self.wait_seconds:
+                if self.clock() >= self.deadline:
                     lock.close()
                     return False
                 self.sleep(POLL_SECONDS)
 
-    def _wait_for_quiet(self, started: float) -> None:
-        """Hold the lock until the other processes leave the CPUs nearly idle, within the budget;
-        past it, time anyway and do not remember what was timed."""
+    def _wait_for_quiet(self) -> None:
+        """Hold the lock until the other processes leave the CPUs nearly idle, within half what is
+        left of the budget (the rest is for timing); past it, time anyway and do not remember what
+        was timed."""
+        assert self.deadline is not None
+        give_up = self.clock() + (self.deadline - self.clock()) / 2
         while True:
             busy = self.busy_share()
             if busy is None or busy <= QUIET_SHARE:
                 self.quiet = True
                 return
-            if self.clock() - started >= self.wait_seconds:
+            if self.clock() >= give_up:
                 self.quiet = False
                 logger.info("load measurements: the machine stayed busy (%.0f%% of its CPUs); timing anyway, "
                             "not remembering it", busy * 100)  # fmt: skip

@@ -130,22 +130,26 @@ def choose_precision(
     clock: Callable[[], float] = time.perf_counter,
     compare: Comparison = compare_outputs,
     remember: Callable[[Callable[[], Timing]], Timing | None] | None = None,
+    answers: tuple[bool, float] | None = None,
 ) -> PrecisionChoice:
     """``run(low_precision, texts)`` gives the outputs of the first ``texts`` probe texts (None:
     all) one way or the other; each way's time is its fastest of TIMING_ROUNDS alternating rounds.
-    ``compare`` is the task's check of the outputs (agree, largest change of what it serves); it
-    runs at every load. ``remember`` (load_measurements.py) reads the timing measured before, or
-    times under the machine's lock, or gives None: then float32 serves with the candidate's
-    answers verified, and the live tuner decides the speed from traffic."""
+    ``compare`` is the task's check of the outputs (agree, largest change of what it serves);
+    ``answers`` is its result where the caller has it already (remembered: load_measurements.py).
+    ``remember`` reads the timing measured before, or times under the machine's lock, or gives
+    None: then float32 serves with the candidate's answers verified, and the live tuner decides
+    the speed from traffic."""
     if unit is None or probe_texts == 0:
         return PrecisionChoice(False, unit, probe_texts)
-    reference, candidate = run(False, None), run(True, None)  # also the warm-up of each
-    agree, change = compare(reference, candidate)
+    warmed = answers is None
+    agree, change = compare(run(False, None), run(True, None)) if answers is None else answers  # also the warm-up
     if not (agree and change <= tolerance):
         # Answers decide first: no speed makes a disagreeing candidate acceptable.
         return PrecisionChoice(False, unit, probe_texts, agree, change, None, tolerance)
 
     def timed() -> Timing:
+        if not warmed:  # the first pass of each way allocates
+            run(False, TIMED_PROBE_TEXTS), run(True, TIMED_PROBE_TEXTS)
         attempts = 0
         while True:
             attempts += 1
@@ -162,7 +166,8 @@ def choose_precision(
     timing = remember(timed) if remember is not None else timed()
     if timing is None:
         return PrecisionChoice(False, unit, probe_texts, agree, change, None, tolerance,
-                               why_not="not timed: another worker was timing; float32 until traffic says")  # fmt: skip
+                               why_not="not timed: another worker was timing, or the load's timing budget "
+                                       "ran out; float32 until traffic says")  # fmt: skip
     speedup, attempts, disturbed = timing
     return PrecisionChoice(speedup >= MIN_SPEEDUP, unit, probe_texts, agree, change, speedup, tolerance,
                            timing_attempts=attempts, disturbed=disturbed)  # fmt: skip

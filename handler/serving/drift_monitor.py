@@ -6,16 +6,27 @@ is a permutation test: tens of milliseconds on a CPU) and keeps the latest readi
 next batch reports as gauges. Memory is bounded: one window being filled, at most one waiting,
 one being tested. A window that completes while one is still waiting is dropped and counted
 (``DriftWindowsSkippedTotal``), so a burst never queues work.
+
+The tests must not take the CPU from the passes. Served at 32 clients on 2 cores, the monitor once
+cost 10.5% of the throughput (194.8 against 217.6 answers/s, 1.2 ms more worker CPU an answer)
+where the tests themselves take 50-70 ms of CPU a window of 200 (0.3 ms an answer): numpy's
+OpenBLAS ran each product on two threads, and its extra thread spins for a while after each call
+before it sleeps. So the tests run on one BLAS thread, and the thread runs at the lowest priority
+(Linux: nice 19 for this thread alone), so the scheduler gives the passes' threads the cores first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from handler.api.errors import ConfigurationError
 from handler.api.settings import DriftReference, MonitoringSettings
@@ -29,6 +40,9 @@ from handler.postprocess.monitoring import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The drift tests' thread yields the cores to everything else in the worker.
+BACKGROUND_NICENESS = 19
 
 
 def reference_sample(reference: DriftReference, labels: tuple[str, ...], model_dir: Path | None,
@@ -104,12 +118,19 @@ class DriftMonitor:
         return done.wait(timeout)
 
     def _test_windows(self) -> None:
+        if sys.platform.startswith("linux"):
+            # Linux gives each thread its own nice value (PRIO_PROCESS with a thread's id).
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        blas = ThreadpoolController()
         while True:
             window = self._pending.get()
             try:
                 if window is None:
                     return
-                self._record(self._test(window))
+                with blas.limit(limits=1, user_api="blas"):
+                    reading = self._test(window)
+                self._record(reading)
             except Exception:
                 logger.warning("drift tests failed on a window", exc_info=True)
             finally:

@@ -14,6 +14,7 @@ Special tokens carry no attribution (they equal the baseline) and are left out o
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,14 +62,14 @@ class Explainer:
             raise ConfigurationError("explanations need gradients, which int8-quantized models do not have")
         if runner.settings.loading.backend is not Backend.TORCH:
             raise ConfigurationError("explanations need gradients, which the openvino backend does not give")
-        try:
-            from captum.attr import LayerIntegratedGradients
-        except ImportError as error:
-            raise ConfigurationError("explanations need captum installed where torchserve runs") from error
+        if importlib.util.find_spec("captum") is None:
+            raise ConfigurationError("explanations need captum installed where torchserve runs")
         self.runner = runner
         self.per_token = runner.task is Task.TOKEN_CLASSIFICATION
         self.default_steps = n_steps
-        self.integrated_gradients = LayerIntegratedGradients(self._score, runner.model.get_input_embeddings())
+        # Built at the first explanation: importing captum (and matplotlib with it) costs 0.6 s of
+        # CPU, paid by every worker at load while the other models load beside it.
+        self._integrated_gradients: Any = None
         # Token classification serves softmax scores of raw logits; sequence classification its own
         # activation, of calibrated logits where the model carries a calibration (logits stay raw).
         activation, calibration = Activation.SOFTMAX, None
@@ -132,6 +133,14 @@ class Explainer:
 
     # ---- one input ------------------------------------------------------------------------
 
+    def integrated_gradients(self) -> Any:
+        if self._integrated_gradients is None:
+            from captum.attr import LayerIntegratedGradients
+
+            embeddings = self.runner.model.get_input_embeddings()
+            self._integrated_gradients = LayerIntegratedGradients(self._score, embeddings)
+        return self._integrated_gradients
+
     def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
                position: int | None) -> torch.Tensor:  # fmt: skip
         """The served scores (every label) of each row; one token's when ``position`` is set."""
@@ -174,7 +183,7 @@ class Explainer:
             scores = self._score(input_ids, mask, types, position)[0]
         target = params.labels.index(params.target) if params.target is not None else int(scores.argmax())
         with policy.forward_context(gradients=True):
-            attributions, delta = self.integrated_gradients.attribute(
+            attributions, delta = self.integrated_gradients().attribute(
                 inputs=input_ids,
                 baselines=baseline,
                 additional_forward_args=(mask, types, position),

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
     max_length = min(int((config.get("handler") or {}).get("max_length", 512)), tokenizer.model_max_length)
     texts = mixed_inputs(word_stream(args.seed), args.inputs, args.seed)
-    modes = candidate_modes()
+    modes = candidate_modes(config=config)
     if args.modes:
         modes = {name: keys for name, keys in modes.items() if any(name.startswith(word) for word in args.modes)}
     results: dict[str, Any] = {"machine": machine(), "model": str(args.model_dir), "model_config": config}

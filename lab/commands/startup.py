@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     shipped = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
     results: dict[str, Any] = {"model": str(model_dir), "distinct": args.distinct, "runs": {}}
     for count in args.models:
-        output = args.output / f"{count}-models"
+        # Absolute: the workers run in their models' folders, and read HFLABELS_CACHE_DIR there.
+        output = args.output.resolve() / f"{count}-models"
         if output.exists():
             shutil.rmtree(output)
         store = output / "model_store"

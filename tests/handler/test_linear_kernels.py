@@ -77,15 +77,15 @@ def test_onednn_answers_equal_torchs_own_kernel(request, model_fixture, packed):
 
 
 def test_auto_takes_onednn_where_it_measures_faster_and_torchs_own_where_not(sentiment_model, monkeypatch, caplog):
-    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears: (2.2, True))
+    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears, checkpoint=None: (2.2, True))
     with caplog.at_level(logging.INFO):
         fast, _ = load_handler(sentiment_model, {"dtype": "float32", "float32_linear": "auto"})
     assert fast.runner.policy.float32_linears is not None
     assert "float32 linear layers: oneDNN over weights reordered at load, 2.20x" in caplog.text
-    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears: (1.02, True))
+    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears, checkpoint=None: (1.02, True))
     slow, _ = load_handler(sentiment_model, {"dtype": "float32", "float32_linear": "auto"})
     assert slow.runner.policy.float32_linears is None
-    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears: (3.0, False))
+    monkeypatch.setattr(linear_kernels, "measure_speedup", lambda linears, checkpoint=None: (3.0, False))
     wrong, _ = load_handler(sentiment_model, {"dtype": "float32", "float32_linear": "auto"})
     assert wrong.runner.policy.float32_linears is None
 

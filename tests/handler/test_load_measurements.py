@@ -1,6 +1,6 @@
 """What a worker times at load is timed by one worker of the machine at a time, remembered per
 machine, model and versions, and skipped (safe choices, corrected from traffic) when another worker
-holds the machine for longer than ``loading.measure_wait_seconds``."""
+holds the machine, or the load's timings run past ``loading.measure_budget_seconds``."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def counting(monkeypatch):
     calls = {"kernels": 0, "passes": 0}
     real_kernels, real_passes = linear_kernels.measure_speedup, execution_module.choose_execution
 
-    def kernels(linears):
+    def kernels(linears, checkpoint=lambda: None):
         calls["kernels"] += 1
-        return real_kernels(linears)
+        return real_kernels(linears, checkpoint)
 
     def passes(*args):
         calls["passes"] += 1
@@ -87,7 +87,7 @@ def test_only_one_worker_times_at_a_time_and_a_late_one_serves_the_safe_choices(
     with holder:
         assert holder.remember("x", lambda: 1, int, int) == 1 and holder.may_measure  # holds the machine's lock
         with caplog.at_level(logging.INFO):
-            late, context = load_handler(sentiment_model, {**MEASURED, "loading": {"measure_wait_seconds": 0.3}})
+            late, context = load_handler(sentiment_model, {**MEASURED, "loading": {"measure_budget_seconds": 0.3}})
     assert calls == {"kernels": 0, "passes": 0}, "nothing was timed while another worker held the lock"
     runner = late.runner
     assert runner.policy.float32_linears is None and not runner.policy.packed
@@ -112,7 +112,16 @@ def test_a_waiting_worker_gets_the_lock_when_the_other_is_done(remembering):
             # Its first poll finds the lock taken; the "sleep" releases it; the next poll succeeds.
             assert second.remember("y", lambda: 2, int, int) == 2
     assert second.may_measure and second.waited_seconds > 0
+    assert second.describe().startswith("load measurements: timed here after waiting")
     assert LoadMeasurements("b", remembering, 0.0).__enter__().remembered == {"y": 2}
+    # A second worker of the same model waits for the first, then reads what it timed.
+    timing, third = LoadMeasurements("c", remembering, 1.0), LoadMeasurements("c", remembering, 5.0)
+    with timing:
+        timing.remember("y", lambda: 3, int, int)
+        third.__enter__()  # its read finds nothing yet: the worker before is still timing
+    assert third.remember("y", lambda: pytest.fail("timed again"), int, int) == 3
+    assert "read back" in third.describe() and "the worker before timed this model" in third.describe()
+    third.__exit__(None, None, None)
 
 
 def test_a_precision_not_timed_serves_float32_with_the_candidates_answers_checked():
@@ -158,3 +167,98 @@ def test_the_cpu_busy_share_reads_proc_stat(tmp_path):
     assert cpu_busy_share(0.0, tmp_path / "missing") is None
     share = cpu_busy_share()
     assert share is None or 0.0 <= share <= 1.0
+
+
+def test_a_relative_cache_folder_fails_the_load_naming_it(sentiment_model, monkeypatch):
+    # TorchServe runs each model's worker in its own folder: a relative folder would give each
+    # model its own lock, and five models started together timed one another.
+    from handler.api.errors import ConfigurationError
+    from handler.engine.load_measurements import cache_root
+
+    monkeypatch.setenv("HFLABELS_CACHE_DIR", "build/cache")
+    with pytest.raises(ConfigurationError, match="HFLABELS_CACHE_DIR must be an absolute path.*build/cache"):
+        cache_root()
+    monkeypatch.setenv("HFLABELS_CACHE_DIR", "~/somewhere")
+    assert cache_root().is_absolute()
+
+
+def test_a_timing_past_the_budget_is_dropped_and_nothing_more_is_timed(remembering):
+    now = [0.0]
+    measurements = LoadMeasurements("t", remembering, 2.0, clock=lambda: now[0], sleep=lambda seconds: None)
+    measurements.busy_share = lambda: 0.0
+    passes = []
+
+    def timing() -> int:
+        for _ in range(10):  # a pass a second, checked before each
+            measurements.checkpoint()
+            passes.append(1)
+            now[0] += 1.0
+        return 1
+
+    with measurements:
+        assert measurements.remember("long", timing, int, int) is None
+        assert len(passes) == 2, "the timing stopped at the first check past the budget"
+        assert measurements.remember("next", lambda: 5, int, int) is None, "nothing more is timed"
+    assert "budget of 2 s" in measurements.describe() and "long" in measurements.describe()
+    assert LoadMeasurements("t", remembering, 0.0).__enter__().remembered == {}
+    # Outside a timing (the answers, serving) the check never raises.
+    measurements.checkpoint()
+
+
+def test_the_budget_counts_the_wait_for_the_lock(remembering):
+    holder = LoadMeasurements("held", remembering, 1.0)
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    with holder:
+        holder.remember("x", lambda: 1, int, int)
+        late = LoadMeasurements("late", remembering, 1.0, clock=lambda: now[0], sleep=sleep)
+        with late:
+            assert late.remember("y", lambda: 2, int, int) is None
+    assert 1.0 <= late.waited_seconds < 1.1 and "another worker was timing" in late.describe()
+
+
+def test_a_load_past_its_budget_serves_the_safe_choices(sentiment_model, remembering, monkeypatch, caplog):
+    calls = counting(monkeypatch)
+    with caplog.at_level(logging.INFO):
+        handler, context = load_handler(sentiment_model, {**MEASURED, "loading": {"measure_budget_seconds": 0}})
+    runner = handler.runner
+    assert runner.policy.float32_linears is None and not runner.policy.packed
+    assert runner.policy.batch_overhead_tokens == execution_module.DEFAULT_OVERHEAD_TOKENS
+    assert runner.tuner is not None, "the live tuner corrects the safe choice from traffic"
+    assert "loading.measure_budget_seconds" in caplog.text
+    assert calls["passes"] <= 1, "nothing timed past the first check"
+    requests = [(JSON, body) for body in ENCODER_BODIES["sentiment_model"]]
+    assert [status for status, _ in call(handler, context, requests)] == [200] * len(requests)
+
+
+def test_the_answers_check_is_remembered_even_from_a_busy_machine(remembering):
+    busy = LoadMeasurements("a", remembering, 0.0)
+    busy.quiet = False
+    with busy:
+        assert busy.recall("answers/x", lambda: (True, 0.004), list, tuple) == (True, 0.004)
+    again = LoadMeasurements("a", remembering, 0.0)
+    with again:
+        assert again.recall("answers/x", lambda: pytest.fail("computed again"), list, tuple) == (True, 0.004)
+
+
+def test_dtype_auto_reads_its_answers_back_at_a_restart(sentiment_model, remembering, monkeypatch):
+    from handler.engine import encoder_runner
+
+    monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
+    compared = []
+    real = encoder_runner.EncoderRunner.compare_probe_outputs
+
+    def compare(self, reference, candidate):
+        compared.append(1)
+        return real(self, reference, candidate)
+
+    monkeypatch.setattr(encoder_runner.EncoderRunner, "compare_probe_outputs", compare)
+    first, _ = load_handler(sentiment_model, {"dtype": "auto"})
+    again, _ = load_handler(sentiment_model, {"dtype": "auto"})
+    assert len(compared) == 1, "the restart read the check back"
+    assert again.runner.precision.labels_agree == first.runner.precision.labels_agree
+    assert again.runner.precision.max_change == first.runner.precision.max_change
+    assert again.runner.verified_autocast == first.runner.verified_autocast

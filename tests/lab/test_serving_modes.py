@@ -60,3 +60,14 @@ def test_the_floor_is_a_row_of_its_own_and_never_the_best_mode():
     assert "beyond TorchServe's floor of 4.0 ms" in lone and "| +2.3 |" in lone
     rows = [line for line in serving_modes_table(document).splitlines() if line.startswith(f"| {FLOOR_MODE}")]
     assert rows and all("| - |" in row for row in rows)  # no share of the model's rate for the floor
+
+
+def test_a_model_with_a_drift_reference_is_also_served_without_it():
+    from lab.serving_modes import NO_DRIFT_MONITOR
+
+    assert NO_DRIFT_MONITOR not in candidate_modes(cores=2, config={"handler": {"monitoring": None}})
+    config = {"batchSize": 32, "handler": {"monitoring": {"reference": {"examples": 10}, "drift_window": 200}}}
+    modes = candidate_modes(cores=2, config=config)
+    changed = with_overrides(config, modes[NO_DRIFT_MONITOR])
+    assert changed["handler"]["monitoring"] == {"reference": None, "drift_window": 200}
+    assert config["handler"]["monitoring"]["reference"] == {"examples": 10}, "the base config is left alone"

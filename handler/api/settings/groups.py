@@ -74,10 +74,11 @@ class LoadingSettings:
     torch_num_threads: int | None = setting(None, _int(1, 1024, nullable=True), (
         "Threads per worker for torch; null: torch's default (one per physical core) divided among the "
         "model's workers (`maxWorkers`), so two workers on two cores take one thread each."))
-    measure_wait_seconds: float = setting(60.0, scalar(ParamSpec("float", minimum=0.0, maximum=3600.0)), (
-        "How long a loading worker waits for another worker of the machine to finish timing its model "
-        "(one times at a time; results are remembered per machine, model and versions). Past it, the "
-        "worker times nothing and serves the safe choices, which the live tuner corrects from traffic."))
+    measure_budget_seconds: float = setting(30.0, scalar(ParamSpec("float", minimum=0.0, maximum=3600.0)), (
+        "Seconds a loading worker may spend on its load-time timings, waiting for the machine included "
+        "(one worker of the machine times at a time; results are remembered per machine, model and "
+        "versions). Past it, what is not yet timed serves the safe choice, which the live tuner "
+        "corrects from traffic."))
 
 
 @dataclass(frozen=True)
