@@ -54,10 +54,6 @@ from handler.api.settings import HandlerSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class BudgetSpent(Exception):
-    """Raised by :meth:`LoadMeasurements.checkpoint` inside a timing past the load's budget."""
 # Bumped when what is measured, or how, changes: older entries are then never read.
 CACHE_VERSION = 2
 LOCK_FILE = "load-measurements.lock"
@@ -72,6 +68,10 @@ HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".txt", ".model")
 # Weight files larger than this are keyed by size and sampled chunks, not read whole.
 WHOLE_HASH_LIMIT = 512 << 20
 SAMPLE_BYTES = 1 << 20
+
+
+class BudgetSpent(Exception):
+    """Raised by :meth:`LoadMeasurements.checkpoint` inside a timing past the load's budget."""
 
 
 def _plain(value: Any) -> Any:
