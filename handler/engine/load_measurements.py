@@ -13,9 +13,9 @@ startupTimeout, was killed and restarted, and measured again (none ready after 2
   once made the first of five time a pass at 17 ms + 609 us a token where alone it took 6.6 ms +
   180 us, and pick oneDNN at "1.53x" where alone it measured 1.09x.
 - **Remembered.** The results are kept in a cache folder under a key made of everything they
-  depend on: the model's files, the settings that change how passes run, the CPU (its model name
-  and flags), the thread count, the device, and the torch and transformers versions. A restart,
-  or a second worker of the same model, reads them and times nothing.
+  depend on: the model's files, the settings that change how passes run or what is served, the
+  CPU (its model name and flags), the thread count, the device, and the torch and transformers
+  versions. A restart, or a second worker of the same model, reads them and times nothing.
 - **Bounded.** Waiting for the lock, waiting for quiet and timing share one budget,
   ``loading.measure_budget_seconds`` (30), counted from the first wait. The timers check it
   between passes (:meth:`LoadMeasurements.checkpoint`): past it, what is being timed is dropped
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Bumped when what is measured, or how, changes: older entries are then never read.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 LOCK_FILE = "load-measurements.lock"
 CACHE_FOLDER = "load-measurements"
 POLL_SECONDS = 0.05
@@ -169,6 +169,8 @@ def measurement_key(model_dir: Path, settings: HandlerSettings, device: torch.de
         "loading": repr(settings.loading),
         "batching": repr(settings.batching),
         "max_length": settings.limits.max_length,
+        # dtype auto's answer check compares classification scores as served (calibrated).
+        "classification": repr(settings.classification),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

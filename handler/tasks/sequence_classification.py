@@ -34,6 +34,7 @@ from handler.postprocess.scoring import (
     Activation,
     LogitCalibration,
     best_label,
+    compare_served_scores,
     decided_labels,
     default_activation,
     ranked_labels,
@@ -155,6 +156,13 @@ class SequenceClassificationRunner(EncoderRunner[TextInput, ClassificationParams
                 f"handler.stride={self.document_stride} must be below the {content_length} text tokens "
                 f"that fit in one window of max_length={self.max_length}"
             )
+
+    def compare_probe_outputs(
+        self, reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]
+    ) -> tuple[bool, float]:
+        """The scores as served (activation and calibration), not the raw probabilities."""
+        logits = [[output["logits"] for output in outputs] for outputs in (reference, candidate)]
+        return compare_served_scores(*logits, self.activation, self.calibration, self.multi_label, self.thresholds)
 
     def _conformal_thresholds(self) -> dict[float, float | np.ndarray]:
         """Per fitted coverage level, the threshold the sets use; ConfigurationError when the

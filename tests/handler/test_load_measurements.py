@@ -12,7 +12,7 @@ from support import ENCODER_BODIES, JSON, call, load_handler
 
 import handler.engine.execution as execution_module
 from handler.api.settings import HandlerSettings
-from handler.engine import linear_kernels
+from handler.engine import linear_kernels, load_measurements
 from handler.engine.load_measurements import LoadMeasurements, measurement_key
 from handler.engine.precision import choose_precision
 
@@ -23,6 +23,9 @@ MEASURED = {"dtype": "float32", "float32_linear": "auto"}
 def remembering(tmp_path, monkeypatch):
     monkeypatch.setenv("HFLABELS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HFLABELS_LOAD_CACHE", "1")
+    # The machine counts as quiet unless a test says otherwise: what else runs beside the suite
+    # must not decide whether a timing is remembered (the quiet rule has its own tests).
+    monkeypatch.setattr(load_measurements, "cpu_busy_share", lambda: 0.0)
     return tmp_path / "cache"
 
 
@@ -246,19 +249,30 @@ def test_the_answers_check_is_remembered_even_from_a_busy_machine(remembering):
 
 def test_dtype_auto_reads_its_answers_back_at_a_restart(sentiment_model, remembering, monkeypatch):
     from handler.engine import encoder_runner
+    from handler.tasks.sequence_classification import SequenceClassificationRunner
 
     monkeypatch.setattr(encoder_runner, "fast_low_precision", lambda device: "avx512_bf16")
     compared = []
-    real = encoder_runner.EncoderRunner.compare_probe_outputs
+    real = SequenceClassificationRunner.compare_probe_outputs
 
     def compare(self, reference, candidate):
         compared.append(1)
         return real(self, reference, candidate)
 
-    monkeypatch.setattr(encoder_runner.EncoderRunner, "compare_probe_outputs", compare)
+    monkeypatch.setattr(SequenceClassificationRunner, "compare_probe_outputs", compare)
     first, _ = load_handler(sentiment_model, {"dtype": "auto"})
     again, _ = load_handler(sentiment_model, {"dtype": "auto"})
     assert len(compared) == 1, "the restart read the check back"
     assert again.runner.precision.labels_agree == first.runner.precision.labels_agree
     assert again.runner.precision.max_change == first.runner.precision.max_change
     assert again.runner.verified_autocast == first.runner.verified_autocast
+
+
+def test_a_new_calibration_is_a_new_key(sentiment_model):
+    # dtype auto's remembered check reads the scores as served: recalibrating must not reuse it.
+    import torch
+
+    plain = HandlerSettings.from_mapping({})
+    recalibrated = HandlerSettings.from_mapping({"calibration": {"temperature": 1.5}})
+    device = torch.device("cpu")
+    assert measurement_key(sentiment_model, plain, device) != measurement_key(sentiment_model, recalibrated, device)

@@ -275,3 +275,21 @@ def test_each_precision_is_timed_and_served_at_its_own_faster_strategy(sentiment
     exact, _ = load_handler(sentiment_model, {"dtype": "auto", "dtype_tolerance": 1e-9})
     assert not exact.runner.precision.low_precision
     assert not exact.runner.policy.packed and exact.runner.packed is None
+
+
+def test_a_classifiers_check_reads_its_scores_as_served_through_the_calibration(sentiment_model):
+    # A top-label curve steep between two close held-out confidences: bf16's raw change of 0.0002
+    # within tolerance, its served change 0.07 past it (stop 44's CI saw 0.83 served as 0.76).
+    curve = {"confidence": [0.3, 0.81220, 0.81225, 0.99], "accuracy": [0.3, 0.76, 0.83, 0.95]}
+    handler, _ = load_handler(sentiment_model, {"dtype": "float32", "calibration": {"temperature": 1.0,
+                                                                                   "top_label": curve}})  # fmt: skip
+    labels = len(handler.runner.labels)
+    reference = np.full(labels, 0.1879 / (labels - 1))
+    reference[0] = 0.8121
+    candidate = reference.copy()
+    candidate[[0, 1]] += [0.0002, -0.0002]
+    outputs = [[{"logits": np.log(x)}] for x in (reference, candidate)]
+    assert compare_outputs(*outputs) == (True, pytest.approx(0.0002, abs=1e-9))
+    agree, change = handler.runner.compare_probe_outputs(*outputs)
+    assert agree and 0.06 < change < 0.08
+    assert handler.runner.compare_probe_outputs(outputs[0], outputs[0]) == (True, 0.0)

@@ -5,8 +5,10 @@ import pytest
 
 from handler.postprocess.scoring import (
     Activation,
+    LogitCalibration,
     activate,
     best_label,
+    compare_served_scores,
     default_activation,
     labels_reaching,
     ranked_labels,
@@ -14,6 +16,7 @@ from handler.postprocess.scoring import (
     softmax,
     threshold_vector,
 )
+from handler.postprocess.top_label import TopLabelMap
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -108,3 +111,42 @@ def test_per_label_thresholds_override_the_default():
     np.testing.assert_array_equal(thresholds, [0.5, 0.1, 0.5])
     chosen = labels_reaching(np.array([0.3, 0.15, 0.3]), LABELS, thresholds)
     assert [x["label"] for x in chosen] == ["neutral"]
+
+
+def _logits_for(probabilities: list[float]) -> np.ndarray:
+    return np.log(np.array(probabilities))
+
+
+def test_the_precision_check_reads_scores_after_a_steep_top_label_curve():
+    # Two held-out confidences 5e-5 apart with accuracies 0.76 and 0.83 (as a fitted curve had):
+    # a raw change of 0.0002 moves the served top score by 0.07, and the check must see that.
+    curve = TopLabelMap(np.array([0.3, 0.81220, 0.81225, 0.99]), np.array([0.3, 0.76, 0.83, 0.95]))
+    calibrated = LogitCalibration(np.zeros(3), np.ones(3), curve)
+    reference = [_logits_for([0.8121, 0.1, 0.0879])]
+    candidate = [_logits_for([0.8123, 0.1, 0.0877])]
+    raw_change = 0.0002
+    agree, change = compare_served_scores(reference, candidate, Activation.SOFTMAX, LogitCalibration.identity(3),
+                                          False, np.full(3, 0.5))  # fmt: skip
+    assert agree and change == pytest.approx(raw_change, abs=1e-9)
+    agree, change = compare_served_scores(reference, candidate, Activation.SOFTMAX, calibrated, False, np.full(3, 0.5))
+    served = [calibrated.top_label.apply(softmax(np.atleast_2d(x)))[0, 0] for x in (reference[0], candidate[0])]
+    assert agree and change == pytest.approx(abs(served[1] - served[0])) and change > 0.06
+
+
+def test_the_precision_check_compares_multi_label_decisions_at_their_thresholds():
+    # The best label is the same, but a second label crosses its threshold: the answers differ.
+    reference, candidate = [np.array([2.0, 0.01, -3.0])], [np.array([2.0, -0.01, -3.0])]
+    agree, change = compare_served_scores(reference, candidate, Activation.SIGMOID, LogitCalibration.identity(3),
+                                          True, np.full(3, 0.5))  # fmt: skip
+    assert not agree and change == pytest.approx(sigmoid(np.array(0.01)) - sigmoid(np.array(-0.01)))
+    same = compare_served_scores(reference, reference, Activation.SIGMOID, LogitCalibration.identity(3),
+                                 True, np.full(3, 0.5))  # fmt: skip
+    assert same == (True, 0.0)
+
+
+def test_the_precision_check_of_a_regression_head_is_relative_to_its_size():
+    # Before, a one-output head was compared through a softmax (always 1): any change passed.
+    check = lambda a, b: compare_served_scores([np.array([a])], [np.array([b])], Activation.NONE,  # noqa: E731
+                                               LogitCalibration.identity(1), False, np.full(1, 0.5))  # fmt: skip
+    assert check(4.0, 4.2) == (True, pytest.approx(0.05))
+    assert check(0.1, 0.12) == (True, pytest.approx(0.02))

@@ -57,8 +57,8 @@ class LoadingSettings:
         "runs them faster and their answers agree with float32 on probe texts (`dtype_tolerance`); "
         "the worker logs what it chose."))
     dtype_tolerance: float = setting(0.02, _positive(1.0), (
-        "dtype auto: the largest probability change on the probe texts that low precision may make "
-        "(and labels must agree)."))
+        "dtype auto: the largest change low precision may make to a served score on the probe texts "
+        "(classification: after the calibration, whose top-label curve can amplify it), and labels must agree."))
     quantization: Quantization = setting(Quantization.NONE, choice(Quantization), (
         "`dynamic_int8`: int8 linear layers on CPU (faster, answers move; measured on the performance page)."))
     torch_compile: bool = setting(False, _bool(), "Compile the forward with `torch.compile` (weights frozen).")
