@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from handler.api.settings import ConformalMethod
+from handler.api.settings import ConformalMethod, HandlerSettings
 from handler.postprocess.conformal import prediction_set
 from handler.postprocess.scoring import LogitCalibration, softmax
 from hflabels.training.calibration import (
@@ -31,6 +31,7 @@ from hflabels.training.guarantees import fit_conformal, split_for_guarantees
 Calibrator = Callable[[np.ndarray], np.ndarray]
 BOOTSTRAP_DRAWS = 200
 COVERAGES = (0.8, 0.9, 0.95)
+DTYPE_TOLERANCE = HandlerSettings.from_mapping({}).loading.dtype_tolerance
 
 
 def equal_mass_ece(probabilities: np.ndarray, truth: np.ndarray, bins: int = 15) -> float:
@@ -64,6 +65,8 @@ def calibrators(logits: np.ndarray, truth: np.ndarray) -> dict[str, Calibrator]:
     prior = fit_prior_and_temperature(logits, truth, multi_label=False)
     prior_only = LogitCalibration(prior.adjustment, prior.temperature)
     shipped = LogitCalibration(np.zeros(logits.shape[1]), np.full(logits.shape[1], temperature), curve)
+    plain = LogitCalibration(shipped.adjustment, shipped.temperature,
+                             fit_top_label_map(softmax(logits / temperature), truth, centred=False))  # fmt: skip
 
     def served(calibration: LogitCalibration) -> Calibrator:
         def scores(z: np.ndarray) -> np.ndarray:
@@ -78,6 +81,7 @@ def calibrators(logits: np.ndarray, truth: np.ndarray) -> dict[str, Calibrator]:
         "prior + temperature": served(prior_only),
         "vector scaling": vector_scaling(logits, truth),
         "temperature + top-label curve": served(shipped),
+        "temperature + plain isotonic curve (before 2026-12-04)": served(plain),
         "prior + temperature + top-label curve": served(prior),
     }
 
@@ -87,9 +91,18 @@ def interval(values: list[float]) -> list[float]:
     return [round(float(low), 4), round(float(high), 4)]
 
 
+def low_precision_change(scores: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """How far one calibrator's served scores move when the test logits come from bf16 autocast:
+    the largest change a row, its 99th percentile, and the share of rows past dtype_tolerance."""
+    change = np.abs(scores - candidate).max(axis=1)
+    return {"max": round(float(change.max()), 4), "p99": round(float(np.quantile(change, 0.99)), 4),
+            "share_over_tolerance": round(float((change > DTYPE_TOLERANCE).mean()), 4)}  # fmt: skip
+
+
 def study(validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int, share: float,
-          halves: int) -> dict[str, Any]:  # fmt: skip
-    """The comparison for one model's validation and test logits (label indices as truth)."""
+          halves: int, low_precision_test: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """The comparison for one model's validation and test logits (label indices as truth);
+    ``low_precision_test``: the test logits under bf16 autocast, to measure each calibrator's change."""
     (val_logits, val_truth), (test_logits, test_truth) = validation, test
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(test_truth), len(test_truth)) for _ in range(BOOTSTRAP_DRAWS)]
@@ -108,6 +121,8 @@ def study(validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
                 expected_calibration_error(calibrate(val_logits[held_out]), val_truth[held_out]), 6
             ),
         }
+        if low_precision_test is not None:
+            rows[name]["bf16_served_change"] = low_precision_change(scores, calibrate(low_precision_test))
     over_halves: dict[str, list[tuple[float, float]]] = {name: [] for name in seeded}
     for half in range(halves):
         scaling_h, _ = split_for_guarantees(val_truth, share, seed + 1 + half)

@@ -164,6 +164,7 @@ def calibration_tables(document: dict[str, Any]) -> str:
                      f"validation examples (the seeded half `hflabels train` uses), measured on "
                      f"{found['test_examples']} test examples\n")  # fmt: skip
         rows = []
+        with_bf16 = all("bf16_served_change" in row for row in found["calibrators"].values())
         for calibrator, row in found["calibrators"].items():
             low, high = row["ece_interval_90"]
             mass_low, mass_high = row["ece_equal_mass_interval_90"]
@@ -172,10 +173,16 @@ def calibration_tables(document: dict[str, Any]) -> str:
                          f"{row['ece_equal_mass']:.3f} ({mass_low:.3f}-{mass_high:.3f})",
                          f"{halves['ece_mean']:.3f} / {halves['ece_max']:.3f}", f"{row['nll']:.3f}",
                          f"{row['accuracy']:.3f}"))  # fmt: skip
+            if with_bf16:
+                change = row["bf16_served_change"]
+                over = 100 * change["share_over_tolerance"]
+                rows[-1] += (f"{change['max']:.4f} / {change['p99']:.4f} / {over:.2f}%",)
         parts.append(table(("calibrator", "test ECE, 15 equal-width bins (90% bootstrap)",
                             "test ECE, 15 equal-mass bins (90% bootstrap)",
                             f"ECE over {found['calibrators']['none']['halves']['count']} random halves: mean / worst",
-                            "test NLL", "test accuracy"), rows))  # fmt: skip
+                            "test NLL", "test accuracy")
+                           + (("bf16 autocast's change of a served score: max / 99th pct. / rows over 0.02",)
+                              if with_bf16 else ()), rows))  # fmt: skip
         parts.append(table(("prediction sets (LAC) at", "test coverage", "mean set size"),
                            [(level, f"{v['coverage']:.3f}", f"{v['mean_set_size']:.2f}")
                             for level, v in found["conformal_lac_on_test"].items()]))  # fmt: skip

@@ -8,6 +8,8 @@ NLL-optimal temperature leaves a held-out ECE of 0.053-0.058, and vector or matr
 0.050-0.057. The accuracy-against-confidence curve fitted by isotonic regression on the same
 validation half (Zadrozny & Elkan 2002; applied to the top label as in Gupta & Ramdas 2022, "Top-label
 calibration") brought it to 0.031 on average over 20 random halves (``python -m lab calibration``).
+``hflabels train`` fits it centred (hflabels/training/calibration.py): the plain fit's steep
+steps turned bf16's small changes into served changes of up to 0.16.
 
 The map never changes the answer: the top label stays on top (its score is kept at least the
 rescaled runner-up's), so accuracy, argmax parity and the decided label are those of the logits.

@@ -15,6 +15,7 @@ minimiser to 1e-10 in 80 steps, with no step size to tune.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -210,54 +211,84 @@ def fit_prior_and_temperature(
 MIN_TOP_LABEL_EXAMPLES = 100
 
 
-def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The least-squares non-decreasing fit of ``y`` on ``x`` (pool adjacent violators), as knots:
-    each distinct x with its fitted value, interior points of flat runs left out (the same
-    piecewise-linear function as scikit-learn's IsotonicRegression with linear interpolation)."""
+@dataclass(frozen=True)
+class IsotonicBlocks:
+    """The least-squares non-decreasing fit of y on x (pool adjacent violators) as its blocks, in
+    order of x: each block's smallest and largest x, the mean x of its points, its fitted value (the
+    mean y of its points, rising strictly from block to block) and its number of points."""
+
+    first: np.ndarray
+    last: np.ndarray
+    centre: np.ndarray
+    value: np.ndarray
+    count: np.ndarray
+
+
+def isotonic_blocks(x: np.ndarray, y: np.ndarray) -> IsotonicBlocks:
     order = np.argsort(x, kind="stable")
     distinct, starts, counts = np.unique(x[order], return_index=True, return_counts=True)
     sums = np.add.reduceat(y[order].astype(np.float64), starts)
-    # Blocks as (sum, weight, last distinct index); merged while a block's mean is below the previous.
-    block_sum: list[float] = []
-    block_weight: list[float] = []
-    block_end: list[int] = []
-    for i, (total, weight) in enumerate(zip(sums, counts.astype(np.float64))):
-        block_sum.append(total)
-        block_weight.append(weight)
-        block_end.append(i)
-        while len(block_sum) > 1 and block_sum[-2] / block_weight[-2] >= block_sum[-1] / block_weight[-1]:
-            total, weight, end = block_sum.pop(), block_weight.pop(), block_end.pop()
-            block_sum[-1] += total
-            block_weight[-1] += weight
-            block_end[-1] = end
-    fitted = np.empty(len(distinct))
-    start = 0
-    for total, weight, end in zip(block_sum, block_weight, block_end):
-        fitted[start : end + 1] = total / weight
-        start = end + 1
-    keep = np.ones(len(distinct), dtype=bool)
-    keep[1:-1] = ~((fitted[1:-1] == fitted[:-2]) & (fitted[1:-1] == fitted[2:]))
-    return distinct[keep], fitted[keep]
+    # Blocks as [y sum, points, x sum, first distinct index]; merged while a block's mean is not
+    # above the previous one's.
+    blocks: list[list[float]] = []
+    for i, (total, weight, value) in enumerate(zip(sums, counts.astype(np.float64), distinct)):
+        blocks.append([total, weight, value * weight, i])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            total_y, points, total_x, _ = blocks.pop()
+            blocks[-1][0] += total_y
+            blocks[-1][1] += points
+            blocks[-1][2] += total_x
+    first = np.array([int(block[3]) for block in blocks])
+    last = np.append(first[1:] - 1, len(distinct) - 1)
+    weight = np.array([block[1] for block in blocks])
+    return IsotonicBlocks(distinct[first], distinct[last], np.array([block[2] for block in blocks]) / weight,
+                          np.array([block[0] for block in blocks]) / weight, weight.astype(int))  # fmt: skip
 
 
-def fit_top_label_map(probabilities: np.ndarray, truth: np.ndarray) -> TopLabelMap | None:
-    """The curve of held-out accuracy against top-label confidence (isotonic), for
-    handler.postprocess.top_label; None below MIN_TOP_LABEL_EXAMPLES examples or where every
-    answer has one confidence. The end blocks are held half an example away from 0 and 1 (no answer
-    served as certain, or as surely wrong, from a finite sample), never past their neighbour block:
-    a top block of one right answer would otherwise pull every score above it to 0.75 or to 1."""
+def plain_knots(blocks: IsotonicBlocks) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's first and last x at its value: the same piecewise-linear function as
+    scikit-learn's IsotonicRegression with linear interpolation."""
+    knots = np.column_stack([blocks.first, blocks.last]).ravel()
+    values = np.repeat(blocks.value, 2)
+    keep = np.append(True, np.diff(knots) > 0)  # a block of one distinct x is one knot
+    return knots[keep], values[keep]
+
+
+def centred_knots(blocks: IsotonicBlocks) -> tuple[np.ndarray, np.ndarray]:
+    """Centred isotonic regression (Oron & Flournoy 2017): each block collapsed to the mean x of
+    its points, straight lines between them. The plain fit rises between the last x of one block
+    and the first x of the next, which can lie 5e-5 apart: its slope reached about 1,000 on a real
+    model's validation half, so a change of 1e-4 in a confidence (bf16, or float32 sums in another
+    order) moved a served score by 0.07-0.15. Centred, its largest slope there was 28."""
+    if len(blocks.value) == 1 and blocks.first[0] < blocks.last[0]:
+        return np.array([blocks.first[0], blocks.last[0]]), np.repeat(blocks.value, 2)
+    return blocks.centre, blocks.value
+
+
+def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return plain_knots(isotonic_blocks(x, y))
+
+
+def fit_top_label_map(probabilities: np.ndarray, truth: np.ndarray, centred: bool = True) -> TopLabelMap | None:
+    """The curve of held-out accuracy against top-label confidence (centred isotonic; ``centred``
+    False: the plain isotonic fit, kept for comparison), for handler.postprocess.top_label; None
+    below MIN_TOP_LABEL_EXAMPLES examples or where every answer has one confidence. The end blocks
+    are held half an example away from 0 and 1 (no answer served as certain, or as surely wrong,
+    from a finite sample), never past their neighbour block: a top block of one right answer would
+    otherwise pull every score above it to 0.75 or to 1."""
     if len(truth) < MIN_TOP_LABEL_EXAMPLES:
         return None
     confidence = probabilities.max(axis=-1)
     correct = (probabilities.argmax(axis=-1) == truth).astype(np.float64)
-    knots, accuracy = isotonic_fit(confidence, correct)
+    blocks = isotonic_blocks(confidence, correct)
+    knots, accuracy = (centred_knots if centred else plain_knots)(blocks)
+    accuracy = accuracy.copy()  # the end blocks are clamped below
     if len(knots) < 2:
         return None
     values = np.unique(accuracy)
     if len(values) > 1:
         top, bottom = accuracy == values[-1], accuracy == values[0]
-        top_count = int((confidence >= knots[top][0]).sum())
-        bottom_count = int((confidence <= knots[bottom][-1]).sum())
+        top_count, bottom_count = int(blocks.count[-1]), int(blocks.count[0])
         accuracy[top] = max(min(values[-1], 1.0 - 0.5 / (top_count + 1)), values[-2])
         accuracy[bottom] = min(max(values[0], 0.5 / (bottom_count + 1)), values[1])
     else:

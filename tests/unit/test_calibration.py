@@ -154,6 +154,47 @@ def test_isotonic_fit_equals_scikit_learns_isotonic_regression():
         assert np.interp(query, knots, fitted) == pytest.approx(oracle, abs=1e-12)
 
 
+def test_the_centred_fit_puts_each_of_scikit_learns_blocks_at_the_mean_of_its_points():
+    # Oracle: scikit-learn's fitted values; the points sharing one value are one block, whose knot
+    # is their mean confidence at that value.
+    from sklearn.isotonic import IsotonicRegression
+
+    from hflabels.training.calibration import centred_knots, isotonic_blocks
+
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        n = int(rng.integers(2, 300))
+        x = np.round(rng.random(n), int(rng.integers(1, 4)))
+        y = (rng.random(n) < x).astype(float)
+        fitted = IsotonicRegression().fit_transform(x, y)
+        levels = np.unique(fitted)
+        blocks = isotonic_blocks(x, y)
+        assert blocks.value == pytest.approx(levels, abs=1e-12)
+        assert blocks.count.tolist() == [int((fitted == level).sum()) for level in levels]
+        assert blocks.centre == pytest.approx([x[fitted == level].mean() for level in levels], abs=1e-12)
+        knots, values = centred_knots(blocks)
+        assert np.all(np.diff(knots) > 0) and np.all(np.diff(values) >= 0)
+        if len(levels) > 1:
+            assert (knots, values) == (pytest.approx(blocks.centre), pytest.approx(blocks.value))
+
+
+def test_the_centred_curve_is_not_steep_where_two_blocks_meet_closely():
+    # Two held-out confidences 1e-4 apart, one wrong and one right, end two blocks of 50: the plain
+    # fit rises 0.4 across that gap, the centred one across the blocks' centres.
+    from hflabels.training.calibration import fit_top_label_map
+
+    low, high = np.linspace(0.50, 0.7999, 50), np.linspace(0.8000, 0.95, 50)
+    confidence = np.concatenate([low, high])
+    right = np.concatenate([np.arange(50) % 10 < 3, np.arange(50) % 10 < 7])
+    probabilities = np.column_stack([confidence, 1 - confidence])
+    truth = np.where(right, 0, 1)
+    slopes = {}
+    for centred in (False, True):
+        curve = fit_top_label_map(probabilities, truth, centred=centred)
+        slopes[centred] = float((np.diff(curve.accuracy) / np.diff(curve.confidence)).max())
+    assert slopes[False] > 1000 and slopes[True] < 5
+
+
 def test_the_top_label_map_moves_the_top_score_and_never_the_answer():
     from handler.postprocess.top_label import TopLabelMap
 
