@@ -136,17 +136,22 @@ def test_bad_calibrations_fail_the_load_naming_them(sentiment_model, calibration
 TOP_LABEL = {"confidence": [0.4, 0.6, 0.8, 0.95], "accuracy": [0.35, 0.5, 0.9, 0.97]}
 
 
+def isotonic_cases(seed: int, count: int = 100):
+    """Random (confidence, right) samples of 2-300 points; few decimals, so many tied confidences,
+    as served float32 scores have."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.integers(2, 300))
+        x = np.round(rng.random(n), int(rng.integers(1, 4)))
+        yield x, (rng.random(n) < x).astype(float)
+
+
 def test_isotonic_fit_equals_scikit_learns_isotonic_regression():
     from sklearn.isotonic import IsotonicRegression
 
     from hflabels.training.calibration import isotonic_fit
 
-    rng = np.random.default_rng(3)
-    for _ in range(100):
-        n = int(rng.integers(2, 300))
-        # Few decimals: many tied confidences, as served float32 scores have.
-        x = np.round(rng.random(n), int(rng.integers(1, 4)))
-        y = (rng.random(n) < x).astype(float)
+    for x, y in isotonic_cases(3):
         knots, fitted = isotonic_fit(x, y)
         assert np.all(np.diff(knots) > 0) and np.all(np.diff(fitted) >= 0)
         query = np.linspace(-0.1, 1.1, 301)
@@ -161,11 +166,7 @@ def test_the_centred_fit_puts_each_of_scikit_learns_blocks_at_the_mean_of_its_po
 
     from hflabels.training.calibration import centred_knots, isotonic_blocks
 
-    rng = np.random.default_rng(4)
-    for _ in range(100):
-        n = int(rng.integers(2, 300))
-        x = np.round(rng.random(n), int(rng.integers(1, 4)))
-        y = (rng.random(n) < x).astype(float)
+    for x, y in isotonic_cases(4):
         fitted = IsotonicRegression().fit_transform(x, y)
         levels = np.unique(fitted)
         blocks = isotonic_blocks(x, y)
