@@ -193,8 +193,8 @@ class Server:
         return f"curl {auth}-H 'Content-Type: application/json' -d {shlex.quote(payload)} {self.predictions_url(model)}"
 
 
-def _environment(run_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def _environment(run_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
     env.update(
         TMPDIR=str(run_dir / "tmp"),
         LOG_LOCATION=str(run_dir / "logs"),
@@ -225,12 +225,14 @@ def start(
     timeout: float = 300.0,
     wait_for: list[str] | None = None,
     log_config: Path | None = LOG_CONFIG,
+    environment: dict[str, str] | None = None,
 ) -> Server:
     """Start TorchServe and return once every model in ``wait_for`` (default: all) has a READY worker.
 
     With no ``models``, the config's ``model_snapshot`` says which to load (as in a KServe store).
     ``log_config`` None starts it as a plain ``torchserve --start`` would: logging as the config's
-    vmargs say, relative to ``run_dir`` (where it starts, and writes key_file.json).
+    vmargs say, relative to ``run_dir`` (where it starts, and writes key_file.json). ``environment``
+    adds variables to the frontend's, which its workers inherit.
     """
     java_version()
     run_dir = run_dir.resolve()
@@ -249,7 +251,7 @@ def start(
     server.mark_logs()
     with open(run_dir / "logs" / "launcher.log", "a", encoding="utf-8") as launcher_log:
         result = subprocess.run(
-            command, cwd=run_dir, env=_environment(run_dir), stdout=launcher_log, stderr=subprocess.STDOUT
+            command, cwd=run_dir, env=_environment(run_dir, environment), stdout=launcher_log, stderr=subprocess.STDOUT
         )
     if result.returncode != 0:
         raise ServeError(f"torchserve --start failed; see {run_dir / 'logs' / 'launcher.log'}")

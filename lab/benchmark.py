@@ -176,15 +176,22 @@ def measure_in_process(args: argparse.Namespace, config: dict[str, Any], workloa
 
 
 def serve_model(
-    model_dir: Path, config: dict[str, Any], output: Path, name: str, worker_port: int | None = None
+    model_dir: Path,
+    config: dict[str, Any],
+    output: Path,
+    name: str,
+    worker_port: int | None = None,
+    environment: dict[str, str] | None = None,
 ) -> Server:
-    """Archive ``model_dir`` with ``config`` and serve it alone on free loopback ports (run folder output/run)."""
+    """Archive ``model_dir`` with ``config`` and serve it alone on free loopback ports (run folder
+    output/run), with ``environment`` added to the server's."""
     stop(output / "run")
     output.mkdir(parents=True, exist_ok=True)
     (output / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     store = output / "model_store"
     archive(model_dir, name, document=config, export_path=store)
-    return start(loopback_properties(output, worker_port), store, [f"{name}={name}.mar"], output / "run")
+    return start(loopback_properties(output, worker_port), store, [f"{name}={name}.mar"], output / "run",
+                 environment=environment)  # fmt: skip
 
 
 def loopback_properties(output: Path, worker_port: int | None = None) -> Path:

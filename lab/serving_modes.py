@@ -30,6 +30,8 @@ WORKER_PORT_BASE = 9300
 
 # The mode that measures what the drift monitor costs: the same model without its reference.
 NO_DRIFT_MONITOR = "classic, drift monitor off"
+# A mode's keys under this prefix are environment variables of its server, not model-config keys.
+ENV_PREFIX = "env."
 
 
 def candidate_modes(cores: int | None = None, config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -48,13 +50,25 @@ def candidate_modes(cores: int | None = None, config: dict[str, Any] | None = No
         },
         # The handler divides the cores' threads between the two (torch_num_threads null).
         f"2 workers x {half} thread{'s' if half > 1 else ''} (classic)": {"minWorkers": 2, "maxWorkers": 2},
+        # torch's OpenMP (libgomp) threads spin about 300,000 times after a parallel region before
+        # they sleep; a lone request's spinning takes the cores the frontend needs to answer it.
+        # libgomp reads this at torch's import, so it is set for the server, not in the handler.
+        "classic, OpenMP threads sleep after 10,000 spins": {f"{ENV_PREFIX}GOMP_SPINCOUNT": "10000"},
         **drift,
     }
 
 
+def environment_of(overrides: dict[str, Any]) -> dict[str, str]:
+    """The server's environment variables a mode sets (its ``env.`` keys)."""
+    return {key[len(ENV_PREFIX) :]: str(value) for key, value in overrides.items() if key.startswith(ENV_PREFIX)}
+
+
 def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the mode's model-config keys changed (its ``env.`` keys are not config)."""
     changed = copy.deepcopy(config)
     for key, value in overrides.items():
+        if key.startswith(ENV_PREFIX):
+            continue
         *parents, name = key.split(".")
         target = changed
         for parent in parents:
@@ -94,7 +108,8 @@ def measure_modes(
     try:
         for index, (name, overrides) in enumerate(modes.items()):
             servers[name] = serve_model(model_dir, with_overrides(config, overrides), folders[index], "bench",
-                                        worker_port=WORKER_PORT_BASE + 10 * index)  # fmt: skip
+                                        worker_port=WORKER_PORT_BASE + 10 * index,
+                                        environment=environment_of(overrides))  # fmt: skip
         if floor:
             folders.append(output / "floor")
             servers[FLOOR_MODE] = serve_floor(config, folders[-1], "bench", WORKER_PORT_BASE + 10 * len(modes))

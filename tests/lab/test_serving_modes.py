@@ -7,7 +7,7 @@ import copy
 import yaml
 
 from hflabels.paths import MODEL_CONFIG
-from lab.serving_modes import candidate_modes, with_overrides
+from lab.serving_modes import ENV_PREFIX, candidate_modes, environment_of, with_overrides
 
 
 def test_each_mode_changes_its_keys_in_the_shipped_config_and_nothing_else():
@@ -16,6 +16,8 @@ def test_each_mode_changes_its_keys_in_the_shipped_config_and_nothing_else():
     for overrides in candidate_modes(cores=4).values():
         changed = with_overrides(shipped, overrides)
         for key, value in overrides.items():
+            if key.startswith(ENV_PREFIX):
+                continue
             target = changed
             for part in key.split("."):
                 target = target[part]
@@ -28,6 +30,13 @@ def test_each_mode_changes_its_keys_in_the_shipped_config_and_nothing_else():
         "handler": {"batching": {"max_batch_requests": 8}}
     }
     assert shipped == before  # the shipped config is copied, never changed
+
+
+def test_a_modes_environment_goes_to_its_server_and_never_into_the_config():
+    [spin] = [keys for name, keys in candidate_modes(cores=2).items() if "OpenMP" in name]
+    assert environment_of(spin) == {"GOMP_SPINCOUNT": "10000"}
+    assert with_overrides({"handler": {}}, spin) == {"handler": {}}
+    assert environment_of({"maxBatchDelay": 3}) == {}
 
 
 def test_the_floor_handler_answers_every_input_at_once_and_loads_on_none():
