@@ -100,6 +100,9 @@ SERVING_MODES_RUNS = (
     ("AMD EPYC Zen 5, bf16, with TorchServe's floor", "serving-modes-floor-zen5.json"),
     ("AMD EPYC Zen 5, bf16", "serving-modes-zen5.json"),
     ("AMD EPYC, AVX2 only", "serving-modes.json"),
+    # GOMP_SPINCOUNT for the server: 5 rounds, then the first run (3 rounds).
+    ("AMD EPYC Zen 5, bf16, OpenMP threads sleeping sooner", "omp-spin-zen5.json"),
+    ("AMD EPYC Zen 5, bf16, OpenMP threads sleeping sooner (first run)", "omp-spin-zen5-first.json"),
 )
 
 RESULT_PAGES = {
