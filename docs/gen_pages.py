@@ -84,6 +84,12 @@ def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text(encoding="utf-8"))
 
 
+def noted(source: str, table: str) -> str:
+    """``table`` followed by the run's own note (which runs came from where, what a name meant then)."""
+    note = load(source).get("note")
+    return f"{table}\n\n*{note.rstrip('.')}.*" if note else table
+
+
 def results_page(title: str, intro: str, sections: list[tuple[str, str, str, str | None]]) -> str:
     """``sections``: (heading, JSON file, table, plot file or None)."""
     lines = [f"# {title}", "", intro]
@@ -103,6 +109,11 @@ SERVING_MODES_RUNS = (
     # GOMP_SPINCOUNT for the server: 5 rounds, then the first run (3 rounds).
     ("AMD EPYC Zen 5, bf16, OpenMP threads sleeping sooner", "omp-spin-zen5.json"),
     ("AMD EPYC Zen 5, bf16, OpenMP threads sleeping sooner (first run)", "omp-spin-zen5-first.json"),
+    # Two workers, a lone request borrowing the idle one's cores: the modes as shipped, then the two
+    # runs that decided borrow_idle_cores auto (OpenMP's default spin, then 10,000 spins).
+    ("AMD EPYC Zen 5, bf16, two workers borrowing idle cores", "borrow-cores-zen5.json"),
+    ("AMD EPYC Zen 5, bf16, borrowing under OpenMP's default spin", "borrow-cores-zen5-default-spin.json"),
+    ("AMD EPYC Zen 5, bf16, borrowing with GOMP_SPINCOUNT=10000", "borrow-cores-zen5-short-spin.json"),
 )
 
 RESULT_PAGES = {
@@ -174,7 +185,7 @@ RESULT_PAGES = {
         "started together and measured in interleaved rounds (medians), on mixed inputs of 5-60 words; "
         "*of in-process* is the served rate over the handler's own in-process rate in arrival chunks of 32. "
         "What the modes are: [Serving modes](../performance/serving-modes.md).",
-        [(f"{machine}: one client", source, tables.lone_request_table(load(source)), None)
+        [(f"{machine}: one client", source, noted(source, tables.lone_request_table(load(source))), None)
          for machine, source in SERVING_MODES_RUNS]
         + [(f"{machine}: every mode and load", source, tables.serving_modes_table(load(source)), None)
            for machine, source in SERVING_MODES_RUNS]),  # fmt: skip
@@ -185,9 +196,8 @@ RESULT_PAGES = {
         "`--imbalance auto` does from 10:1), every decision rule on their logits (*served* is what `hflabels "
         "train` serves); tested on 300 of each sentiment and 200 of the rare class. What it means: "
         "[Class imbalance](../training/imbalance.md).",
-        [("Decisions on the rare class", "rare-class.json", tables.rare_class_table(load("rare-class.json"))
-          + (f"\n\n*{load('rare-class.json')['note']}.*" if "note" in load("rare-class.json") else ""),
-          "rare-class.png")]),  # fmt: skip
+        [("Decisions on the rare class", "rare-class.json", noted("rare-class.json",
+          tables.rare_class_table(load("rare-class.json"))), "rare-class.png")]),  # fmt: skip
     "results/imbalance.md": lambda: results_page(
         "Class imbalance (demo data)",
         "`make imbalance`: every strategy on one imbalanced split of the demo data, medians over seeds.",

@@ -8,9 +8,10 @@ import torch
 
 from handler.api.settings import Backend, HandlerSettings
 from handler.api.tasks import Task
+from handler.engine.core_sharing import core_sharing_for
 from handler.engine.encoder_runner import encoder_inputs
 from handler.engine.execution import ExecutionPolicy
-from handler.engine.load_measurements import LoadMeasurements
+from handler.engine.load_measurements import LoadMeasurements, cache_root
 from handler.engine.model_folder import check_model_folder
 from handler.engine.model_loading import LoadedModel, apply_thread_settings, load_model, load_tokenizer
 from handler.engine.openvino_backend import OpenVinoEncoder, check_openvino_settings
@@ -48,6 +49,7 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     checked = check_model_folder(model_dir, settings)
     runner_class = RUNNERS[checked.task]
     tokenizer = load_tokenizer(model_dir, require_fast=runner_class.needs_fast_tokenizer)
+    all_threads = torch.get_num_threads()
     threads = apply_thread_settings(settings, workers)
     policy = ExecutionPolicy.from_settings(settings, device)
     openvino = settings.loading.backend is Backend.OPENVINO
@@ -62,4 +64,6 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
         RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir), measurements)
     )
     runner.prepare_execution()
+    if device.type == "cpu" and not openvino and settings.loading.torch_num_threads is None:
+        runner.core_sharing = core_sharing_for(cache_root(), threads, all_threads, settings.loading.borrow_idle_cores)
     return runner

@@ -209,7 +209,8 @@ class TransformersLabelHandler(BaseHandler):
     def inference(self, batch: PreparedBatch) -> AnsweredBatch:  # type: ignore[override]
         sinks = [self._stream_sink(index) if index in batch.streaming else None for index, _ in batch.parsed]
         requests = [request for _, request in batch.parsed]
-        result = self._run_isolated(batch.executor, requests, sinks if any(sinks) else None)
+        with self._require_runner().cores_for(len(requests)):
+            result = self._run_isolated(batch.executor, requests, sinks if any(sinks) else None)
         outcomes = list(batch.outcomes)
         for (index, _), outcome in zip(batch.parsed, result.outcomes):
             outcomes[index] = outcome

@@ -32,6 +32,7 @@ WORKER_PORT_BASE = 9300
 NO_DRIFT_MONITOR = "classic, drift monitor off"
 # A mode's keys under this prefix are environment variables of its server, not model-config keys.
 ENV_PREFIX = "env."
+SHORT_SPIN = f"{ENV_PREFIX}GOMP_SPINCOUNT"
 
 
 def candidate_modes(cores: int | None = None, config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -53,7 +54,12 @@ def candidate_modes(cores: int | None = None, config: dict[str, Any] | None = No
         # torch's OpenMP (libgomp) threads spin about 300,000 times after a parallel region before
         # they sleep; a lone request's spinning takes the cores the frontend needs to answer it.
         # libgomp reads this at torch's import, so it is set for the server, not in the handler.
-        "classic, OpenMP threads sleep after 10,000 spins": {f"{ENV_PREFIX}GOMP_SPINCOUNT": "10000"},
+        "classic, OpenMP threads sleep after 10,000 spins": {SHORT_SPIN: "10000"},
+        # With threads that sleep soon a batch of one request borrows the idle worker's cores
+        # (handler/engine/core_sharing.py: loading.borrow_idle_cores auto).
+        f"2 workers x {half} thread{'s' if half > 1 else ''}, OpenMP threads sleep after 10,000 spins": {
+            "minWorkers": 2, "maxWorkers": 2, SHORT_SPIN: "10000",
+        },
         **drift,
     }
 

@@ -10,6 +10,7 @@ per input (:meth:`RequestOutcome.answered`). It runs every forward inside its
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic
@@ -22,6 +23,7 @@ from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, InputT, ParamsT, ParsedRequest
 from handler.engine.batching import plan_micro_batches
+from handler.engine.core_sharing import CoreSharing
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.load_measurements import LoadMeasurements
 from handler.engine.model_loading import LoadedModel
@@ -61,6 +63,8 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
         # True (encoder tasks): each window's output also holds "representation", the mean of the
         # encoder's last hidden states over its tokens (what input drift is tested on), same pass.
         self.representations = False
+        # Set at load where this worker runs on a share of the cores (handler/engine/core_sharing.py).
+        self.core_sharing: CoreSharing | None = None
         self.policy = setup.policy or ExecutionPolicy.from_settings(settings, loaded.device)
         self.probe = setup.probe
         self.measurements = setup.measurements or LoadMeasurements.unshared()
@@ -82,6 +86,13 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     @property
     def batch_overhead_tokens(self) -> int:
         return self.policy.batch_overhead_tokens
+
+    def cores_for(self, requests: int) -> contextlib.AbstractContextManager[int | None]:
+        """Around one batch's passes: the threads they run on, borrowed where the cores are shared
+        and idle (core_sharing.py); a worker that has the cores to itself holds nothing."""
+        if self.core_sharing is None:
+            return contextlib.nullcontext()
+        return self.core_sharing.pass_for(requests)
 
     def prepare_execution(self) -> None:
         """Settle how forward passes run, once the runner is otherwise ready (at load)."""

@@ -33,9 +33,10 @@ def test_each_mode_changes_its_keys_in_the_shipped_config_and_nothing_else():
 
 
 def test_a_modes_environment_goes_to_its_server_and_never_into_the_config():
-    [spin] = [keys for name, keys in candidate_modes(cores=2).items() if "OpenMP" in name]
-    assert environment_of(spin) == {"GOMP_SPINCOUNT": "10000"}
+    spin, workers_spin = [keys for name, keys in candidate_modes(cores=2).items() if "OpenMP" in name]
+    assert environment_of(spin) == environment_of(workers_spin) == {"GOMP_SPINCOUNT": "10000"}
     assert with_overrides({"handler": {}}, spin) == {"handler": {}}
+    assert with_overrides({"handler": {}}, workers_spin) == {"handler": {}, "minWorkers": 2, "maxWorkers": 2}
     assert environment_of({"maxBatchDelay": 3}) == {}
 
 

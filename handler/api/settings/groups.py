@@ -74,6 +74,12 @@ class LoadingSettings:
     torch_num_threads: int | None = setting(None, _int(1, 1024, nullable=True), (
         "Threads per worker for torch; null: torch's default (one per physical core) divided among the "
         "model's workers (`maxWorkers`), so two workers on two cores take one thread each."))
+    borrow_idle_cores: bool | None = setting(None, auto_or(ParamSpec("bool")), (
+        "With several workers on shares of the cores (`torch_num_threads` null): a batch of one request runs "
+        "on every core's thread when no other such worker of the machine is in a pass (a file lock between "
+        "them). `auto`: where torch's OpenMP threads sleep soon after a pass (`GOMP_SPINCOUNT` at most 10000, "
+        "or `OMP_WAIT_POLICY=passive`, in the server's environment); with the default spin they keep the "
+        "borrowed core busy into the other worker's pass."))
     measure_budget_seconds: float = setting(30.0, scalar(ParamSpec("float", minimum=0.0, maximum=3600.0)), (
         "Seconds a loading worker may spend on its load-time timings, waiting for the machine included "
         "(one worker of the machine times at a time; results are remembered per machine, model and "
