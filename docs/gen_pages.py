@@ -114,6 +114,7 @@ SERVING_MODES_RUNS = (
     ("AMD EPYC Zen 5, bf16, two workers borrowing idle cores", "borrow-cores-zen5.json"),
     ("AMD EPYC Zen 5, bf16, borrowing under OpenMP's default spin", "borrow-cores-zen5-default-spin.json"),
     ("AMD EPYC Zen 5, bf16, borrowing with GOMP_SPINCOUNT=10000", "borrow-cores-zen5-short-spin.json"),
+    ("AMD EPYC Zen 5, float32", "serving-modes-float32-zen5.json"),
 )
 
 RESULT_PAGES = {

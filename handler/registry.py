@@ -53,8 +53,9 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
     threads = apply_thread_settings(settings, workers)
     policy = ExecutionPolicy.from_settings(settings, device)
     openvino = settings.loading.backend is Backend.OPENVINO
+    generates = runner_class is TextGenerationRunner
     if openvino:
-        check_openvino_settings(settings, device, generates=runner_class is TextGenerationRunner)
+        check_openvino_settings(settings, device, generates=generates)
     model = load_model(model_dir, runner_class.auto_model_class, checked.config, settings, device, policy.weight_dtype)
     if openvino:
         model = OpenVinoEncoder(model, encoder_inputs(tokenizer), threads)
@@ -64,6 +65,8 @@ def build_runner(model_dir: Path, settings: HandlerSettings, device: torch.devic
         RunnerSetup(loaded, settings, checked.labels, checked.label_sets, policy, probe_texts(model_dir), measurements)
     )
     runner.prepare_execution()
-    if device.type == "cpu" and not openvino and settings.loading.torch_num_threads is None:
+    # Text generation keeps its share: a lone request's generation is long, and another worker
+    # would wait for all of it.
+    if device.type == "cpu" and not openvino and not generates and settings.loading.torch_num_threads is None:
         runner.core_sharing = core_sharing_for(cache_root(), threads, all_threads, settings.loading.borrow_idle_cores)
     return runner

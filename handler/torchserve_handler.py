@@ -209,7 +209,9 @@ class TransformersLabelHandler(BaseHandler):
     def inference(self, batch: PreparedBatch) -> AnsweredBatch:  # type: ignore[override]
         sinks = [self._stream_sink(index) if index in batch.streaming else None for index, _ in batch.parsed]
         requests = [request for _, request in batch.parsed]
-        with self._require_runner().cores_for(len(requests)):
+        runner = self._require_runner()
+        # An explanation runs many passes: it keeps this worker's share of the cores.
+        with runner.cores_for(requests, may_borrow=batch.executor is runner):
             result = self._run_isolated(batch.executor, requests, sinks if any(sinks) else None)
         outcomes = list(batch.outcomes)
         for (index, _), outcome in zip(batch.parsed, result.outcomes):

@@ -24,8 +24,10 @@ came 3.9 ms closer. So by default (``loading.borrow_idle_cores: auto``) a worker
 the environment it inherited says so (:func:`borrows`).
 
 Why a batch of one request: TorchServe hands a worker a batch of one only when nothing else was
-waiting, the sign of light traffic, and such a pass is short, so a worker waiting for it waits
-little. Under load batches hold several requests and every worker keeps its own share.
+waiting, the sign of light traffic. Under load batches hold several requests and every worker keeps
+its own share. And only a short one (:data:`LONE_REQUEST_CHARACTERS`, not text generation, not an
+explanation): a worker whose batch arrives meanwhile waits for the borrowed pass to end, so that
+pass must be short.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -42,6 +44,14 @@ import torch
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "cores.lock"
+# A request whose inputs hold at most this many characters (about 500 tokens of English, one window
+# of most encoders) may borrow: its pass is short, and so is the wait of a worker behind it.
+LONE_REQUEST_CHARACTERS = 2048
+
+
+def input_characters(inputs: Sequence[object]) -> int:
+    """The size of a request's inputs in characters (texts, pairs, question and context alike)."""
+    return sum(len(item) if isinstance(item, str) else len(str(item)) for item in inputs)
 
 
 class CoreSharing:
@@ -60,12 +70,10 @@ class CoreSharing:
         self.borrowed_batches = 0
 
     @contextlib.contextmanager
-    def pass_for(self, requests: int) -> Iterator[int]:
-        """Hold the lock around one batch's passes; yields the threads they run on."""
-        if requests == 0:
-            yield self.own_threads
-            return
-        self.borrowing = requests == 1 and self._try(fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def pass_for(self, lone: bool) -> Iterator[int]:
+        """Hold the lock around one batch's passes; ``lone``: a short batch of one request, which
+        borrows the idle cores if it can. Yields the threads the passes run on."""
+        self.borrowing = lone and self._try(fcntl.LOCK_EX | fcntl.LOCK_NB)
         if not self.borrowing:
             fcntl.flock(self._fd, fcntl.LOCK_SH)
         try:

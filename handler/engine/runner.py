@@ -23,7 +23,7 @@ from handler.api.streaming import StreamSink
 from handler.api.tasks import Task
 from handler.api.types import BatchResult, InputT, ParamsT, ParsedRequest
 from handler.engine.batching import plan_micro_batches
-from handler.engine.core_sharing import CoreSharing
+from handler.engine.core_sharing import LONE_REQUEST_CHARACTERS, CoreSharing, input_characters
 from handler.engine.execution import ExecutionPolicy
 from handler.engine.load_measurements import LoadMeasurements
 from handler.engine.model_loading import LoadedModel
@@ -87,12 +87,16 @@ class TaskRunner(abc.ABC, Generic[InputT, ParamsT]):
     def batch_overhead_tokens(self) -> int:
         return self.policy.batch_overhead_tokens
 
-    def cores_for(self, requests: int) -> contextlib.AbstractContextManager[int | None]:
+    def cores_for(
+        self, requests: Sequence[ParsedRequest[InputT, ParamsT]], may_borrow: bool = True
+    ) -> contextlib.AbstractContextManager[int | None]:
         """Around one batch's passes: the threads they run on, borrowed where the cores are shared
-        and idle (core_sharing.py); a worker that has the cores to itself holds nothing."""
-        if self.core_sharing is None:
+        and idle and the batch is one short request (core_sharing.py); a worker that has the cores
+        to itself, or a batch with nothing to run, holds nothing."""
+        if self.core_sharing is None or not requests:
             return contextlib.nullcontext()
-        return self.core_sharing.pass_for(requests)
+        lone = may_borrow and len(requests) == 1 and input_characters(requests[0].inputs) <= LONE_REQUEST_CHARACTERS
+        return self.core_sharing.pass_for(lone)
 
     def prepare_execution(self) -> None:
         """Settle how forward passes run, once the runner is otherwise ready (at load)."""

@@ -14,6 +14,7 @@ import torch
 from handler.engine.core_sharing import (
     ACTIVE_SPIN_COUNT,
     DEFAULT_SPIN_COUNT,
+    LONE_REQUEST_CHARACTERS,
     CoreSharing,
     borrows,
     core_sharing_for,
@@ -39,23 +40,21 @@ def workers(tmp_path, threads_restored):
 
 def test_a_lone_request_on_an_idle_machine_runs_on_every_core_and_gives_them_back(workers):
     first, _ = workers
-    with first.pass_for(1) as threads:
+    with first.pass_for(lone=True) as threads:
         assert threads == 2 and torch.get_num_threads() == 2 and first.borrowing
     assert torch.get_num_threads() == 1 and not first.borrowing and first.borrowed_batches == 1
-    with first.pass_for(3) as threads:
+    with first.pass_for(lone=False) as threads:
         assert threads == 1 and torch.get_num_threads() == 1  # a batch of several keeps its share
-    with first.pass_for(0) as threads:
-        assert threads == 1
     assert first.borrowed_batches == 1
 
 
 def test_a_lone_request_keeps_its_share_while_another_worker_is_in_a_pass(workers):
     first, second = workers
-    with second.pass_for(5):
-        with first.pass_for(1) as threads:
+    with second.pass_for(lone=False):
+        with first.pass_for(lone=True) as threads:
             assert threads == 1 and torch.get_num_threads() == 1
     assert first.borrowed_batches == 0
-    with first.pass_for(1) as threads:  # the other pass ended: the cores are idle again
+    with first.pass_for(lone=True) as threads:  # the other pass ended: the cores are idle again
         assert threads == 2
 
 
@@ -65,7 +64,7 @@ def test_a_worker_waits_for_a_borrowed_pass_to_end_rather_than_run_beside_it(wor
     timeline: list[str] = []
 
     def lone_request() -> None:
-        with first.pass_for(1):
+        with first.pass_for(lone=True):
             borrowed.set()
             time.sleep(0.2)
             timeline.append("borrowed pass ended")
@@ -74,7 +73,7 @@ def test_a_worker_waits_for_a_borrowed_pass_to_end_rather_than_run_beside_it(wor
     thread = threading.Thread(target=lone_request)
     thread.start()
     assert borrowed.wait(5)
-    with second.pass_for(4) as threads:
+    with second.pass_for(lone=False) as threads:
         timeline.append("second pass started")
         assert threads == 1
     thread.join(5)
@@ -90,7 +89,7 @@ def test_two_lone_requests_at_once_never_both_borrow(workers):
     def lone(sharing: CoreSharing) -> None:
         inside.wait()
         for _ in range(50):
-            with sharing.pass_for(1):
+            with sharing.pass_for(lone=True):
                 seen.append(int(sharing.borrowing))
                 time.sleep(0.001)
                 seen.append(-int(sharing.borrowing))
@@ -145,7 +144,7 @@ def test_auto_borrows_only_where_openmp_threads_sleep_soon():
 def test_a_worker_of_two_borrows_for_a_lone_request_through_torchserves_context(
     sentiment_model, threads_restored, monkeypatch
 ):
-    from support import call, make_context
+    from support import call, explain, make_context
 
     from handler.torchserve_handler import TransformersLabelHandler
 
@@ -187,8 +186,30 @@ def test_a_worker_of_two_borrows_for_a_lone_request_through_torchserves_context(
                             ("application/json", {"inputs": long_text + " and again"})])  # fmt: skip
     assert timed_batches() == before + 1
 
+    # Only a short lone request borrows: a worker whose batch arrives meanwhile waits for its pass.
+    threads_in_forward.clear()
+    assert call(handler, context, [("application/json", {"inputs": "x" * (LONE_REQUEST_CHARACTERS + 1)})])[0][0] == 200
+    assert threads_in_forward == [1]
+    sharing = runner.core_sharing
+    borrowed = sharing.borrowed_batches
+    assert explain(handler, context, [{"inputs": "a fine film, explained"}])[0][0] == 200
+    assert sharing.borrowed_batches == borrowed  # an explanation runs many passes: never borrowed
+
     off = make_context(sentiment_model, {"borrow_idle_cores": False})
     off.model_yaml_config.update({"minWorkers": 2, "maxWorkers": 2})
     kept = TransformersLabelHandler()
     kept.initialize(off)
     assert kept.runner is not None and kept.runner.core_sharing is None
+
+
+def test_text_generation_keeps_its_share(lm_model, threads_restored):
+    from support import make_context
+
+    from handler.torchserve_handler import TransformersLabelHandler
+
+    torch.set_num_threads(2)
+    context = make_context(lm_model, {"borrow_idle_cores": True})
+    context.model_yaml_config.update({"minWorkers": 2, "maxWorkers": 2})
+    handler = TransformersLabelHandler()
+    handler.initialize(context)
+    assert handler.runner is not None and handler.runner.core_sharing is None and torch.get_num_threads() == 1
