@@ -227,15 +227,19 @@ RESULT_PAGES = {
         "are hand settings (`--pair-stage off` below 100 steps). The note under the table says which runs are of "
         "which day and machine "
         "([the recipe](../training/recipe.md#small-data)).",
-        [("Median test macro-F1", "small-data.json", tables.small_data_table(load("small-data.json"))
-          + f"\n\n*{load('small-data.json')['note']}*", None)]),
+        [("Median test macro-F1", "small-data.json", noted("small-data.json",
+          tables.small_data_table(load("small-data.json"))), None)]),
     "results/soak.md": lambda: results_page(
         "Soak and cache",
         "`make soak`: a long closed-loop load, errors and memory over time; `make bench-cache`: the response "
         "cache on a Zipf workload.",
-        [("Soak", "soak.json", tables.soak_table(load("soak.json")), None),
-         ("Response cache", "bench-cache-results.json", tables.cache_table(load("bench-cache-results.json")),
-          None)]),  # fmt: skip
+        [("Soak", "soak.json", tables.soak_table(load("soak.json")), None)]
+        + [(heading, source, noted(source, tables.soak_table(load(source))), None) for heading, source in (
+            ("Two workers, 4 clients", "soak-two-workers-zen5.json"),
+            ("Two workers borrowing idle cores, 4 clients", "soak-two-workers-borrowing-zen5.json"),
+            ("Two workers borrowing idle cores, a worker killed", "soak-two-workers-borrowing-kill-zen5.json"))]
+        + [("Response cache", "bench-cache-results.json", tables.cache_table(load("bench-cache-results.json")),
+            None)]),  # fmt: skip
 }
 
 with mkdocs_gen_files.open("reference/configuration.md", "w") as page:
