@@ -149,8 +149,14 @@ def core_sharing_for(
             own_threads, all_threads, "false" if setting is False else "auto", SHORT_SPIN_COUNT,
         )  # fmt: skip
         return None
+    try:
+        sharing = CoreSharing(lock_folder / LOCK_FILE, own_threads, all_threads)
+    except OSError as error:
+        # Borrowing is a speed-up: a folder it cannot write to never stops the model from serving.
+        logger.warning("a batch of one request keeps this worker's %d threads: no lock file (%s)", own_threads, error)
+        return None
     logger.info(
         "a batch of one request runs on all %d threads when no other worker sharing the cores is in a pass "
         "(loading.borrow_idle_cores)", all_threads,
     )  # fmt: skip
-    return CoreSharing(lock_folder / LOCK_FILE, own_threads, all_threads)
+    return sharing

@@ -117,6 +117,9 @@ def test_only_a_worker_on_a_share_of_the_cores_borrows(tmp_path):
     sharing.close()
     with pytest.raises(ValueError, match="fewer threads"):
         CoreSharing(tmp_path / "cores.lock", 0, 2)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert core_sharing_for(blocked / "inside", 1, 2, True) is None  # no lock file: the share, not a failed load
 
 
 @pytest.mark.parametrize(("environment", "spins"), [
