@@ -27,6 +27,7 @@ from handler.api.settings import HandlerSettings
 from handler.api.streaming import EVENT_STREAM_CONTENT_TYPE, StreamSink, TrackedSink
 from handler.api.tasks import Task
 from handler.api.types import BatchExecutor, BatchResult, ParsedRequest, RequestOutcome
+from handler.engine.load_measurements import cache_root
 from handler.engine.model_loading import select_device
 from handler.engine.runner import TaskRunner
 from handler.registry import build_runner
@@ -46,6 +47,7 @@ from handler.serving.responses import (
     reason_phrase,
     serialize,
 )
+from handler.serving.shared_drift import pool_folder_for
 from handler.tasks.explanations import Explainer
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,9 @@ class TransformersLabelHandler(BaseHandler):
             self.envelope = envelope_of_torchserve_loader()
             device = select_device(properties.get("gpu_id"))
             self.runner = build_runner(model_dir, settings, device, model_workers(yaml_config))
-            monitor = self._prediction_monitor(model_dir, settings)
+            shared_drift = pool_folder_for(cache_root(), model_dir, getattr(context, "manifest", None),
+                                           model_workers(yaml_config))  # fmt: skip
+            monitor = self._prediction_monitor(model_dir, settings, shared_drift)
             for difference in version_differences(model_dir):
                 logger.warning("serving with other library versions than the archive was built with: %s", difference)
         except ConfigurationError as error:
@@ -149,9 +153,12 @@ class TransformersLabelHandler(BaseHandler):
         """A batch the async worker gathered, through the same steps as a TorchServe batch."""
         return gathered.answered(super().handle([arrival.data for arrival in gathered.arrivals], gathered))
 
-    def _prediction_monitor(self, model_dir: Path, settings: HandlerSettings) -> PredictionMonitor | None:
+    def _prediction_monitor(
+        self, model_dir: Path, settings: HandlerSettings, shared_drift: Path | None
+    ) -> PredictionMonitor | None:
         """Sequence classifiers' prediction counters and, with a reference, drift tests (the runner
-        then keeps each input's representation from the pass that answers it)."""
+        then keeps each input's representation from the pass that answers it); ``shared_drift``:
+        the folder where the model's workers pool their answers into common windows."""
         runner = self._require_runner()
         if runner.task is not Task.SEQUENCE_CLASSIFICATION:
             return None
@@ -159,7 +166,7 @@ class TransformersLabelHandler(BaseHandler):
         if reference is not None:
             hidden_size = getattr(runner.config, "hidden_size", None)
             sample = reference_sample(reference, runner.labels, model_dir, hidden_size)
-            drift = DriftMonitor(len(runner.labels), sample, settings.monitoring)
+            drift = DriftMonitor(len(runner.labels), sample, settings.monitoring, shared_drift)
             runner.representations = drift.wants_representations
         return PredictionMonitor(runner.labels, settings.monitoring, drift)
 

@@ -38,6 +38,7 @@ from handler.postprocess.monitoring import (
     ReferenceSample,
     window_tests,
 )
+from handler.serving.shared_drift import PoolFiles, SharedAlarmState, SharedDriftWindow
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +79,30 @@ def reference_sample(reference: DriftReference, labels: tuple[str, ...], model_d
 class DriftMonitor:
     """Windows of answers, tested in a background thread against the reference."""
 
-    def __init__(self, labels: int, reference: ReferenceSample, settings: MonitoringSettings) -> None:
+    def __init__(self, labels: int, reference: ReferenceSample, settings: MonitoringSettings,
+                 shared_folder: Path | None = None) -> None:  # fmt: skip
+        """``shared_folder``: where the workers of this model pool their answers into common windows
+        (handler/serving/shared_drift.py); None: this worker's answers alone."""
         self.reference, self.settings = reference, settings
-        self.window = DriftWindow(settings.drift_window, labels, reference.representations is not None)
-        self.alarm = AlarmState(settings.drift_clear_windows)
+        with_representations = reference.representations is not None
+        self.window: DriftWindow | SharedDriftWindow
+        self.alarm: AlarmState | SharedAlarmState
+        self.shared: PoolFiles | None = None
+        if shared_folder is None:
+            self.window = DriftWindow(settings.drift_window, labels, with_representations)
+            self.alarm = AlarmState(settings.drift_clear_windows)
+        else:
+            self.shared = PoolFiles(shared_folder)
+            hidden = reference.representations.shape[1] if reference.representations is not None else None
+            self.window = SharedDriftWindow(self.shared, settings.drift_window, labels, hidden)
+            self.alarm = SharedAlarmState(self.shared, settings.drift_clear_windows)
         # Counted for the metrics' counters, which TorchServe sums over workers (gauges it does not).
         self.skipped = 0
         self.tested_windows = 0
         self.rejected_windows = 0
-        self._pending: queue.Queue[CompletedWindow | None] = queue.Queue(maxsize=1)
+        # Each window with its number (None: this worker's own count), or None to stop.
+        self._pending: queue.Queue[tuple[int | None, CompletedWindow] | None] = queue.Queue(maxsize=1)
+        self._warned_pool = False
         self._lock = threading.Lock()
         self._latest: dict[str, float] | None = None
         self._thread = threading.Thread(target=self._test_windows, name="drift-tests", daemon=True)
@@ -98,10 +114,27 @@ class DriftMonitor:
 
     def add(self, label: int, confidence: float, representation: np.ndarray | None) -> None:
         done = self.window.add(label, confidence, representation)
-        if done is None:
+        if done is not None:
+            self._hand_over(None, done)
+
+    def end_batch(self) -> None:
+        """After a batch's answers: shared windows take them into the pool, once a batch."""
+        if not isinstance(self.window, SharedDriftWindow):
             return
         try:
-            self._pending.put_nowait(done)
+            completed = self.window.flush()
+        except OSError as error:
+            # Monitoring never fails a request: the batch's answers are left out of the windows.
+            if not self._warned_pool:
+                logger.warning("drift windows: cannot write the shared pool (%s); answers left out", error)
+                self._warned_pool = True
+            return
+        for number, window in completed:
+            self._hand_over(number, window)
+
+    def _hand_over(self, number: int | None, window: CompletedWindow) -> None:
+        try:
+            self._pending.put_nowait((number, window))
         except queue.Full:
             self.skipped += 1
 
@@ -124,22 +157,25 @@ class DriftMonitor:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
         blas = ThreadpoolController()
         while True:
-            window = self._pending.get()
+            handed = self._pending.get()
             try:
-                if window is None:
+                if handed is None:
                     return
+                number, window = handed
                 with blas.limit(limits=1, user_api="blas"):
-                    reading = self._test(window)
+                    reading = self._test(window, number)
                 self._record(reading)
             except Exception:
                 logger.warning("drift tests failed on a window", exc_info=True)
             finally:
                 self._pending.task_done()
 
-    def _test(self, window: CompletedWindow) -> DriftReading:
-        # Each window's permutations from a seed of its own: its number, counting from 1.
+    def _test(self, window: CompletedWindow, number: int | None = None) -> DriftReading:
+        # Each window's permutations from a seed of its own: its number, counting from 1 (across
+        # the workers where they share windows).
+        seed = self.tested_windows + 1 if number is None else number
         return window_tests(window, self.reference, self.settings.drift_level, self.settings.drift_permutations,
-                            seed=self.tested_windows + 1)  # fmt: skip
+                            seed=seed)  # fmt: skip
 
     def _record(self, reading: DriftReading) -> None:
         rejected = reading.rejected()

@@ -129,6 +129,7 @@ class PredictionMonitor:
                 if self.drift_monitor is not None:
                     self.drift_monitor.add(top, confidence, result.representation)
         if self.drift_monitor is not None:
+            self.drift_monitor.end_batch()
             for name, now in (("DriftWindowsSkippedTotal", self.drift_monitor.skipped),
                               ("DriftWindowsTestedTotal", self.drift_monitor.tested_windows),
                               ("DriftWindowsRejectedTotal", self.drift_monitor.rejected_windows)):  # fmt: skip

@@ -14,6 +14,7 @@ import math
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +93,16 @@ def server(movie_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     store = tmp / "store"
     assert script("archive")([str(movie_model), "--name", "movies", "--export-path", str(store)]) == 0
+    # "monitored" gets only the drift test's traffic, from two workers: their answers fill shared
+    # windows (each worker's own would fill half as fast, and the shifted traffic below would never
+    # complete one: seen when the suite ran with two workers before the windows were shared).
+    two_workers = yaml.safe_load((movie_model / "model-config.yaml").read_text())
+    two_workers.update(minWorkers=2, maxWorkers=2)
+    (tmp / "two-workers.yaml").write_text(yaml.safe_dump(two_workers, sort_keys=False))
+    assert script("archive")([str(movie_model), "--name", "monitored", "--export-path", str(store),
+                              "--config", str(tmp / "two-workers.yaml")]) == 0  # fmt: skip
     config = config_with_free_ports(TORCHSERVE_CONFIG, tmp / "config.properties")
-    # Two registrations of one archive: "monitored" gets only the drift test's traffic.
-    running = start(config, store, ["movies=movies.mar", "monitored=movies.mar"], tmp / "run", timeout=300)
+    running = start(config, store, ["movies=movies.mar", "monitored=monitored.mar"], tmp / "run", timeout=300)
     yield running
     stop(tmp / "run")
 
@@ -105,13 +113,17 @@ def texts_of(vader: Path, domain: str, count: int, seed: int = 0) -> tuple[list[
     return [examples[i].text for i in order], [examples[i].label for i in order]
 
 
-def served(server, model: str, texts: list[str], parameters: dict, batch: int = 50) -> list:
-    answers = []
-    for start_at in range(0, len(texts), batch):
+def served(server, model: str, texts: list[str], parameters: dict, batch: int = 50, clients: int = 1) -> list:
+    """Answers in the texts' order, ``batch`` texts a request, ``clients`` requests at a time (two
+    keep both of a model's two workers busy)."""
+
+    def answer(start_at: int) -> list:
         response = post(server, model, {"inputs": texts[start_at : start_at + batch], "parameters": parameters})
         assert response.status_code == 200, response.text
-        answers += response.json()
-    return answers
+        return response.json()
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [item for answers in pool.map(answer, range(0, len(texts), batch)) for item in answers]
 
 
 def test_served_prediction_sets_cover_the_real_test_split_and_equal_the_folders(server, movie_model, vader):
@@ -219,7 +231,7 @@ def poked_until(server, prometheus: str, model: str, gauge: str, done) -> Any:
 def test_prometheus_sees_the_label_shares_sent_and_drift_on_shifted_traffic(server, prometheus, vader):
     model = 'ModelName="monitored"'
     in_domain, _ = texts_of(vader, "movies", DRIFT_WINDOW, seed=2)
-    answers = served(server, "monitored", in_domain, {})
+    answers = served(server, "monitored", in_domain, {}, batch=25, clients=2)
     sent = {label: sum(a["label"] == label for a in answers) for label in {a["label"] for a in answers}}
     shares = scraped(prometheus, f"sum by (Label) (PredictionsTotal{{{model}}})",
                      lambda r: sum(float(s["value"][1]) for s in r) >= len(in_domain))  # fmt: skip
@@ -234,7 +246,7 @@ def test_prometheus_sees_the_label_shares_sent_and_drift_on_shifted_traffic(serv
     assert min(calm["DriftInputP"], calm["DriftLabelP"], calm["DriftConfidenceP"]) > DRIFT_LEVEL / 3, calm
     # Tweets: the input test rejects within one window (its p-value at the permutation floor).
     shifted, _ = texts_of(vader, "tweets", DRIFT_WINDOW, seed=3)
-    served(server, "monitored", shifted, {})
+    served(server, "monitored", shifted, {}, batch=25, clients=2)
     poked_until(server, prometheus, model, "DriftAlarm", lambda alarm: alarm == 1)
     shift = drift_gauges(prometheus, model)
     assert shift["DriftInputP"] <= DRIFT_LEVEL / 3, shift

@@ -321,11 +321,11 @@ def test_the_drift_tests_run_on_one_blas_thread_at_the_lowest_priority(sentiment
     seen = {}
     real_test = drift_monitor.DriftMonitor._test
 
-    def observed(self, window):
+    def observed(self, window, number=None):
         seen["blas_threads"] = {pool["num_threads"] for pool in ThreadpoolController().select(user_api="blas").info()}
         if sys.platform.startswith("linux"):
             seen["niceness"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        return real_test(self, window)
+        return real_test(self, window, number)
 
     monkeypatch.setattr(drift_monitor.DriftMonitor, "_test", observed)
     settings = {"monitoring": {"drift_window": 12, "reference": reference_for([0.5, 0.5, 0.0], [0.125] * 8)}}

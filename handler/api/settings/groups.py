@@ -186,7 +186,8 @@ class MonitoringSettings:
     metrics_label_limit: int = setting(50, _int(1, 10_000), (
         "The Label dimension names at most this many labels (by index); the rest count as `__other__`."))
     drift_window: int = setting(200, _int(10, 1_000_000), (
-        "Drift tests each consecutive window of this many computed answers of a worker against the reference."))
+        "Drift tests each consecutive window of this many computed answers against the reference; the workers "
+        "of a model (maxWorkers above 1) fill common windows."))
     drift_level: float = setting(0.01, _positive(0.5), (
         "The false-alarm rate: a window of traffic drawn like the reference raises DriftAlarm with probability "
         "at most this (split evenly over the window's tests)."))
