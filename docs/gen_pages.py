@@ -115,6 +115,8 @@ SERVING_MODES_RUNS = (
     ("AMD EPYC Zen 5, bf16, borrowing under OpenMP's default spin", "borrow-cores-zen5-default-spin.json"),
     ("AMD EPYC Zen 5, bf16, borrowing with GOMP_SPINCOUNT=10000", "borrow-cores-zen5-short-spin.json"),
     ("AMD EPYC Zen 5, float32", "serving-modes-float32-zen5.json"),
+    # After drift windows became common to the workers (2026-12-05).
+    ("AMD EPYC Zen 5, bf16, classic and two workers (drift windows common)", "serving-modes-zen5-shared-drift.json"),
 )
 
 RESULT_PAGES = {
@@ -189,7 +191,9 @@ RESULT_PAGES = {
         [(f"{machine}: one client", source, noted(source, tables.lone_request_table(load(source))), None)
          for machine, source in SERVING_MODES_RUNS]
         + [(f"{machine}: every mode and load", source, tables.serving_modes_table(load(source)), None)
-           for machine, source in SERVING_MODES_RUNS]),  # fmt: skip
+           for machine, source in SERVING_MODES_RUNS]
+        + [("AMD EPYC Zen 5, bf16: the handler in-process with the cores split (`python -m lab worker-split`)",
+            "worker-split-zen5.json", tables.worker_split_table(load("worker-split-zen5.json")), None)]),  # fmt: skip
     "results/rare-class.md": lambda: results_page(
         "A rare class that can be learned",
         "`make rare-class` (`python -m lab rare-class`): movie sentences rated negative and positive with NYT "
@@ -211,6 +215,10 @@ RESULT_PAGES = {
         "[Performance](../performance/index.md#several-models-at-once).",
         [("AMD EPYC Zen 5: archives of one model", "startup-zen5.json",
           tables.startup_table(load("startup-zen5.json")), None),
+         ("AMD EPYC Zen 5, 2026-12-05: one worker a model", "startup-zen5-one-worker-dec05.json",
+          tables.startup_table(load("startup-zen5-one-worker-dec05.json")), None),
+         ("AMD EPYC Zen 5, 2026-12-05: two workers a model (`--workers 2`)", "startup-zen5-two-workers.json",
+          tables.startup_table(load("startup-zen5-two-workers.json")), None),
          ("AMD EPYC Zen 5: distinct models (each timed)", "startup-distinct-zen5.json",
           tables.startup_table(load("startup-distinct-zen5.json")), None),
          ("AVX2 only: archives of one model", "startup.json", tables.startup_table(load("startup.json")), None),

@@ -9,6 +9,7 @@ from hflabels.cli import CommandLine
 TOOLS = {
     "bench": ("bench", "served throughput and latency against the in-process limit"),
     "serving-modes": ("serving_modes", "the serving modes side by side: classic, async worker, several workers"),
+    "worker-split": ("worker_split", "the handler's in-process rate with the cores split between workers, interleaved"),
     "bench-peers": ("bench_peers", "this handler next to TorchServe's HF example and infinity-emb"),
     "bench-cache": ("bench_cache", "the response cache's speed-up on a Zipf-distributed workload"),
     "soak": ("soak", "sustained load: errors, latency and memory over time"),

@@ -230,9 +230,21 @@ def soak_table(document: dict[str, Any]) -> str:
 def startup_table(document: dict[str, Any]) -> str:
     """Seconds until every model was ready, cold and after a restart (``python -m lab startup``)."""
     kind = "distinct models" if document.get("distinct") else "archives of one model"
+    if document.get("workers", 1) > 1:
+        kind += f", {document['workers']} workers each"
     rows = [(count, kind, run["cold_seconds"], run["restart_seconds"])
             for count, run in sorted(document["runs"].items(), key=lambda item: int(item[0]))]  # fmt: skip
     return table(("models started together", "what", "all ready, cold (s)", "all ready after a restart (s)"), rows)
+
+
+def worker_split_table(document: dict[str, Any]) -> str:
+    """``python -m lab worker-split``: the handler's in-process rate per layout of the cores, with
+    each layout's share of the first (one process on every thread, chunks of 32)."""
+    medians = document["medians"]
+    first = next(iter(medians.values()))
+    return table(("layout", "answers/s (median)", "of one process", "rounds"),
+                 [(name, value, f"{value / first:.2f}", ", ".join(str(r) for r in document["rounds"][name]))
+                  for name, value in medians.items()])  # fmt: skip
 
 
 def small_data_table(document: dict[str, Any]) -> str:

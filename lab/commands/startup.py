@@ -1,6 +1,6 @@
 """Several models started together: time until every one is ready, cold and after a restart.
 
-    python -m lab startup [--model-dir DIR] [--models 1 3 5] [--distinct] [--output build/startup]
+    python -m lab startup [--model-dir DIR] [--models 1 3 5] [--distinct] [--workers 2] [--output build/startup]
 
 For each count, N archives of the model are served by one torchserve started with the shipped
 settings; the time from `torchserve --start` until every model has a READY worker is measured, the
@@ -29,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="a save_pretrained folder (default: the demo model)")
     parser.add_argument("--models", type=int, nargs="+", default=[1, 3, 5], help="how many archives at once")
     parser.add_argument("--distinct", action="store_true", help="a different micro_batch_size per archive")
+    parser.add_argument("--workers", type=int, default=1, help="workers of each model (minWorkers/maxWorkers)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every model")
     parser.add_argument("--output", type=Path, default=BUILD / "startup", help="archives, runs and results.json")
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     model_dir = model_or_demo(args.model_dir)
     shipped = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
-    results: dict[str, Any] = {"model": str(model_dir), "distinct": args.distinct, "runs": {}}
+    results: dict[str, Any] = {"model": str(model_dir), "distinct": args.distinct, "workers": args.workers, "runs": {}}
     for count in args.models:
         # Absolute: the workers run in their models' folders, and read HFLABELS_CACHE_DIR there.
         output = args.output.resolve() / f"{count}-models"
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         names = [f"model{i}" for i in range(count)]
         for i, name in enumerate(names):
             document = yaml.safe_load(yaml.safe_dump(shipped))
+            document.update(minWorkers=args.workers, maxWorkers=args.workers)
             if args.distinct:
                 document["handler"]["batching"]["micro_batch_size"] = 32 - i
             archive(model_dir, name, document=document, export_path=store)
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                                        "cold_log": cold_lines, "restart_log": warm_lines}  # fmt: skip
         print(f"{count} model(s){' (distinct)' if args.distinct else ''}: all ready {cold:.1f} s after start; "
               f"after a restart {warm:.1f} s", flush=True)
-    path = args.output / ("results-distinct.json" if args.distinct else "results.json")
+    workers = "" if args.workers == 1 else f"-{args.workers}-workers"
+    path = args.output / f"results{'-distinct' if args.distinct else ''}{workers}.json"
     write_results(path, results)
     print(f"wrote {path}")
     return 0

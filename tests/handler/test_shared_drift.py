@@ -112,7 +112,8 @@ def test_workers_appending_at_once_lose_no_answer_and_test_no_window_twice(tmp_p
     numbers = sorted(number for number, _ in taken)
     assert numbers == list(range(1, total // 25 + 1))
     assert all(sum(counts) == 25 for _, counts in taken)
-    left = os.path.getsize(tmp_path / "pool.bin") // SharedDriftWindow(PoolFiles(tmp_path), 25, 3, HIDDEN).record.itemsize
+    record = SharedDriftWindow(PoolFiles(tmp_path), 25, 3, HIDDEN).record
+    left = os.path.getsize(tmp_path / "pool.bin") // record.itemsize
     assert left == total % 25
     assert json.loads((tmp_path / STATE_FILE).read_text())["windows"] == total // 25
 

@@ -41,6 +41,8 @@ def test_every_results_page_renders_from_the_committed_json():
     assert "| none |" in tables.imbalance_table(load("imbalance.json"))
     assert "102052" in tables.soak_table(load("soak.json"))
     assert "Hit rate" in tables.cache_table(load("bench-cache-results.json"))
+    split = tables.worker_split_table(load("worker-split-zen5.json"))
+    assert "| 2 processes x 1 thread, chunks of 16, at once |" in split and "| 1.00 |" in split
     startup = tables.startup_table(load("startup.json"))
     assert "| 1 | archives of one model |" in startup and "| 5 |" in startup
 
