@@ -184,7 +184,12 @@ def test_a_compiled_model_is_frozen_and_auto_checks_its_bf16_graph_too(sentiment
     monkeypatch.setattr(torch._inductor.config, "freezing", False)
     auto, auto_context = load_handler(sentiment_model, {"dtype": "auto", "torch_compile": True})
     assert torch._inductor.config.freezing
-    assert auto.runner.precision.low_precision and auto.runner.precision.answers_agree
+    choice = auto.runner.precision
+    # The compiled bf16 graph's answers are checked before any timing. Its timing may be skipped
+    # where compiling spent the load's timing budget on a busy machine (seen in CI): float32 then
+    # serves until traffic says, as documented.
+    assert choice.answers_agree
+    assert choice.low_precision or "timing budget" in choice.describe(), choice.describe()
     exact, exact_context = load_handler(sentiment_model, {"dtype": "float32"})
     low, reference = scores(auto, auto_context), scores(exact, exact_context)
     assert np.array_equal(low.argmax(axis=1), reference.argmax(axis=1))
